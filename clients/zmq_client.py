@@ -1,0 +1,182 @@
+"""Raw ZeroMQ clients for one matcher (DEALER -> ROUTER), sync and asyncio.
+
+Requests carry a `req_id`; replies are matched by it, so many requests can be in
+flight at once (pipelining). The wire format is docs/protocol.md; the bytes are
+matcher/codec.py's.
+
+    with MatcherClient("tcp://127.0.0.1:5555") as client:
+        order = client.request("new_order", symbol="BTC-USDT", side="buy",
+                               order_type="limit", price="30000", quantity="0.5")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from matcher import codec
+
+
+class MatcherError(Exception):
+    """The matcher answered ok: false."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class MatcherTimeout(Exception):
+    """No reply in time: the matcher is down or overloaded."""
+
+
+def _result(reply: dict[str, Any]) -> Any:
+    if reply.get("ok"):
+        return reply.get("result")
+    error = reply.get("error") or {}
+    raise MatcherError(str(error.get("code")), str(error.get("message")))
+
+
+class MatcherClient:
+    """Blocking client. `request` waits for one reply; `pipeline` sends many, then reads."""
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout * 1000)
+        self._context = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._socket = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1_000_000)
+        sock.setsockopt(zmq.RCVHWM, 1_000_000)
+        sock.connect(self.endpoint)
+        return sock
+
+    def reconnect(self) -> None:
+        """A fresh socket: replies owed to the old one are abandoned."""
+        self._socket.close(0)
+        self._socket = self._connect()
+
+    def send_raw(self, *frames: bytes) -> None:
+        """Send arbitrary frames (tests use it for malformed input)."""
+        self._socket.send_multipart(list(frames))
+
+    def recv_reply(self) -> dict[str, Any]:
+        if not self._socket.poll(self.timeout_ms):
+            raise MatcherTimeout(f"no reply from {self.endpoint} in {self.timeout_ms} ms")
+        return codec.decode_reply(self._socket.recv())
+
+    def request_raw(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and return the whole reply map (ok or not)."""
+        req_id = next(self._ids)
+        self._socket.send(codec.encode_request({"op": op, "req_id": req_id, **fields}))
+        while True:
+            reply = self.recv_reply()
+            if reply.get("req_id") == req_id:
+                return reply
+
+    def request(self, op: str, **fields: Any) -> Any:
+        """Send one request; return its result or raise MatcherError / MatcherTimeout."""
+        return _result(self.request_raw(op, **fields))
+
+    def pipeline(self, requests: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send every request without waiting, then collect the replies in order."""
+        sent = []
+        send = self._socket.send
+        for request in requests:
+            req_id = next(self._ids)
+            sent.append(req_id)
+            send(codec.encode_request({**request, "req_id": req_id}))
+        replies: dict[Any, dict[str, Any]] = {}
+        wanted = set(sent)
+        while wanted:
+            reply = self.recv_reply()
+            req_id = reply.get("req_id")
+            if req_id in wanted:
+                wanted.discard(req_id)
+                replies[req_id] = reply
+        return [replies[req_id] for req_id in sent]
+
+    def close(self) -> None:
+        self._socket.close(0)
+
+    def __enter__(self) -> MatcherClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncMatcherClient:
+    """asyncio client: many coroutines share one DEALER; a reader task routes replies."""
+
+    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = zmq.asyncio.Context.instance()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._socket = self._connect()
+        self._reader: asyncio.Task[None] | None = None
+
+    def _connect(self) -> zmq.asyncio.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.connect(self.endpoint)
+        return sock
+
+    async def _read_replies(self) -> None:
+        sock = self._socket
+        while True:
+            frame = await sock.recv()
+            try:
+                reply = codec.decode_reply(frame)
+            except ValueError:
+                continue
+            future = self._pending.pop(reply.get("req_id"), None)  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_replies())
+
+    async def request_raw(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        self._ensure_reader()
+        req_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        await self._socket.send(codec.encode_request({"op": op, "req_id": req_id, **fields}))
+        try:
+            return await asyncio.wait_for(future, timeout or self.timeout)
+        except TimeoutError:
+            raise MatcherTimeout(f"no reply from {self.endpoint} in {timeout or self.timeout}s") from None
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def request(self, op: str, **fields: Any) -> Any:
+        return _result(await self.request_raw(op, **fields))
+
+    def reconnect(self) -> None:
+        """Drop the socket (and every reply owed to it) for a fresh one."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._socket.close(0)
+        self._socket = self._connect()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._socket.close(0)

@@ -1,0 +1,243 @@
+"""Core benchmark: the matching engine alone on a seeded, realistic flow.
+
+    python -m matcher.bench [--ops 200000] [--runs 5] [--resting 1000000] [--quick]
+
+The flow (generated before timing, fixed seed): around a drifting mid, 55% passive limit
+orders 1-50 ticks from mid, 25% cancels of live orders, 15% limit orders crossing 1-5
+ticks through the opposite best (partial fills, sweeps), 5% market orders; quantities
+1-100 lots. Every run replays the same commands on a fresh engine, with every event
+produced. Prints ops/s and µs/op (median of the runs after a warm-up), trades, and the
+memory per resting order with `--resting` resting orders (tracemalloc).
+
+For scale, the same flow runs through `BareBook`, an 40-line SortedDict + deque book
+that produces no events, no fees and no order states: the floor of this data layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+import tracemalloc
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from matcher.engine import Engine
+from matcher.protocol import (
+    BUY,
+    CMD_CANCEL,
+    CMD_NEW_ORDER,
+    EV_TRADE,
+    GTC,
+    LIMIT,
+    MARKET,
+    SELL,
+    TIF_IOC,
+)
+
+ACCOUNT = "anonymous"  # one account that never self-trade-prevents
+
+
+def generate_flow(ops: int, seed: int = 42) -> list[tuple]:
+    """The seeded command list; a live engine decides which orders are cancellable."""
+    rng = random.Random(seed)
+    engine = Engine()
+    commands: list[tuple] = []
+    live: list[int] = []
+    mid = 1_000_000
+    ts = 1_700_000_000_000_000
+    for seq in range(1, ops + 1):
+        ts += 1
+        if rng.random() < 0.01:
+            mid += rng.choice((-1, 1)) * rng.randint(1, 3)
+        roll = rng.random()
+        side = BUY if rng.random() < 0.5 else SELL
+        quantity = rng.randint(1, 100)
+        command: tuple
+        if roll < 0.25 and live:
+            resting = engine.book.orders
+            while live:  # drop ids that were filled meanwhile
+                i = rng.randrange(len(live))
+                order_id = live[i]
+                live[i] = live[-1]
+                live.pop()
+                if order_id in resting:
+                    break
+            else:
+                order_id = 1  # nothing live: an unknown-order refusal is a valid op too
+            command = (CMD_CANCEL, seq, ts, ACCOUNT, order_id)
+        elif roll < 0.80:
+            distance = rng.randint(1, 50)
+            price = mid - distance if side == BUY else mid + distance
+            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, LIMIT, GTC, price, quantity,
+                       False, 0, None)
+        elif roll < 0.95:
+            best = engine.book.asks.best() if side == BUY else engine.book.bids.best()
+            through = rng.randint(1, 5)
+            if best is None:
+                best = mid
+            price = best + through if side == BUY else best - through
+            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, LIMIT, GTC, price, quantity,
+                       False, 0, None)
+        else:
+            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, MARKET, TIF_IOC, None, quantity,
+                       False, 0, None)
+        try:
+            engine.apply(command)
+        except Exception:
+            command = (CMD_CANCEL, seq, ts, ACCOUNT, -1)  # kept: a refused op still costs
+            continue
+        finally:
+            commands.append(command)
+        if command[0] == CMD_NEW_ORDER and command[1] in engine.book.orders:
+            live.append(command[1])
+    return commands
+
+
+def run_engine(commands: list[tuple]) -> tuple[float, int]:
+    """Seconds to apply every command to a fresh engine, and the trades it made."""
+    engine = Engine()
+    apply = engine.apply
+    trades = 0
+    started = time.perf_counter()
+    for command in commands:
+        try:
+            events = apply(command)
+        except Exception:
+            continue
+        if events[0][0] == EV_TRADE or len(events) > 2:
+            trades += 1
+    elapsed = time.perf_counter() - started
+    return elapsed, engine.trade_id
+
+
+class BareBook:
+    """The floor: price levels in SortedDicts of deques, no events, ids, fees or states."""
+
+    def __init__(self) -> None:
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.index: dict[int, list[Any]] = {}
+
+    def limit(self, order_id: int, side: int, price: int | None, quantity: int) -> None:
+        book, other = (self.bids, self.asks) if side == BUY else (self.asks, self.bids)
+        while quantity and other:
+            best, level = other.peekitem(0 if side == BUY else -1)
+            if price is not None and (best > price if side == BUY else best < price):
+                break
+            while quantity and level:
+                maker = level[0]
+                fill = min(quantity, maker[1])
+                quantity -= fill
+                maker[1] -= fill
+                if not maker[1]:
+                    level.popleft()
+                    del self.index[maker[0]]
+            if not level:
+                del other[best]
+        if quantity and price is not None:
+            entry = [order_id, quantity, side, price]
+            book.setdefault(price, deque()).append(entry)
+            self.index[order_id] = entry
+
+    def cancel(self, order_id: int) -> None:
+        entry = self.index.pop(order_id, None)
+        if entry is not None:
+            book = self.bids if entry[2] == BUY else self.asks
+            level = book[entry[3]]
+            level.remove(entry)
+            if not level:
+                del book[entry[3]]
+
+
+def run_bare(commands: list[tuple]) -> tuple[float, int]:
+    book = BareBook()
+    limit, cancel = book.limit, book.cancel
+    started = time.perf_counter()
+    for command in commands:
+        if command[0] == CMD_CANCEL:
+            cancel(command[4])
+        else:
+            limit(command[1], command[4], command[7], command[8])
+    return time.perf_counter() - started, 0
+
+
+def timed(runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tuple], runs: int) -> dict[str, float]:
+    runner(commands[: len(commands) // 4])  # warm-up
+    seconds = []
+    trades = 0
+    for _ in range(runs):
+        gc.collect()
+        elapsed, trades = runner(commands)
+        seconds.append(elapsed)
+    median = statistics.median(seconds)
+    return {
+        "ops_per_s": len(commands) / median,
+        "us_per_op": median / len(commands) * 1e6,
+        "min_us_per_op": min(seconds) / len(commands) * 1e6,
+        "max_us_per_op": max(seconds) / len(commands) * 1e6,
+        "trades": trades,
+    }
+
+
+def memory_per_resting_order(count: int) -> float:
+    """Bytes per resting order with `count` of them (tracemalloc over the whole engine)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    engine = Engine()
+    apply = engine.apply
+    ts = 1_700_000_000_000_000
+    mid = 1_000_000
+    for seq in range(1, count + 1):
+        side = BUY if seq & 1 else SELL
+        offset = 1 + seq % 2000
+        price = mid - offset if side == BUY else mid + offset
+        apply((CMD_NEW_ORDER, seq, ts + seq, ACCOUNT, side, LIMIT, GTC, price, 1 + seq % 100,
+               False, 0, None))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(engine.book.orders) == count
+    return used / count
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m matcher.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--resting", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.ops, args.runs, args.resting = 20_000, 2, 20_000
+    commands = generate_flow(args.ops, args.seed)
+    core = timed(run_engine, commands, args.runs)
+    bare = timed(run_bare, commands, args.runs)
+    memory = memory_per_resting_order(args.resting)
+    figures = {
+        "core_ops_per_s": core["ops_per_s"],
+        "core_us_per_op": core["us_per_op"],
+        "core_trades": core["trades"],
+        "bare_ops_per_s": bare["ops_per_s"],
+        "core_vs_bare": core["ops_per_s"] / bare["ops_per_s"],
+        "bytes_per_resting_order": memory,
+    }
+    print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs")
+    print(f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
+          f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
+          f"trades {core['trades']:,}")
+    print(f"  bare book floor: {bare['ops_per_s']:>12,.0f} ops/s  {bare['us_per_op']:.3f} µs/op "
+          f"(no events)  core/bare = {figures['core_vs_bare']:.2f}")
+    print(f"  memory: {memory:.0f} bytes per resting order ({args.resting:,} resting)")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

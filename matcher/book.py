@@ -1,0 +1,210 @@
+"""Price levels and the order index of one symbol: the data the engine matches against.
+
+No I/O, no clock. Prices are integer ticks, quantities integer lots.
+
+Layout, chosen for CPython speed and memory (measured in matcher/bench.py):
+- each side is a dict price -> Level plus a SortedList of its prices, so the best price
+  is `asks.prices[0]` / `bids.prices[-1]` (O(1)) and a new level is O(log n);
+- a Level keeps its orders in a deque (FIFO: append/popleft ~30 ns) and its total;
+- `Order` uses __slots__ (about 140 bytes) and packs order type, time in force, STP and
+  post-only into one small int so a resting order costs under 250 bytes in all.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from sortedcontainers import SortedList
+
+from matcher.protocol import BUY, FINISHED_STATUSES, SELL
+
+
+class Order:
+    """One order. `leaves` is the quantity still open; filled = quantity - leaves.
+
+    `kind` packs order_type (bits 0-2), time in force (3-4), stp (5-6) and post_only (7),
+    so it stays a cached small int.
+    """
+
+    __slots__ = (
+        "order_id", "account", "side", "price", "quantity", "leaves", "status", "kind",
+        "timestamp", "client_order_id", "stop_price", "trades", "reason",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        side: int,
+        price: int | None,
+        quantity: int,
+        status: int,
+        kind: int,
+        timestamp: int,
+        client_order_id: str | None = None,
+        stop_price: int | None = None,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price
+        self.quantity = quantity
+        self.leaves = quantity
+        self.status = status
+        self.kind = kind
+        self.timestamp = timestamp
+        self.client_order_id = client_order_id
+        self.stop_price = stop_price
+        self.trades: list[tuple] | None = None  # this order's fills, in execution order
+        self.reason: str | None = None
+
+    @property
+    def order_type(self) -> int:
+        return self.kind & 7
+
+    @property
+    def tif(self) -> int:
+        return (self.kind >> 3) & 3
+
+    @property
+    def stp(self) -> int:
+        return (self.kind >> 5) & 3
+
+    @property
+    def post_only(self) -> bool:
+        return bool(self.kind & 128)
+
+    @property
+    def filled(self) -> int:
+        return self.quantity - self.leaves
+
+    @property
+    def remaining(self) -> int:
+        """Quantity still open (resting, or waiting as a pending stop): 0 once finished."""
+        return 0 if self.status in FINISHED_STATUSES else self.leaves
+
+    def to_tuple(self) -> tuple:
+        """Every field, for snapshots and state hashes (trades by id only)."""
+        trade_ids = [trade[1] for trade in self.trades] if self.trades else None
+        return (
+            self.order_id, self.account, self.side, self.price, self.quantity, self.leaves,
+            self.status, self.kind, self.timestamp, self.client_order_id, self.stop_price,
+            trade_ids, self.reason,
+        )
+
+    def __repr__(self) -> str:
+        return f"Order{self.to_tuple()!r}"
+
+
+def pack_kind(order_type: int, tif: int, stp: int, post_only: bool) -> int:
+    return order_type | (tif << 3) | (stp << 5) | (128 if post_only else 0)
+
+
+class Level:
+    """All resting orders at one price, oldest first, and their open total."""
+
+    __slots__ = ("price", "total", "orders")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.total = 0
+        self.orders: deque[Order] = deque()
+
+
+class Side:
+    """One side of the book: levels by price and the sorted list of their prices."""
+
+    __slots__ = ("side", "levels", "prices")
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+        self.levels: dict[int, Level] = {}
+        self.prices: SortedList = SortedList()
+
+    def best(self) -> int | None:
+        """Best price or None. Cost: O(1)."""
+        prices = self.prices
+        if not prices:
+            return None
+        return prices[-1] if self.side == BUY else prices[0]
+
+    def levels_best_first(self) -> Iterator[Level]:
+        levels = self.levels
+        prices = reversed(self.prices) if self.side == BUY else iter(self.prices)
+        for price in prices:
+            yield levels[price]
+
+
+class Book:
+    """Both sides plus the index of resting orders by id."""
+
+    __slots__ = ("bids", "asks", "orders")
+
+    def __init__(self) -> None:
+        self.bids = Side(BUY)
+        self.asks = Side(SELL)
+        self.orders: dict[int, Order] = {}  # resting orders only
+
+    def side(self, side: int) -> Side:
+        return self.bids if side == BUY else self.asks
+
+    def add(self, order: Order) -> Level:
+        """Rest `order` at the back of its level. Cost: O(1), O(log n) for a new level."""
+        book_side = self.bids if order.side == BUY else self.asks
+        price = order.price
+        assert price is not None
+        level = book_side.levels.get(price)
+        if level is None:
+            level = book_side.levels[price] = Level(price)
+            book_side.prices.add(price)
+        else:
+            order.price = level.price  # share one int object per level: saves 28 bytes
+        level.orders.append(order)
+        level.total += order.leaves
+        self.orders[order.order_id] = order
+        return level
+
+    def remove(self, order: Order) -> Level:
+        """Take a resting order out of its level. Cost: O(k) in the level's order count."""
+        book_side = self.bids if order.side == BUY else self.asks
+        level = book_side.levels[order.price]  # type: ignore[index]
+        level.orders.remove(order)
+        level.total -= order.leaves
+        del self.orders[order.order_id]
+        if not level.orders:
+            del book_side.levels[level.price]
+            book_side.prices.remove(level.price)
+        return level
+
+    def depth(self, side: int, limit: int) -> list[tuple[int, int]]:
+        """The best `limit` levels of one side as (price, total), best first."""
+        book_side = self.side(side)
+        result = []
+        for level in book_side.levels_best_first():
+            if len(result) >= limit:
+                break
+            result.append((level.price, level.total))
+        return result
+
+    def check(self) -> None:
+        """Assert every invariant of the book. Cost: O(n); for tests and --verify."""
+        seen = 0
+        for book_side in (self.bids, self.asks):
+            assert list(book_side.prices) == sorted(book_side.levels), "prices match levels"
+            for price, level in book_side.levels.items():
+                assert level.price == price, "level keyed by its price"
+                assert level.orders, f"empty level at {price}"
+                total = 0
+                for order in level.orders:
+                    assert order.side == book_side.side, f"order {order.order_id} on wrong side"
+                    assert order.price == price, f"order {order.order_id} at wrong level"
+                    assert 0 < order.leaves <= order.quantity, f"order {order.order_id} leaves"
+                    assert self.orders.get(order.order_id) is order, "index matches levels"
+                    assert order.status not in FINISHED_STATUSES, "finished order resting"
+                    total += order.leaves
+                    seen += 1
+                assert level.total == total, f"level {price} total {level.total} != {total}"
+        assert seen == len(self.orders), "index holds only resting orders"
+        best_bid, best_ask = self.bids.best(), self.asks.best()
+        assert best_bid is None or best_ask is None or best_bid < best_ask, "book crossed"

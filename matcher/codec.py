@@ -1,0 +1,84 @@
+"""The bytes on the wire and in the journal: the only module that calls msgpack.
+
+Frames (docs/protocol.md has the full contract):
+- request / reply: one frame, a msgpack map;
+- PUB message: topic bytes, one 0x00 byte, msgpack map (one frame: 5x faster than two);
+- journal record body: the command tuple as a msgpack array (matcher/protocol.py);
+- snapshot body: the engine's exported state as a msgpack map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+MAX_REQUEST_BYTES = 64 * 1024
+TOPIC_END = b"\x00"
+
+# One Packer reused: creating one per call costs more than the packing itself.
+_packer = msgpack.Packer(use_bin_type=True)
+pack = _packer.pack
+
+
+def unpack(data: bytes) -> Any:
+    """Decode one msgpack value; raises ValueError (or a subclass) on malformed input."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_REQUEST_BYTES)
+
+
+def decode_request(data: bytes) -> dict[str, Any]:
+    """A request map, or ValueError saying what is wrong with the frame."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(data)} bytes exceeds {MAX_REQUEST_BYTES}")
+    try:
+        message = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise ValueError(f"not msgpack: {type(exc).__name__}") from None
+    if not isinstance(message, dict):
+        raise ValueError("a request must be a msgpack map")
+    return message
+
+
+def encode_reply(req_id: Any, result: Any) -> bytes:
+    return pack({"req_id": req_id, "ok": True, "result": result})
+
+
+def encode_error(req_id: Any, code: str, message: str) -> bytes:
+    return pack({"req_id": req_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+def encode_request(request: dict[str, Any]) -> bytes:
+    return pack(request)
+
+
+def decode_reply(data: bytes) -> dict[str, Any]:
+    reply = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    if not isinstance(reply, dict):
+        raise ValueError("a reply must be a msgpack map")
+    return reply
+
+
+def encode_pub(topic: bytes, body: Any) -> bytes:
+    return topic + TOPIC_END + pack(body)
+
+
+def decode_pub(frame: bytes) -> tuple[str, Any]:
+    """(topic, body) of one PUB frame."""
+    end = frame.index(TOPIC_END)
+    return frame[:end].decode(), msgpack.unpackb(frame[end + 1 :], raw=False)
+
+
+def encode_command(command: tuple) -> bytes:
+    return pack(command)
+
+
+def decode_command(data: bytes) -> tuple:
+    return tuple(msgpack.unpackb(data, raw=False, use_list=False))
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    return msgpack.packb(state, use_bin_type=True)
+
+
+def decode_state(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)

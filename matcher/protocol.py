@@ -1,0 +1,132 @@
+"""Commands, events and result codes of the matching core: defined once, here.
+
+Everything the core takes and returns is a plain tuple of ints, strings and None,
+so it is cheap to build, cheap to pack (one msgpack array) and replays exactly.
+Type codes are stable: they are written to the journal, so never renumber them;
+add new codes at the end and bump PROTOCOL_VERSION when a layout changes.
+
+Commands (input of `Engine.apply`; `seq` is the journal sequence number and also the
+order id of an order the command creates; `ts` is microseconds since the Unix epoch):
+
+    (CMD_NEW_ORDER, seq, ts, account, side, order_type, tif, price, quantity,
+     post_only, stp, client_order_id)
+    (CMD_NEW_STOP,  seq, ts, account, side, order_type, stop_price, price, quantity,
+     stp, client_order_id)
+    (CMD_CANCEL,    seq, ts, account, order_id)
+    (CMD_AMEND,     seq, ts, account, order_id, quantity, price)   # None = unchanged
+
+Prices are integer ticks, quantities integer lots; `price` is None for market orders.
+
+Events (output of `Engine.apply`, in the order they happened):
+
+    (EV_TRADE, trade_id, price, quantity, aggressor_side, maker_order_id,
+     taker_order_id, maker_fee, taker_fee)
+    (EV_ORDER, order_id, status, filled_quantity, remaining_quantity, reason)
+    (EV_LEVEL, side, price, total_quantity)        # total 0: the level is gone
+
+Fees are integers in units of tick_size * lot_size / FEE_RATE_SCALE of the quote
+currency: fee = price * quantity * rate, with rate an integer over FEE_RATE_SCALE.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+
+# Fee rates are integers over this scale: 0.0001 -> 10_000.
+FEE_RATE_SCALE = 100_000_000
+
+# Sides.
+BUY = 0
+SELL = 1
+SIDE_NAMES = ("buy", "sell")
+
+# Order types, as the user named them.
+MARKET = 0
+LIMIT = 1
+IOC = 2
+FOK = 3
+STOP_LOSS = 4
+STOP_LIMIT = 5
+TAKE_PROFIT = 6
+ORDER_TYPE_NAMES = ("market", "limit", "ioc", "fok", "stop_loss", "stop_limit", "take_profit")
+STOP_TYPES = (STOP_LOSS, STOP_LIMIT, TAKE_PROFIT)
+
+# Time in force.
+GTC = 0
+TIF_IOC = 1
+TIF_FOK = 2
+TIF_NAMES = ("gtc", "ioc", "fok")
+
+# Self-trade prevention: what happens when a taker meets its own account's order.
+STP_CANCEL_NEWEST = 0
+STP_CANCEL_OLDEST = 1
+STP_CANCEL_BOTH = 2
+STP_NAMES = ("cancel_newest", "cancel_oldest", "cancel_both")
+
+# Order statuses. TRIGGERED appears only in events: the stop's status then moves on.
+PENDING = 0
+NEW = 1
+PARTIALLY_FILLED = 2
+FILLED = 3
+CANCELLED = 4
+REJECTED = 5
+TRIGGERED = 6
+STATUS_NAMES = (
+    "pending", "new", "partially_filled", "filled", "cancelled", "rejected", "triggered",
+)
+FINISHED_STATUSES = frozenset((FILLED, CANCELLED, REJECTED))
+
+# The account that never self-trade-prevents.
+ANONYMOUS = "anonymous"
+
+# Command type codes (journaled).
+CMD_NEW_ORDER = 1
+CMD_NEW_STOP = 2
+CMD_CANCEL = 3
+CMD_AMEND = 4
+
+# Event type codes.
+EV_TRADE = 1
+EV_ORDER = 2
+EV_LEVEL = 3
+
+
+class Code:
+    """Result codes, grouped by subsystem. The string is what clients see."""
+
+    # Input validation (HTTP 400).
+    INVALID_REQUEST = "invalid_request"
+    INVALID_FIELD = "invalid_field"
+    INVALID_PRICE = "invalid_price"
+    INVALID_QUANTITY = "invalid_quantity"
+    UNKNOWN_OP = "unknown_op"
+    # Order state (HTTP 404 / 409 / 400).
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    UNKNOWN_ORDER = "unknown_order"
+    ORDER_NOT_OPEN = "order_not_open"
+    DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
+    WOULD_TRIGGER_IMMEDIATELY = "would_trigger_immediately"
+    STOP_NOT_AMENDABLE = "stop_not_amendable"
+    POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    # Reasons carried by cancelled or rejected orders (not errors).
+    SELF_TRADE_PREVENTED = "self_trade_prevented"
+    NO_LIQUIDITY = "no_liquidity"
+    FOK_NOT_FILLABLE = "fok_not_fillable"
+    IOC_REMAINDER = "ioc_remainder_cancelled"
+    MARKET_REMAINDER = "market_remainder_cancelled"
+    USER_CANCELLED = "cancelled_by_user"
+    # Service (HTTP 5xx / 429 / 413 / 401).
+    UNAVAILABLE = "matcher_unavailable"
+    RATE_LIMITED = "rate_limited"
+    TOO_LARGE = "request_too_large"
+    UNAUTHORIZED = "unauthorized"
+    INTERNAL = "internal_error"
+
+
+class CommandError(Exception):
+    """A command the core refuses as a whole: nothing changed, nothing is journaled."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

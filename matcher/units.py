@@ -1,0 +1,154 @@
+"""Decimal strings <-> integer ticks and lots: the only place where they meet.
+
+Inside the matcher prices are integer ticks and quantities integer lots; decimal text
+exists only at the edges. Conversion is exact or refused: a price off the tick grid,
+NaN, infinities, booleans, negative or zero values and absurdly long numbers are
+rejected with a result code, never rounded.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import Any
+
+from matcher.config import SymbolConfig
+from matcher.protocol import FEE_RATE_SCALE, Code, CommandError
+
+# Longer inputs than this are refused before Decimal parses them (cheap DoS guard).
+MAX_NUMBER_CHARS = 40
+
+
+def _places(step: Decimal) -> int:
+    exponent = step.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+def parse_decimal(value: Any, field: str, code: str) -> Decimal:
+    """A finite Decimal from a JSON/msgpack string or number, or CommandError(code)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise CommandError(code, f"{field} must be a decimal string or number")
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise CommandError(code, f"{field} must be a finite number")
+        text = repr(value)
+    else:
+        text = str(value).strip()
+    if not text or len(text) > MAX_NUMBER_CHARS:
+        raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise CommandError(code, f"{field} is not a decimal number: {text[:40]!r}") from None
+    if not number.is_finite():
+        raise CommandError(code, f"{field} must be a finite number")
+    return number
+
+
+class Units:
+    """One symbol's grid: converts between decimal text and ticks/lots, formats fees."""
+
+    __slots__ = (
+        "symbol", "tick_size", "lot_size", "price_places", "quantity_places",
+        "price_scale", "quantity_scale", "max_price_ticks", "max_quantity_lots",
+        "min_quantity_lots", "maker_rate", "taker_rate", "_fee_unit", "_zero_price",
+        "_zero_quantity",
+    )
+
+    def __init__(self, config: SymbolConfig) -> None:
+        self.symbol = config.symbol
+        self.tick_size = config.tick_size
+        self.lot_size = config.lot_size
+        self.price_places = _places(config.tick_size)
+        self.quantity_places = _places(config.lot_size)
+        # Scale such that a tick count becomes a decimal string by integer arithmetic.
+        self.price_scale = int(config.tick_size * 10**self.price_places)
+        self.quantity_scale = int(config.lot_size * 10**self.quantity_places)
+        self.max_price_ticks = int(config.max_price / config.tick_size)
+        self.max_quantity_lots = int(config.max_quantity / config.lot_size)
+        self.min_quantity_lots = int(config.min_quantity / config.lot_size)
+        self.maker_rate = self._rate(config.maker_fee_rate)
+        self.taker_rate = self._rate(config.taker_fee_rate)
+        self._fee_unit = config.tick_size * config.lot_size / FEE_RATE_SCALE
+        self._zero_price = self.format_price(0)
+        self._zero_quantity = self.format_quantity(0)
+
+    @staticmethod
+    def _rate(rate: Decimal) -> int:
+        scaled = rate * FEE_RATE_SCALE
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"fee rate {rate} has more than 8 decimal places")
+        return int(scaled)
+
+    # -- parsing (edge -> core) ------------------------------------------------------
+
+    def price_ticks(self, value: Any, field: str = "price") -> int:
+        """Ticks for a positive on-grid price not above max_price. Cost: one Decimal parse."""
+        price = parse_decimal(value, field, Code.INVALID_PRICE)
+        if price <= 0:
+            raise CommandError(Code.INVALID_PRICE, f"{field} must be greater than 0")
+        ticks, remainder = divmod(price, self.tick_size)
+        if remainder:
+            raise CommandError(
+                Code.INVALID_PRICE, f"{field} {price} is not a multiple of tick_size {self.tick_size}"
+            )
+        if ticks > self.max_price_ticks:
+            raise CommandError(
+                Code.INVALID_PRICE,
+                f"{field} {price} exceeds max_price {self.max_price_ticks * self.tick_size}",
+            )
+        return int(ticks)
+
+    def quantity_lots(self, value: Any, field: str = "quantity") -> int:
+        """Lots for an on-grid quantity within [min_quantity, max_quantity]."""
+        quantity = parse_decimal(value, field, Code.INVALID_QUANTITY)
+        if quantity <= 0:
+            raise CommandError(Code.INVALID_QUANTITY, f"{field} must be greater than 0")
+        lots, remainder = divmod(quantity, self.lot_size)
+        if remainder:
+            raise CommandError(
+                Code.INVALID_QUANTITY,
+                f"{field} {quantity} is not a multiple of lot_size {self.lot_size}",
+            )
+        if lots > self.max_quantity_lots:
+            raise CommandError(
+                Code.INVALID_QUANTITY,
+                f"{field} {quantity} exceeds max_quantity {self.max_quantity_lots * self.lot_size}",
+            )
+        if lots < self.min_quantity_lots:
+            raise CommandError(
+                Code.INVALID_QUANTITY,
+                f"{field} {quantity} is below min_quantity {self.min_quantity_lots * self.lot_size}",
+            )
+        return int(lots)
+
+    # -- formatting (core -> edge) ---------------------------------------------------
+    # Integer arithmetic and an f-string: about 4x faster than going through Decimal.
+
+    def format_price(self, ticks: int) -> str:
+        places = self.price_places
+        units = ticks * self.price_scale
+        if not places:
+            return str(units)
+        whole, frac = divmod(units, 10**places)
+        return f"{whole}.{frac:0{places}d}"
+
+    def format_quantity(self, lots: int) -> str:
+        places = self.quantity_places
+        units = lots * self.quantity_scale
+        if not places:
+            return str(units)
+        whole, frac = divmod(units, 10**places)
+        return f"{whole}.{frac:0{places}d}"
+
+    def format_fee(self, fee_units: int) -> str:
+        """The exact fee in quote currency, normalised ("3", "0.0006"), never in E-notation."""
+        with localcontext() as context:
+            context.prec = 80
+            fee = (Decimal(fee_units) * self._fee_unit).normalize()
+        return f"{fee:f}"
+
+    def fee_decimal(self, fee_units: int) -> Decimal:
+        with localcontext() as context:
+            context.prec = 80
+            return (Decimal(fee_units) * self._fee_unit).normalize()

@@ -1,0 +1,170 @@
+"""Request maps (REST/ZeroMQ fields) -> core command tuples, or CommandError.
+
+Everything a user can send is checked here, before the core sees it: types, names,
+grids and ranges. A refused request changes nothing. The tuples returned lack the
+(seq, ts) pair that the matcher service assigns: see `with_sequence`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matcher.protocol import (
+    ANONYMOUS,
+    CMD_AMEND,
+    CMD_CANCEL,
+    CMD_NEW_ORDER,
+    CMD_NEW_STOP,
+    GTC,
+    LIMIT,
+    MARKET,
+    ORDER_TYPE_NAMES,
+    SIDE_NAMES,
+    STOP_LIMIT,
+    STOP_LOSS,
+    STOP_TYPES,
+    STP_NAMES,
+    TIF_IOC,
+    TIF_NAMES,
+    Code,
+    CommandError,
+)
+from matcher.units import Units
+
+MAX_ID_CHARS = 64
+MAX_ORDER_ID = 2**63 - 1
+SIDES = {name: code for code, name in enumerate(SIDE_NAMES)}
+ORDER_TYPES = {name: code for code, name in enumerate(ORDER_TYPE_NAMES)}
+TIFS = {name: code for code, name in enumerate(TIF_NAMES)}
+STPS = {name: code for code, name in enumerate(STP_NAMES)}
+
+
+def _invalid(message: str) -> CommandError:
+    return CommandError(Code.INVALID_FIELD, message)
+
+
+def _name(message: dict[str, Any], field: str, choices: dict[str, int], default: int | None = None) -> int:
+    value = message.get(field)
+    if value is None:
+        if default is None:
+            raise _invalid(f"{field} is required ({', '.join(choices)})")
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise _invalid(f"{field} must be one of {', '.join(choices)}, not {str(value)[:40]!r}")
+    return choices[value]
+
+
+def _text(message: dict[str, Any], field: str) -> str | None:
+    value = message.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise _invalid(f"{field} must be a printable string of 1..{MAX_ID_CHARS} characters")
+    return value
+
+
+def account_of(message: dict[str, Any]) -> str:
+    return _text(message, "account") or ANONYMOUS
+
+
+def order_id_of(message: dict[str, Any]) -> int:
+    value = message.get("order_id")
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ORDER_ID:
+        raise _invalid("order_id must be a positive integer")
+    return value
+
+
+def bounded_int(message: dict[str, Any], field: str, default: int, low: int = 1, high: int = 1000) -> int:
+    value = message.get(field)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isdigit() and len(value) <= 6:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _invalid(f"{field} must be an integer in {low}..{high}")
+    return value
+
+
+def _flag(message: dict[str, Any], field: str) -> bool:
+    value = message.get(field, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(f"{field} must be true or false")
+    return value
+
+
+class Validator:
+    """Parses one symbol's requests into command tuples (without seq and ts)."""
+
+    def __init__(self, units: Units) -> None:
+        self.units = units
+
+    def new_order(self, message: dict[str, Any]) -> tuple:
+        units = self.units
+        order_type = _name(message, "order_type", ORDER_TYPES)
+        if order_type in STOP_TYPES:
+            raise _invalid(f"{ORDER_TYPE_NAMES[order_type]} orders go to new_stop_order")
+        side = _name(message, "side", SIDES)
+        quantity = units.quantity_lots(message.get("quantity"))
+        tif = _name(message, "time_in_force", TIFS, GTC)
+        post_only = _flag(message, "post_only")
+        if order_type == MARKET:
+            if message.get("price") is not None:
+                raise CommandError(Code.INVALID_PRICE, "a market order takes no price")
+            if message.get("time_in_force") not in (None, "ioc"):
+                raise _invalid("a market order never rests: time_in_force must be ioc or absent")
+            price = None
+            tif = TIF_IOC
+        else:
+            if message.get("price") is None:
+                raise CommandError(Code.INVALID_PRICE, "price is required for this order type")
+            price = units.price_ticks(message["price"])
+            if order_type != LIMIT and message.get("time_in_force") not in (
+                None, ORDER_TYPE_NAMES[order_type]
+            ):
+                raise _invalid(f"time_in_force conflicts with order_type {ORDER_TYPE_NAMES[order_type]}")
+        if post_only and (order_type != LIMIT or tif != GTC):
+            raise _invalid("post_only applies to gtc limit orders only")
+        stp = _name(message, "stp", STPS, 0)
+        return (CMD_NEW_ORDER, account_of(message), side, order_type, tif, price, quantity,
+                post_only, stp, _text(message, "client_order_id"))
+
+    def new_stop(self, message: dict[str, Any]) -> tuple:
+        units = self.units
+        order_type = _name(message, "order_type", ORDER_TYPES)
+        if order_type not in STOP_TYPES:
+            raise _invalid("order_type must be stop_loss, stop_limit or take_profit")
+        side = _name(message, "side", SIDES)
+        quantity = units.quantity_lots(message.get("quantity"))
+        if message.get("stop_price") is None:
+            raise CommandError(Code.INVALID_PRICE, "stop_price is required")
+        stop_price = units.price_ticks(message["stop_price"], "stop_price")
+        raw_price = message.get("price")
+        if order_type == STOP_LOSS and raw_price is not None:
+            raise CommandError(Code.INVALID_PRICE, "a stop_loss becomes a market order: no price")
+        if order_type == STOP_LIMIT and raw_price is None:
+            raise CommandError(Code.INVALID_PRICE, "a stop_limit needs a price")
+        price = units.price_ticks(raw_price) if raw_price is not None else None
+        stp = _name(message, "stp", STPS, 0)
+        return (CMD_NEW_STOP, account_of(message), side, order_type, stop_price, price,
+                quantity, stp, _text(message, "client_order_id"))
+
+    def cancel(self, message: dict[str, Any]) -> tuple:
+        return (CMD_CANCEL, account_of(message), order_id_of(message))
+
+    def amend(self, message: dict[str, Any]) -> tuple:
+        order_id = order_id_of(message)
+        raw_quantity, raw_price = message.get("quantity"), message.get("price")
+        if raw_quantity is None and raw_price is None:
+            raise _invalid("amend needs a new quantity, a new price or both")
+        quantity = self.units.quantity_lots(raw_quantity) if raw_quantity is not None else None
+        price = self.units.price_ticks(raw_price) if raw_price is not None else None
+        return (CMD_AMEND, account_of(message), order_id, quantity, price)
+
+
+def with_sequence(partial: tuple, seq: int, ts: int) -> tuple:
+    """The full command: (type, seq, ts, *fields)."""
+    return (partial[0], seq, ts, *partial[1:])
