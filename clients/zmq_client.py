@@ -78,7 +78,7 @@ class MatcherClient:
         """Send one request and return the whole reply map (ok or not)."""
         req_id = next(self._ids)
         self._socket.send(codec.encode_request({"op": op, "req_id": req_id, **fields}))
-        while True:
+        while True:  # skip replies owed to requests that timed out earlier
             reply = self.recv_reply()
             if reply.get("req_id") == req_id:
                 return reply
@@ -99,10 +99,10 @@ class MatcherClient:
         wanted = set(sent)
         while wanted:
             reply = self.recv_reply()
-            req_id = reply.get("req_id")
-            if req_id in wanted:
-                wanted.discard(req_id)
-                replies[req_id] = reply
+            answered = reply.get("req_id")
+            if answered in wanted:
+                wanted.discard(answered)
+                replies[answered] = reply
         return [replies[req_id] for req_id in sent]
 
     def close(self) -> None:

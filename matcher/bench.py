@@ -28,6 +28,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from matcher.engine import Engine
+from matcher.service import GC_THRESHOLD
 from matcher.protocol import (
     BUY,
     CMD_CANCEL,
@@ -171,10 +172,16 @@ def timed(runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tup
     runner(commands[: len(commands) // 4])  # warm-up
     seconds = []
     trades = 0
-    for _ in range(runs):
-        gc.collect()
-        elapsed, trades = runner(commands)
-        seconds.append(elapsed)
+    # The matcher service's GC settings (matcher/service.py), for the core and the floor.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, 50, 100)
+    try:
+        for _ in range(runs):
+            gc.collect()
+            elapsed, trades = runner(commands)
+            seconds.append(elapsed)
+    finally:
+        gc.set_threshold(*thresholds)
     median = statistics.median(seconds)
     return {
         "ops_per_s": len(commands) / median,

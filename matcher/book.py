@@ -20,15 +20,18 @@ from sortedcontainers import SortedList
 from matcher.protocol import BUY, FINISHED_STATUSES, SELL
 
 
+_KINDS = list(range(512))  # canonical int objects for every packed `kind` value
+
+
 class Order:
     """One order. `leaves` is the quantity still open; filled = quantity - leaves.
 
-    `kind` packs order_type (bits 0-2), time in force (3-4), stp (5-6) and post_only (7),
-    so it stays a cached small int.
+    `kind` packs order_type (bits 0-2), time in force (3-4), stp (5-6), post_only (7) and
+    the side (8); every value is one shared int object from _KINDS, so it costs no memory.
     """
 
     __slots__ = (
-        "order_id", "account", "side", "price", "quantity", "leaves", "status", "kind",
+        "order_id", "account", "price", "quantity", "leaves", "status", "kind",
         "timestamp", "client_order_id", "stop_price", "trades", "reason",
     )
 
@@ -47,17 +50,20 @@ class Order:
     ) -> None:
         self.order_id = order_id
         self.account = account
-        self.side = side
+        self.kind = _KINDS[kind | (side << 8)]  # the side is bit 8: one slot less per order
         self.price = price
         self.quantity = quantity
         self.leaves = quantity
         self.status = status
-        self.kind = kind
         self.timestamp = timestamp
         self.client_order_id = client_order_id
         self.stop_price = stop_price
         self.trades: list[tuple] | None = None  # this order's fills, in execution order
         self.reason: str | None = None
+
+    @property
+    def side(self) -> int:
+        return (self.kind >> 8) & 1
 
     @property
     def order_type(self) -> int:
@@ -180,7 +186,7 @@ class Book:
     def depth(self, side: int, limit: int) -> list[tuple[int, int]]:
         """The best `limit` levels of one side as (price, total), best first."""
         book_side = self.side(side)
-        result = []
+        result: list[tuple[int, int]] = []
         for level in book_side.levels_best_first():
             if len(result) >= limit:
                 break

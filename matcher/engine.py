@@ -30,7 +30,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from matcher.book import Book, Order, pack_kind
+from matcher.book import Book, Level, Order, pack_kind
 from matcher.protocol import (
     ANONYMOUS,
     BUY,
@@ -159,17 +159,29 @@ class Engine:
         )
         if tif == GTC and price is not None:
             # Fast path (most orders): a limit order that does not cross just rests.
+            # Book.add is inlined and SortedList's sublists read directly (`_lists`):
+            # together they halve the cost of this path.
+            book = self.book
             if side == BUY:
-                opposite = self.book.asks.prices
-                rests = not opposite or price < opposite[0]
+                opposite = book.asks.prices._lists
+                rests = not opposite or price < opposite[0][0]
+                own = book.bids
             else:
-                opposite = self.book.bids.prices
-                rests = not opposite or price > opposite[-1]
+                opposite = book.bids.prices._lists
+                rests = not opposite or price > opposite[-1][-1]
+                own = book.asks
             if rests:
-                level = self.book.add(order)
+                level = own.levels.get(price)
+                if level is None:
+                    level = own.levels[price] = Level(price)
+                    own.prices.add(price)
+                else:
+                    order.price = level.price  # one shared int per level (memory)
+                level.orders.append(order)
+                total = level.total = level.total + quantity
+                book.orders[seq] = order
                 self.book_seq += 1
-                return [(EV_LEVEL, side, level.price, level.total),
-                        (EV_ORDER, seq, NEW, 0, quantity, None)]
+                return [(EV_LEVEL, side, price, total), (EV_ORDER, seq, NEW, 0, quantity, None)]
         events: list[Event] = []
         self._enter(order, events, ts)
         if self._high is not None:
@@ -559,16 +571,16 @@ class Engine:
         for order_id in self.finished_ids:
             assert self.finished[order_id].status in (FILLED, CANCELLED, REJECTED)
         for (account, client_order_id), order_id in self.client_ids.items():
-            order = self.get_order(order_id)
-            assert order is not None and order.account == account
-            assert order.client_order_id == client_order_id
+            owner = self.get_order(order_id)
+            assert owner is not None and owner.account == account
+            assert owner.client_order_id == client_order_id
         assert self._low is None and self._high is None, "trigger range left over"
         trade_ids = [trade[1] for trade in self.recent_trades]
         assert trade_ids == list(range(self.trade_id - len(trade_ids) + 1, self.trade_id + 1))
 
     def export_state(self) -> dict[str, Any]:
         """Everything needed to rebuild this engine exactly, as plain values (snapshots)."""
-        resting = []
+        resting: list[tuple] = []
         for book_side in (self.book.bids, self.book.asks):
             for price in book_side.prices:
                 resting.extend(order.to_tuple() for order in book_side.levels[price].orders)

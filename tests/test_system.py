@@ -1,0 +1,181 @@
+"""End to end through run.py: the whole system as a user starts it, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import REPO, Child, free_port, wait_for_port
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found.extend(int(child) for child in children)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s")
+
+
+def healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("system")
+    http_port, ws_port = free_port(), free_port()
+    zmq_port = free_port()
+    while any(free_port() == zmq_port + k for k in range(1, 4)):
+        zmq_port = free_port()
+    child = Child(
+        ["run.py", "--data-dir", str(tmp / "data"), "--http-port", str(http_port),
+         "--ws-port", str(ws_port), "--zmq-port", str(zmq_port)],
+        tmp / "run.log",
+    ).start()
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_for_port(http_port, timeout=30)
+        wait_until(lambda: healthy(base), timeout=30)
+    except TimeoutError:
+        child.stop()
+        pytest.fail(f"system did not become healthy:\n{child.log()[-4000:]}")
+    yield {"child": child, "base": base, "tmp": tmp, "zmq_port": zmq_port, "ws_port": ws_port}
+    child.stop(timeout=20)
+
+
+def test_run_py_serves_the_default_symbols(system) -> None:  # type: ignore[no-untyped-def]
+    info = httpx.get(system["base"] + "/").json()
+    assert set(info["symbols"]) == {"BTC-USDT", "ETH-USDT"}
+    assert info["feed_url"] == f"ws://127.0.0.1:{system['ws_port']}"
+    assert info["symbols"]["BTC-USDT"]["order_endpoint"] == f"tcp://127.0.0.1:{system['zmq_port']}"
+
+
+def test_seed_fee_example_end_to_end(system) -> None:  # type: ignore[no-untyped-def]
+    base = system["base"]
+    sell = httpx.post(base + "/submit_order", json={
+        "symbol": "BTC-USDT", "order_type": "limit", "side": "sell", "price": "30000",
+        "quantity": "1"}).json()
+    assert sell["status"] == "new"
+    buy = httpx.post(base + "/submit_order", json={
+        "symbol": "BTC-USDT", "order_type": "market", "side": "buy", "quantity": 1}).json()
+    assert buy["status"] == "filled"
+    (trade,) = buy["trades"]
+    assert (trade["price"], trade["quantity"]) == ("30000.00", "1.0000")
+    assert (trade["maker_fee"], trade["taker_fee"]) == ("3", "6")
+    assert httpx.get(base + "/trades/BTC-USDT").json()["trades"][0]["trade_id"] == trade["trade_id"]
+
+
+def test_supervisor_restarts_a_killed_matcher_which_recovers(system) -> None:  # type: ignore[no-untyped-def]
+    base = system["base"]
+    resting = httpx.post(base + "/submit_order", json={
+        "symbol": "ETH-USDT", "order_type": "limit", "side": "buy", "price": "2000",
+        "quantity": "3"}).json()
+    supervisor = system["child"].process.pid
+    (matcher,) = [pid for pid in child_pids(supervisor)
+                  if "matcher.service" in cmdline(pid) and "ETH-USDT" in cmdline(pid)]
+    os.kill(matcher, signal.SIGKILL)
+    wait_until(lambda: httpx.get(base + "/health", timeout=5).status_code == 503, timeout=10)
+    wait_until(lambda: healthy(base), timeout=30)
+    order = httpx.get(f"{base}/orders/ETH-USDT/{resting['order_id']}").json()
+    assert order["status"] == "new" and order["remaining_quantity"] == "3.000"
+    assert "restarting matcher ETH-USDT" in system["child"].log()
+
+
+def test_refuses_a_public_host_without_api_keys(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "run.py", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "auth off" in result.stderr
+
+
+def test_ctrl_c_stops_everything_and_matchers_write_snapshots(tmp_path: Path) -> None:
+    http_port = free_port()
+    zmq_port = free_port()
+    child = Child(["run.py", "--data-dir", str(tmp_path / "data"), "--http-port", str(http_port),
+                   "--ws-port", str(free_port()), "--zmq-port", str(zmq_port),
+                   "--symbols", "BTC-USDT"], tmp_path / "run.log").start()
+    base = f"http://127.0.0.1:{http_port}"
+    wait_until(lambda: healthy(base), timeout=30)
+    httpx.post(base + "/submit_order", json={"symbol": "BTC-USDT", "order_type": "limit",
+                                             "side": "buy", "price": "100", "quantity": "1"})
+    assert child.process is not None
+    child.process.send_signal(signal.SIGINT)
+    assert child.process.wait(timeout=30) == 0
+    assert list((tmp_path / "data" / "BTC-USDT" / "snapshots").glob("snapshot-*.snap"))
+    assert "[run] stopped" in child.log()
+
+
+def test_two_matchers_on_two_addresses_behind_one_gateway(tmp_path: Path) -> None:
+    """The sharded layout of docs/operations.md: each matcher started alone, own address."""
+    btc = ("127.0.0.2", free_port("127.0.0.2"), free_port("127.0.0.2"))
+    eth = ("127.0.0.3", free_port("127.0.0.3"), free_port("127.0.0.3"))
+    http_port = free_port()
+    config = tmp_path / "shard.toml"
+    config.write_text(
+        f'[server]\nhttp_port = {http_port}\nws_port = {free_port()}\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
+        f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
+        f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
+        f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n'
+    )
+    children = [
+        Child(["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
+              tmp_path / "btc.log"),
+        Child(["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
+              tmp_path / "eth.log"),
+        Child(["run.py", "gateway", "--config", str(config)], tmp_path / "gateway.log"),
+    ]
+    try:
+        for child in children:
+            child.start()
+        base = f"http://127.0.0.1:{http_port}"
+        wait_for_port(http_port, timeout=30)
+        for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
+            def answered(symbol: str = symbol, price: str = price) -> dict | None:
+                response = httpx.post(base + "/submit_order", json={
+                    "symbol": symbol, "order_type": "limit", "side": "buy", "price": price,
+                    "quantity": "1"}, timeout=5)
+                return response.json() if response.status_code == 200 else None
+
+            order = wait_until(answered, timeout=30, interval=0.3)
+            assert order["symbol"] == symbol
+        book = httpx.get(base + "/orderbook/ETH-USDT").json()
+        assert book["bids"] == [["2000.00", "1.000"]]
+        logs = {child.log_path.name: child.log() for child in children}
+        assert f"tcp://{btc[0]}:{btc[1]}" in logs["btc.log"], json.dumps(logs)[:2000]
+        assert f"tcp://{eth[0]}:{eth[1]}" in logs["eth.log"]
+    finally:
+        for child in children:
+            child.stop()
