@@ -26,12 +26,6 @@ from matcher.config import SystemConfig, is_loopback, load_config
 
 COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench")
 REPO = Path(__file__).resolve().parent
-BENCHMARKS = {  # name -> module with main(argv) -> dict of figures
-    "core": "matcher.bench",
-    "zmq": "matcher.zmq_bench",
-    "rest": "gateway.bench",
-    "ws": "feedhub.bench",
-}
 RESTART_BACKOFF_MAX = 10.0
 STABLE_AFTER = 30.0  # a child up this long has its backoff reset
 
@@ -209,19 +203,9 @@ def run_component(name: str, argv: list[str]) -> int:
 
 
 def run_benchmarks(argv: list[str]) -> int:
-    """Run the benchmarks named (default: all) one after another; each prints its figures."""
-    import importlib
+    from clients.bench_suite import main as bench_main
 
-    parser = argparse.ArgumentParser(prog="python run.py bench")
-    parser.add_argument("which", nargs="*", choices=[*BENCHMARKS, "all"], default=["all"])
-    parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
-    args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if "all" in args.which else args.which
-    for name in names:
-        print(f"== bench {name} ({BENCHMARKS[name]})", flush=True)
-        module = importlib.import_module(BENCHMARKS[name])
-        module.main(["--quick"] if args.quick else [])
-    return 0
+    return bench_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
