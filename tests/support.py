@@ -82,3 +82,56 @@ class Child:
                 self.process.kill()
                 self.process.wait(timeout=10)
         return self.process.returncode
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class System:
+    """The whole system started by run.py on free loopback ports."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.tmp = tmp
+        self.http_port, self.ws_port = free_port(), free_port()
+        self.zmq_port = free_port()
+        self.data_dir = tmp / "data"
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.feed_url = f"ws://127.0.0.1:{self.ws_port}"
+        self.child = Child(
+            ["run.py", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port),
+             "--ws-port", str(self.ws_port), "--zmq-port", str(self.zmq_port), *extra],
+            tmp / "run.log",
+        )
+
+    def endpoint(self, index: int) -> str:
+        """The ROUTER endpoint of the index-th configured symbol."""
+        return f"tcp://127.0.0.1:{self.zmq_port + 2 * index}"
+
+    def start(self, timeout: float = 40.0) -> System:
+        self.child.start()
+        try:
+            wait_until(lambda: http_ok(self.base + "/health"), timeout=timeout, interval=0.2)
+        except TimeoutError:
+            self.child.stop()
+            raise RuntimeError(f"system did not become healthy:\n{self.child.log()[-4000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        self.child.stop(timeout=20)

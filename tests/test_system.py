@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import REPO, Child, free_port, wait_for_port
+from tests.support import REPO, Child, System, free_port, http_ok, wait_for_port, wait_until
 
 
 def child_pids(pid: int) -> list[int]:
@@ -32,44 +31,16 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met in {timeout}s")
-
-
 def healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return http_ok(base + "/health")
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("system")
-    http_port, ws_port = free_port(), free_port()
-    zmq_port = free_port()
-    while any(free_port() == zmq_port + k for k in range(1, 4)):
-        zmq_port = free_port()
-    child = Child(
-        ["run.py", "--data-dir", str(tmp / "data"), "--http-port", str(http_port),
-         "--ws-port", str(ws_port), "--zmq-port", str(zmq_port)],
-        tmp / "run.log",
-    ).start()
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        wait_for_port(http_port, timeout=30)
-        wait_until(lambda: healthy(base), timeout=30)
-    except TimeoutError:
-        child.stop()
-        pytest.fail(f"system did not become healthy:\n{child.log()[-4000:]}")
-    yield {"child": child, "base": base, "tmp": tmp, "zmq_port": zmq_port, "ws_port": ws_port}
-    child.stop(timeout=20)
+    running = System(tmp_path_factory.mktemp("system")).start()
+    yield {"child": running.child, "base": running.base, "zmq_port": running.zmq_port,
+           "ws_port": running.ws_port}
+    running.stop()
 
 
 def test_run_py_serves_the_default_symbols(system) -> None:  # type: ignore[no-untyped-def]
