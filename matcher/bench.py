@@ -28,7 +28,6 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from matcher.engine import Engine
-from matcher.service import GC_THRESHOLD
 from matcher.protocol import (
     BUY,
     CMD_CANCEL,
@@ -40,6 +39,7 @@ from matcher.protocol import (
     SELL,
     TIF_IOC,
 )
+from matcher.service import GC_THRESHOLD
 
 ACCOUNT = "anonymous"  # one account that never self-trade-prevents
 

@@ -19,7 +19,6 @@ from sortedcontainers import SortedList
 
 from matcher.protocol import BUY, FINISHED_STATUSES, SELL
 
-
 _KINDS = list(range(512))  # canonical int objects for every packed `kind` value
 
 

@@ -20,7 +20,7 @@ Prices are integer ticks, quantities integer lots; `price` is None for market or
 Events (output of `Engine.apply`, in the order they happened):
 
     (EV_TRADE, trade_id, price, quantity, aggressor_side, maker_order_id,
-     taker_order_id, maker_fee, taker_fee)
+     taker_order_id, maker_fee, taker_fee, ts)   # also the stored trade record
     (EV_ORDER, order_id, status, filled_quantity, remaining_quantity, reason)
     (EV_LEVEL, side, price, total_quantity)        # total 0: the level is gone
 
@@ -110,7 +110,6 @@ class Code:
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
     # Reasons carried by cancelled or rejected orders (not errors).
     SELF_TRADE_PREVENTED = "self_trade_prevented"
-    NO_LIQUIDITY = "no_liquidity"
     FOK_NOT_FILLABLE = "fok_not_fillable"
     IOC_REMAINDER = "ioc_remainder_cancelled"
     MARKET_REMAINDER = "market_remainder_cancelled"

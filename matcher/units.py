@@ -36,6 +36,9 @@ def parse_decimal(value: Any, field: str, code: str) -> Decimal:
         text = str(value).strip()
     if not text or len(text) > MAX_NUMBER_CHARS:
         raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
+    if not text.isascii() or "_" in text:
+        # Decimal() also takes "1_000" and non-ASCII digits ("١٢"): not decimal text here.
+        raise CommandError(code, f"{field} is not a decimal number: {text[:40]!r}")
     try:
         number = Decimal(text)
     except InvalidOperation:
@@ -52,7 +55,7 @@ class Units:
         "symbol", "tick_size", "lot_size", "price_places", "quantity_places",
         "price_scale", "quantity_scale", "max_price_ticks", "max_quantity_lots",
         "min_quantity_lots", "maker_rate", "taker_rate", "_fee_unit", "_zero_price",
-        "_zero_quantity",
+        "_zero_quantity", "_max_price", "_max_quantity",
     )
 
     def __init__(self, config: SymbolConfig) -> None:
@@ -66,6 +69,8 @@ class Units:
         self.quantity_scale = int(config.lot_size * 10**self.quantity_places)
         self.max_price_ticks = int(config.max_price / config.tick_size)
         self.max_quantity_lots = int(config.max_quantity / config.lot_size)
+        self._max_price = self.max_price_ticks * config.tick_size
+        self._max_quantity = self.max_quantity_lots * config.lot_size
         self.min_quantity_lots = int(config.min_quantity / config.lot_size)
         self.maker_rate = self._rate(config.maker_fee_rate)
         self.taker_rate = self._rate(config.taker_fee_rate)
@@ -87,15 +92,17 @@ class Units:
         price = parse_decimal(value, field, Code.INVALID_PRICE)
         if price <= 0:
             raise CommandError(Code.INVALID_PRICE, f"{field} must be greater than 0")
+        # Bound first: divmod of a huge value (1e30) raises DivisionImpossible.
+        if price > self._max_price:
+            raise CommandError(
+                Code.INVALID_PRICE, f"{field} {price} exceeds max_price {self._max_price}"
+            )
         ticks, remainder = divmod(price, self.tick_size)
-        if remainder:
+        # A tiny value (1e-999999999) leaves a remainder below Etiny that rounds to 0:
+        # `not ticks` refuses it (and anything under one tick).
+        if remainder or not ticks:
             raise CommandError(
                 Code.INVALID_PRICE, f"{field} {price} is not a multiple of tick_size {self.tick_size}"
-            )
-        if ticks > self.max_price_ticks:
-            raise CommandError(
-                Code.INVALID_PRICE,
-                f"{field} {price} exceeds max_price {self.max_price_ticks * self.tick_size}",
             )
         return int(ticks)
 
@@ -104,16 +111,17 @@ class Units:
         quantity = parse_decimal(value, field, Code.INVALID_QUANTITY)
         if quantity <= 0:
             raise CommandError(Code.INVALID_QUANTITY, f"{field} must be greater than 0")
+        # Bound first: divmod of a huge value (1e30) raises DivisionImpossible.
+        if quantity > self._max_quantity:
+            raise CommandError(
+                Code.INVALID_QUANTITY,
+                f"{field} {quantity} exceeds max_quantity {self._max_quantity}",
+            )
         lots, remainder = divmod(quantity, self.lot_size)
-        if remainder:
+        if remainder or not lots:  # `not lots`: see price_ticks
             raise CommandError(
                 Code.INVALID_QUANTITY,
                 f"{field} {quantity} is not a multiple of lot_size {self.lot_size}",
-            )
-        if lots > self.max_quantity_lots:
-            raise CommandError(
-                Code.INVALID_QUANTITY,
-                f"{field} {quantity} exceeds max_quantity {self.max_quantity_lots * self.lot_size}",
             )
         if lots < self.min_quantity_lots:
             raise CommandError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,7 +125,13 @@ def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
         engine_ids = [[o.order_id for o in level.orders]
                       for level in book.side(side).levels_best_first()]
         assert engine_ids == ref.level_ids(side)
+    bids, asks = ref.depth(BUY), ref.depth(SELL)
+    assert engine.bbo() == (*(bids[0] if bids else (None, 0)), *(asks[0] if asks else (None, 0)))
     assert sorted(engine.stops) == ref.pending_ids()
+    for account in ACCOUNTS:
+        assert [o.order_id for o in engine.open_orders(account)] == sorted(
+            o.order_id for o in ref.resting + ref.pending if o.account == account
+        )
     assert engine.trade_id == ref.trade_id
     assert engine.last_price == ref.last_price
     assert engine.seq == ref.seq
@@ -171,6 +178,9 @@ def run(recipe_list: list[tuple], finished_window: int, check_every: int = 1) ->
     return engine
 
 
+# A passing run takes ~15 s; a failing one shrinks for up to 5 minutes (Hypothesis stops
+# there by itself), so the pytest timeout must not cut the shrunk example off.
+@pytest.mark.timeout(900)
 @settings(
     max_examples=500, deadline=None, derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
