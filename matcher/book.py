@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedList
 
-from matcher.protocol import BUY, FINISHED_STATUSES, SELL
+from matcher.protocol import BUY, FINISHED_STATUSES, PARTIALLY_FILLED, SELL
 
 _KINDS = list(range(512))  # canonical int objects for every packed `kind` value
 
@@ -106,15 +106,29 @@ def pack_kind(order_type: int, tif: int, stp: int, post_only: bool) -> int:
     return order_type | (tif << 3) | (stp << 5) | (128 if post_only else 0)
 
 
-class Level:
-    """All resting orders at one price, oldest first, and their open total."""
+def is_live(order: Order) -> bool:
+    """False for an order cancelled in place (`Book.cancel`) that still sits in a deque."""
+    return order.status <= PARTIALLY_FILLED
 
-    __slots__ = ("price", "total", "orders")
+
+class Level:
+    """All resting orders at one price, oldest first, and their open total.
+
+    `orders` may also hold `dead` orders cancelled in place: they are skipped (and
+    dropped) when they reach the front, and compacted away when they outnumber the live.
+    The level exists exactly as long as `total` > 0.
+    """
+
+    __slots__ = ("price", "total", "orders", "dead")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.total = 0
         self.orders: deque[Order] = deque()
+        self.dead = 0
+
+    def live_orders(self) -> Iterator[Order]:
+        return (order for order in self.orders if order.status <= PARTIALLY_FILLED)
 
 
 class Side:
@@ -171,13 +185,31 @@ class Book:
         return level
 
     def remove(self, order: Order) -> Level:
-        """Take a resting order out of its level. Cost: O(k) in the level's order count."""
+        """Take a resting order out of its level now. Cost: O(k) in the level's order count."""
         book_side = self.bids if order.side == BUY else self.asks
         level = book_side.levels[order.price]  # type: ignore[index]
         level.orders.remove(order)
+        return self._unlink(book_side, level, order)
+
+    def cancel(self, order: Order) -> Level:
+        """Take a resting order off the book in O(1), leaving it in its deque as dead.
+
+        The caller must give the order a finished status. A deque.remove was a third of
+        the benchmark flow's time; dead entries are dropped at the front by the match
+        loop, and compacted here once they are over half of a level's deque.
+        """
+        book_side = self.bids if order.side == BUY else self.asks
+        level = book_side.levels[order.price]  # type: ignore[index]
+        level.dead += 1
+        if level.dead > 16 and level.dead * 2 > len(level.orders):
+            level.orders = deque(o for o in level.orders if o is not order and is_live(o))
+            level.dead = 0
+        return self._unlink(book_side, level, order)
+
+    def _unlink(self, book_side: Side, level: Level, order: Order) -> Level:
         level.total -= order.leaves
         del self.orders[order.order_id]
-        if not level.orders:
+        if not level.total:
             del book_side.levels[level.price]
             book_side.prices.remove(level.price)
         return level
@@ -199,9 +231,14 @@ class Book:
             assert list(book_side.prices) == sorted(book_side.levels), "prices match levels"
             for price, level in book_side.levels.items():
                 assert level.price == price, "level keyed by its price"
-                assert level.orders, f"empty level at {price}"
+                assert level.total > 0, f"empty level at {price}"
                 total = 0
-                for order in level.orders:
+                dead = [order for order in level.orders if not is_live(order)]
+                for order in dead:
+                    assert self.orders.get(order.order_id) is not order, (
+                        f"finished order {order.order_id} still indexed")
+                assert len(dead) == level.dead, f"level {price} dead count {level.dead}"
+                for order in level.live_orders():
                     assert order.side == book_side.side, f"order {order.order_id} on wrong side"
                     assert order.price == price, f"order {order.order_id} at wrong level"
                     assert 0 < order.leaves <= order.quantity, f"order {order.order_id} leaves"

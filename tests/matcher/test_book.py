@@ -109,3 +109,19 @@ def test_check_catches_finished_or_misplaced_order() -> None:
     book.orders[4].leaves = 0
     with pytest.raises(AssertionError, match="leaves"):
         book.check()
+
+
+def test_cancelled_in_place_orders_are_compacted_not_kept_forever() -> None:
+    """Book.cancel is O(1) by leaving dead entries; they must not pile up behind a live head."""
+    book = Book()
+    head = Order(1, "a", BUY, 100, 5, NEW, 1, 0)
+    book.add(head)
+    for order_id in range(2, 10_000):
+        order = Order(order_id, "a", BUY, 100, 5, NEW, 1, 0)
+        book.add(order)
+        order.status = CANCELLED
+        book.cancel(order)
+        assert len(book.bids.levels[100].orders) <= 2 * 17 + 1
+    book.check()
+    assert [o.order_id for o in book.bids.levels[100].live_orders()] == [1]
+    assert book.bids.levels[100].total == 5

@@ -122,7 +122,7 @@ def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
     book = engine.book
     for side in (BUY, SELL):
         assert book.depth(side, 10**9) == ref.depth(side)
-        engine_ids = [[o.order_id for o in level.orders]
+        engine_ids = [[o.order_id for o in level.live_orders()]
                       for level in book.side(side).levels_best_first()]
         assert engine_ids == ref.level_ids(side)
     bids, asks = ref.depth(BUY), ref.depth(SELL)

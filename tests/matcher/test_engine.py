@@ -111,7 +111,7 @@ class Market:
 
     def fifo(self, side: int, price: int) -> list[int]:
         level = self.engine.book.side(side).levels[price]
-        return [order.order_id for order in level.orders]
+        return [order.order_id for order in level.live_orders()]
 
     def state(self, order_id: int) -> tuple:
         order = self.engine.get_order(order_id)
