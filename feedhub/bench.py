@@ -1,0 +1,512 @@
+"""Feed hub latency benchmark: submit -> trade on /ws/trades and -> change on /ws/market_data.
+
+    python -m feedhub.bench [--orders 400] [--clients 200] [--sample 10] [--fsync batch]
+
+It starts a matcher and the hub on free loopback ports (a temporary data dir), rests a
+background book of 20 levels a side, then, one order at a time over a raw ZeroMQ
+MatcherClient: rest a maker at 30000 (not measured), wait until every measured client has
+its update and `--settle` more (the hub's fan-out to the others), then send the crossing
+taker and time until each measured client has the trade and the l2update of that taker. Two rounds:
+1 client (one market-data and one trade connection), then `--clients` connections per
+feed — all of them reading, the ones not measured in a separate process as raw-socket
+readers that count frames (a load generator must cost less than what it loads) — of
+which `--sample` per feed are measured here with the websockets library. A pipelined burst then gives deliveries/s. The floor, measured in the same
+run: the same taker's trade seen on a SUB socket straight on the matcher's PUB.
+
+Counts are bounded by the flags; the result is printed as a table and returned by
+`main` as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+import zmq
+import zmq.asyncio
+from websockets.asyncio.client import ClientConnection, connect
+
+from clients.zmq_client import MatcherClient
+from matcher import codec
+
+SYMBOL = "BTC-USDT"
+MAKER_PRICE = "30000.00"
+QUANTITY = "0.0100"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout}s")
+        time.sleep(0.05)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50/p99/max in microseconds (nearest-rank)."""
+    if not samples:
+        return {"p50_us": float("nan"), "p99_us": float("nan"), "max_us": float("nan"), "n": 0}
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] * 1e6
+
+    return {"p50_us": rank(0.50), "p99_us": rank(0.99), "max_us": ordered[-1] * 1e6,
+            "n": len(ordered)}
+
+
+class Processes:
+    """A matcher and the hub, as child processes, with their logs in a temporary dir."""
+
+    def __init__(self, root: Path, fsync: str) -> None:
+        self.root = root
+        self.router, self.pub, self.ws_port = free_port(), free_port(), free_port()
+        self.config = root / "bench.toml"
+        self.config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nws_port = {self.ws_port}\n'
+            f'zmq_port = {free_port()}\ndata_dir = "{root / "data"}"\nfsync = "{fsync}"\n'
+            f'[symbols."{SYMBOL}"]\ntick_size = "0.01"\nlot_size = "0.0001"\n'
+            f'order_endpoint = "tcp://127.0.0.1:{self.router}"\n'
+            f'feed_endpoint = "tcp://127.0.0.1:{self.pub}"\n'
+        )
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "ab") as log:
+            child = subprocess.Popen([sys.executable, *args], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        self.spawn("matcher", "-m", "matcher.service", "--symbol", SYMBOL,
+                   "--config", str(self.config))
+        wait_until(lambda: port_open(self.router), 15, "matcher")
+        self.spawn("feedhub", "-m", "feedhub.server", "--config", str(self.config))
+        wait_until(lambda: port_open(self.ws_port), 15, "feed hub")
+        wait_until(lambda: json.loads(http_get(f"{self.http}/health"))["symbols"][SYMBOL]
+                   ["synced"], 15, "feed hub replica")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.ws_port}"
+
+    def hub_cpu_seconds(self) -> float:
+        """CPU time (user + system) the hub process has used: immune to a busy machine's
+        scheduling delays, unlike wall-clock latencies."""
+        fields = Path(f"/proc/{self.children[1].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def metric_total(self, name: str) -> float:
+        """The sum of every sample of one metric, whatever its labels."""
+        return sum(float(line.split()[-1]) for line in http_get(f"{self.http}/metrics").splitlines()
+                   if line.startswith(name + "{") or line.startswith(name + " "))
+
+    def metric(self, name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        prefix = f"{name}{{{wanted}}} "
+        for line in http_get(f"{self.http}/metrics").splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(10)
+
+
+class Sample:
+    """One measured WebSocket: records when the awaited message arrives."""
+
+    def __init__(self, connection: ClientConnection, kind: str) -> None:
+        self.connection = connection
+        self.kind = kind  # "l2update" or "trade"
+        self.book_seq = 0
+        self.wanted: Callable[[dict[str, Any]], bool] | None = None
+        self.arrived = asyncio.Event()
+        self.at = 0.0
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        clock = time.perf_counter
+        async for raw in self.connection:
+            now = clock()
+            message = json.loads(raw)
+            if message["type"] in ("snapshot", "l2update"):
+                self.book_seq = message["book_seq"]
+            wanted = self.wanted
+            if wanted is not None and wanted(message):
+                self.at = now
+                self.wanted = None
+                self.arrived.set()
+
+    def expect(self, wanted: Callable[[dict[str, Any]], bool]) -> None:
+        self.arrived = asyncio.Event()
+        self.wanted = wanted
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.connection.close()
+
+
+async def open_samples(url: str, count: int) -> tuple[list[Sample], list[Sample]]:
+    books, trades = [], []
+    for _ in range(count):
+        books.append(Sample(await connect(f"{url}/ws/market_data/{SYMBOL}", proxy=None,
+                                          compression=None, max_size=None), "l2update"))
+        trades.append(Sample(await connect(f"{url}/ws/trades?symbol={SYMBOL}", proxy=None,
+                                           compression=None), "trade"))
+    return books, trades
+
+
+class Direct:
+    """The floor: a SUB socket straight on the matcher's PUB."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.socket = zmq.asyncio.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.socket.setsockopt(zmq.SUBSCRIBE, f"trade.{SYMBOL}".encode())
+        self.socket.connect(endpoint)
+
+    async def next_trade(self) -> float:
+        await self.socket.recv()
+        return time.perf_counter()
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+def update_at(book_seq: int) -> Callable[[dict[str, Any]], bool]:
+    def wanted(message: dict[str, Any]) -> bool:
+        return message.get("book_seq") == book_seq and message.get("type") == "l2update"
+    return wanted
+
+
+def is_trade(message: dict[str, Any]) -> bool:
+    return message.get("type") == "trade"
+
+
+async def measure(
+    client: MatcherClient, books: list[Sample], trades: list[Sample], direct: Direct,
+    orders: int, warmup: int, settle: float,
+) -> dict[str, list[float]]:
+    """Maker (not timed), then the crossing taker, timed to every sample's messages."""
+    result: dict[str, list[float]] = {"trade": [], "book": [], "direct": []}
+    book_seq = max(sample.book_seq for sample in books)
+    for i in range(warmup + orders):
+        client.request("new_order", side="sell", order_type="limit", price=MAKER_PRICE,
+                       quantity=QUANTITY)
+        book_seq += 1
+        target = book_seq
+        async with asyncio.timeout(10):
+            while any(sample.book_seq < target for sample in books):
+                await asyncio.sleep(0.0005)
+        # The samples have the maker's update, but the hub may still be sending it to the
+        # other clients: let that finish, or the taker would be timed through its tail.
+        await asyncio.sleep(settle)
+        book_seq += 1
+        target = book_seq
+        for sample in books:
+            sample.expect(update_at(target))
+        for sample in trades:
+            sample.expect(is_trade)
+        direct_trade = asyncio.ensure_future(direct.next_trade())
+        started = time.perf_counter()
+        client.send_raw(codec.encode_request({"op": "new_order", "req_id": f"t{i}",
+                                              "side": "buy", "order_type": "limit",
+                                              "price": MAKER_PRICE, "quantity": QUANTITY}))
+        async with asyncio.timeout(10):
+            direct_at = await direct_trade
+            for sample in (*books, *trades):
+                await sample.arrived.wait()
+        client.recv_reply()
+        if i < warmup:
+            continue
+        result["direct"].append(direct_at - started)
+        result["trade"].extend(sample.at - started for sample in trades)
+        result["book"].extend(sample.at - started for sample in books)
+    return result
+
+
+async def burst(processes: Processes, client: MatcherClient, books: list[Sample],
+                pairs: int) -> dict[str, float]:
+    """Pipelined maker/taker pairs; deliveries/s from the hub's own message counter."""
+    sent_before = sum(processes.metric("feedhub_messages_sent_total", feed=feed)
+                      for feed in ("market_data", "trades"))
+    cpu_before = processes.hub_cpu_seconds()
+    target = max(sample.book_seq for sample in books) + 2 * pairs
+    started = time.perf_counter()
+    requests: list[dict[str, Any]] = []
+    for _ in range(pairs):
+        requests.append({"op": "new_order", "side": "sell", "order_type": "limit",
+                         "price": MAKER_PRICE, "quantity": QUANTITY})
+        requests.append({"op": "new_order", "side": "buy", "order_type": "limit",
+                         "price": MAKER_PRICE, "quantity": QUANTITY})
+    await asyncio.to_thread(client.pipeline, requests)
+    async with asyncio.timeout(60):
+        while any(sample.book_seq < target for sample in books):
+            await asyncio.sleep(0.001)
+    await asyncio.sleep(0.5)  # let the background readers' last messages go out
+    elapsed = time.perf_counter() - started
+    cpu = processes.hub_cpu_seconds() - cpu_before
+    sent = sum(processes.metric("feedhub_messages_sent_total", feed=feed)
+               for feed in ("market_data", "trades")) - sent_before
+    return {"messages": sent, "seconds": elapsed, "deliveries_per_s": sent / elapsed,
+            "orders_per_s": 2 * pairs / elapsed, "hub_cpu_us_per_delivery": cpu / sent * 1e6}
+
+
+def start_background(url: str, clients: int) -> subprocess.Popen[bytes]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "feedhub.bench", "background", "--url", url,
+         "--clients", str(clients)],
+        stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line.startswith(b"ready"):
+        raise RuntimeError(f"background readers failed: {line!r}")
+    return child
+
+
+class DrainingReader(asyncio.Protocol):
+    """A load-generator WebSocket client: handshake, then count frames and answer pings.
+
+    The background clients share the machine's CPU with the hub; parsing each message with
+    the websockets library and json would cost more than the hub's own send, and the
+    benchmark would measure the load generator. Server frames are unmasked, so reading
+    one costs a header parse.
+    """
+
+    def __init__(self, request: bytes, ready: asyncio.Future[None]) -> None:
+        self.request = request
+        self.ready = ready
+        self.buffer = bytearray()
+        self.handshaken = False
+        self.frames = 0
+        self.transport: Any = None  # uvloop's transports do not subclass asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.handshaken:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in bytes(buffer[:end]).split(b"\r\n", 1)[0]:
+                self.ready.set_exception(ConnectionError(bytes(buffer[:end]).decode()))
+                return
+            del buffer[:end + 4]
+            self.handshaken = True
+            self.ready.set_result(None)
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            length, header = buffer[position + 1] & 0x7F, 2
+            if length == 126:
+                length, header = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
+            elif length == 127:
+                length, header = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
+            if size - position < header + length:
+                break
+            opcode = buffer[position] & 0x0F
+            if opcode == 0x9 and self.transport is not None:  # ping: pong, masked (RFC 6455)
+                payload = bytes(buffer[position + header:position + header + length])
+                self.transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + payload)
+            elif opcode in (0x0, 0x1, 0x2):
+                self.frames += 1
+            position += header + length
+        del buffer[:position]
+
+
+async def open_reader(host: str, port: int, path: str) -> DrainingReader:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    _, reader = await loop.create_connection(lambda: DrainingReader(request, ready), host, port)
+    await asyncio.wait_for(ready, 10)
+    return reader
+
+
+async def background(url: str, clients: int) -> None:
+    """`clients` market-data and `clients` trade connections that read everything."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    readers = []
+    for _ in range(clients):
+        readers.append(await open_reader(host, int(port), f"/ws/market_data/{SYMBOL}"))
+        readers.append(await open_reader(host, int(port), f"/ws/trades?symbol={SYMBOL}"))
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    # Until the parent closes our stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    sys.stdout.write(json.dumps({"frames": sum(r.frames for r in readers)}) + "\n")
+
+
+async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
+    client = MatcherClient(f"tcp://127.0.0.1:{processes.router}")
+    for i in range(20):  # a background book, so snapshots and checksums are not trivial
+        client.request("new_order", side="buy", order_type="limit", price=str(29000 - i * 5),
+                       quantity="0.5")
+        client.request("new_order", side="sell", order_type="limit", price=str(31000 + i * 5),
+                       quantity="0.5")
+    direct = Direct(f"tcp://127.0.0.1:{processes.pub}")
+    results: dict[str, Any] = {}
+    try:
+        books, trades = await open_samples(processes.url, 1)
+        await asyncio.sleep(0.5)
+        one = await measure(client, books, trades, direct, args.orders, args.warmup,
+                            args.settle)
+        results["1 client"] = {name: percentiles(values) for name, values in one.items()}
+        for sample in (*books, *trades):
+            await sample.close()
+
+        helper = start_background(processes.url, args.clients - args.sample)
+        try:
+            books, trades = await open_samples(processes.url, args.sample)
+            await asyncio.sleep(0.5)
+            many = await measure(client, books, trades, direct, args.orders, args.warmup,
+                                 args.settle)
+            label = f"{args.clients} clients"
+            results[label] = {name: percentiles(values) for name, values in many.items()}
+            results["burst"] = await burst(processes, client, books, args.burst)
+            for sample in (*books, *trades):
+                await sample.close()
+        finally:
+            assert helper.stdin is not None
+            helper.stdin.close()
+            helper.wait(10)
+        results["slow_client_drops"] = processes.metric_total("feedhub_slow_client_drops_total")
+        results["replica_resyncs"] = processes.metric_total("feedhub_replica_resyncs_total")
+    finally:
+        direct.close()
+        client.close()
+    return results
+
+
+def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"\nfeed hub latency, submit -> message received (µs); {args.orders} orders, "
+          f"fsync={args.fsync}, {os.cpu_count()} CPUs")
+    print(f"{'clients':<14}{'feed':<26}{'p50':>9}{'p99':>9}{'max':>9}{'n':>7}")
+    names = {"direct": "floor: SUB on matcher PUB", "trade": "/ws/trades",
+             "book": "/ws/market_data l2update"}
+    for label in ("1 client", f"{args.clients} clients"):
+        for key in ("direct", "trade", "book"):
+            row = results[label][key]
+            print(f"{label:<14}{names[key]:<26}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
+                  f"{row['max_us']:>9.0f}{row['n']:>7}")
+    burst = results["burst"]
+    print(f"\nburst of {args.burst} pipelined pairs with {args.clients} clients per feed: "
+          f"{burst['deliveries_per_s']:,.0f} deliveries/s ({burst['messages']:.0f} messages "
+          f"in {burst['seconds']:.2f}s, {burst['orders_per_s']:,.0f} orders/s); hub CPU "
+          f"{burst['hub_cpu_us_per_delivery']:.1f} µs per delivery")
+    print(f"slow-client drops: {results['slow_client_drops']:.0f}; replica resyncs: "
+          f"{results['replica_resyncs']:.0f}")
+    many = results[f"{args.clients} clients"]
+    print(f"targets: 1 client p50 <= 1000 µs: trade {results['1 client']['trade']['p50_us']:.0f}"
+          f", book {results['1 client']['book']['p50_us']:.0f}; {args.clients} clients p99 <= "
+          f"10000 µs: trade {many['trade']['p99_us']:.0f}, book {many['book']['p99_us']:.0f}")
+
+
+def figures(results: dict[str, Any], clients: int) -> dict[str, float]:
+    """The flat figures `python run.py bench` tabulates, with ratios to the floor."""
+    flat: dict[str, float] = {}
+    for label, suffix in (("1 client", "1"), (f"{clients} clients", str(clients))):
+        rows = results[label]
+        floor = rows["direct"]["p50_us"]
+        flat[f"floor_sub_p50_us_{suffix}c"] = floor
+        for feed in ("trade", "book"):
+            for stat in ("p50_us", "p99_us"):
+                flat[f"{feed}_{stat}_{suffix}c"] = rows[feed][stat]
+            flat[f"{feed}_p50_over_floor_{suffix}c"] = rows[feed]["p50_us"] / floor
+    flat["deliveries_per_s"] = results["burst"]["deliveries_per_s"]
+    flat["hub_cpu_us_per_delivery"] = results["burst"]["hub_cpu_us_per_delivery"]
+    flat["slow_client_drops"] = results["slow_client_drops"]
+    flat["replica_resyncs"] = results["replica_resyncs"]
+    return flat
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m feedhub.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", default="bench", choices=("bench", "background"))
+    parser.add_argument("--orders", type=int, default=400, help="timed takers per round")
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=200, help="connections per feed")
+    parser.add_argument("--sample", type=int, default=10, help="measured connections per feed")
+    parser.add_argument("--burst", type=int, default=2000, help="pipelined pairs for deliveries/s")
+    parser.add_argument("--settle", type=float, default=0.02,
+                        help="seconds of quiet before each timed taker")
+    parser.add_argument("--fsync", choices=("always", "batch", "off"), default="batch")
+    parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.mode == "background":
+        uvloop.run(background(args.url, args.clients))
+        return {}
+    if args.quick:
+        args.orders, args.warmup, args.clients, args.burst = 100, 10, 50, 300
+    args.orders = max(1, min(args.orders, 100_000))
+    args.clients = max(1, min(args.clients, 5_000))
+    args.sample = max(1, min(args.sample, args.clients))
+    with tempfile.TemporaryDirectory(prefix="feedhub-bench-") as tmp:
+        processes = Processes(Path(tmp), args.fsync)
+        try:
+            processes.start()
+            results = uvloop.run(run(args, processes))
+        finally:
+            processes.stop()
+    print_table(results, args)
+    return figures(results, args.clients)
+
+
+if __name__ == "__main__":
+    main()

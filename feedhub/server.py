@@ -1,0 +1,268 @@
+"""The feed hub process: a Starlette app on uvicorn, ZeroMQ SUB sockets in the same loop.
+
+Routes (DESIGN.md §5, docs/feeds.md):
+  /ws/market_data/{symbol}          snapshot, then l2update per book change
+  /ws/market_data/{symbol}?depth=N  depth messages (top N), coalesced for slow clients
+  /ws/trades[?symbol=S]             trade messages
+  GET /health, GET /metrics
+
+Lifecycle, top to bottom (`main`): parse flags and config, build the app, run uvicorn
+(the lifespan starts one replica per symbol, then the server accepts clients), and on
+SIGINT/SIGTERM uvicorn closes the connections, the lifespan stops the replicas, and the
+process exits 0. A second signal forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from feedhub.hub import CLIENT_QUEUE, Feed, Hub
+from matcher.config import SystemConfig, load_config
+
+log = logging.getLogger("matchwire.feedhub")
+
+MAX_DEPTH = 1000
+CLOSE_UNKNOWN_SYMBOL = 4404
+CLOSE_BAD_REQUEST = 4400
+WS_PING_INTERVAL = 20.0
+WS_PING_TIMEOUT = 20.0
+WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
+# Kernel send buffer per client. Left to autotuning, Linux grows it to 4 MiB on loopback:
+# ~13,000 updates a stuck client could sit behind before its queue even starts to fill.
+CLIENT_SNDBUF = 256 * 1024
+
+
+class HubCollector(Collector):
+    """Prometheus figures read from the hub when scraped, not counted per message."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterable[Metric]:
+        hub = self.hub
+        clients = GaugeMetricFamily("feedhub_clients", "WebSocket clients connected",
+                                    labels=["feed"])
+        for feed, count in hub.client_counts().items():
+            clients.add_metric([feed.value], count)
+        sent = CounterMetricFamily("feedhub_messages_sent", "WebSocket messages sent",
+                                   labels=["feed"])
+        sent_counts = hub.sent_counts()
+        connections = CounterMetricFamily("feedhub_connections", "WebSocket clients accepted",
+                                          labels=["feed"])
+        for feed in Feed:
+            sent.add_metric([feed.value], sent_counts[feed])
+            connections.add_metric([feed.value], hub.connections[feed])
+        drops = CounterMetricFamily(
+            "feedhub_slow_client_drops",
+            "Slow clients whose queue overflowed (resync: sent a fresh snapshot; close: 1013)",
+            labels=["feed", "action"])
+        for (feed, action), count in hub.drops.items():
+            drops.add_metric([feed.value, action], count)
+        resyncs = CounterMetricFamily("feedhub_replica_resyncs",
+                                      "Replica resynchronisations by reason",
+                                      labels=["symbol", "reason"])
+        synced = GaugeMetricFamily("feedhub_replica_synced", "1 when the replica is live",
+                                   labels=["symbol"])
+        book_seq = GaugeMetricFamily("feedhub_replica_book_seq", "The replica's book_seq",
+                                     labels=["symbol"])
+        updates = CounterMetricFamily("feedhub_replica_updates", "Book updates applied",
+                                      labels=["symbol"])
+        trades = CounterMetricFamily("feedhub_replica_trades", "Trades forwarded",
+                                     labels=["symbol"])
+        recovered = CounterMetricFamily(
+            "feedhub_replica_trades_recovered",
+            "Trades missed on the SUB socket and fetched with the matcher's trades op",
+            labels=["symbol"])
+        lost = CounterMetricFamily("feedhub_replica_trades_lost",
+                                   "Trades missed and too old to fetch", labels=["symbol"])
+        for symbol, replica in hub.replicas.items():
+            for reason, count in replica.resyncs.items():
+                resyncs.add_metric([symbol, reason], count)
+            synced.add_metric([symbol], 1 if replica.synced else 0)
+            book_seq.add_metric([symbol], replica.book.book_seq or 0)
+            updates.add_metric([symbol], replica.updates)
+            trades.add_metric([symbol], replica.trades)
+            recovered.add_metric([symbol], replica.trades_recovered)
+            lost.add_metric([symbol], replica.trades_lost)
+        yield from (clients, sent, connections, drops, resyncs, synced, book_seq, updates,
+                    trades, recovered, lost)
+
+
+class WebSocketEndpoint:
+    """An ASGI endpoint calling handler(websocket, send) with the server's own `send`.
+
+    The hub sends data messages through `send` directly; the Starlette WebSocket is for
+    accept, receive and close.
+    """
+
+    def __init__(self, handler: Callable[[WebSocket, Send], Awaitable[None]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(WebSocket(scope, receive, send), send)
+
+
+def _depth(value: str | None) -> int | None:
+    """The ?depth= parameter: None when absent; ValueError unless an integer 1..1000."""
+    if value is None:
+        return None
+    depth = int(value)
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(depth)
+    return depth
+
+
+def create_app(
+    config: SystemConfig,
+    *,
+    queue_size: int = CLIENT_QUEUE,
+    heartbeat_timeout: float | None = None,
+) -> Starlette:
+    """The feed hub for every symbol of `config`; its lifespan runs the replicas."""
+    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout)
+    registry = CollectorRegistry()
+    registry.register(HubCollector(hub))
+
+    async def market_data(websocket: WebSocket, send: Send) -> None:
+        symbol = websocket.path_params["symbol"]
+        await websocket.accept()
+        if symbol not in hub.replicas:
+            await websocket.close(CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}")
+            return
+        try:
+            depth = _depth(websocket.query_params.get("depth"))
+        except ValueError:
+            await websocket.close(CLOSE_BAD_REQUEST,
+                                  f"depth must be an integer from 1 to {MAX_DEPTH}")
+            return
+        if depth is None:
+            await hub.serve(websocket, send, Feed.BOOK, symbol)
+        else:
+            await hub.serve(websocket, send, Feed.DEPTH, symbol, depth)
+
+    async def trades(websocket: WebSocket, send: Send) -> None:
+        symbol = websocket.query_params.get("symbol")
+        await websocket.accept()
+        if symbol is not None and symbol not in hub.replicas:
+            await websocket.close(CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}")
+            return
+        await hub.serve(websocket, send, Feed.TRADES, symbol)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({
+            "status": "ok",
+            "symbols": {
+                symbol: {"synced": replica.synced, "book_seq": replica.book.book_seq,
+                         "state": replica.state.value}
+                for symbol, replica in hub.replicas.items()
+            },
+            "clients": {feed.value: count for feed, count in hub.client_counts().items()},
+        })
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/ws/market_data/{symbol}", WebSocketEndpoint(market_data)),
+            WebSocketRoute("/ws/trades", WebSocketEndpoint(trades)),
+            Route("/health", health),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    return app
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        ws="websockets",  # applies backpressure: a send waits while the socket is full
+        ws_per_message_deflate=False,  # compressing every message once per client costs more
+        ws_ping_interval=WS_PING_INTERVAL,  # and closes clients that stop answering
+        ws_ping_timeout=WS_PING_TIMEOUT,
+        ws_max_size=WS_MAX_SIZE,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF) -> socket.socket:
+    """The server socket; accepted client sockets inherit its SO_SNDBUF (0: autotuning)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if client_sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
+    sock.bind(address)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py feedhub", description="the WebSocket feed hub")
+    parser.add_argument("--config", help="TOML config (default: embedded)")
+    parser.add_argument("--host", help="interface to serve on; also the matchers' host")
+    parser.add_argument("--ws-port", type=int)
+    parser.add_argument("--zmq-port", type=int, help="first matcher's ROUTER port")
+    parser.add_argument("--data-dir", help="accepted for symmetry with run.py; unused")
+    parser.add_argument("--symbols", help="comma-separated symbols (default: all configured)")
+    parser.add_argument("--queue-size", type=int, default=CLIENT_QUEUE,
+                        help="messages queued per client before it counts as slow")
+    parser.add_argument("--client-sndbuf", type=int, default=CLIENT_SNDBUF,
+                        help="kernel send buffer per client in bytes (0: kernel autotuning)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    config = load_config(args.config, host=args.host, ws_port=args.ws_port,
+                         zmq_port=args.zmq_port, symbols=symbols)
+    if not config.symbols:
+        parser.error("no symbols to serve")
+    app = create_app(config, queue_size=args.queue_size)
+    # The websockets-sansio implementation uvicorn points to next applies no backpressure
+    # (DESIGN.md §10): the legacy one is chosen on purpose, so its notice is noise.
+    warnings.filterwarnings("ignore", message=".*websockets.* implementation is deprecated")
+    server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
+    # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
+    # (restored by uvicorn at that point) absorb it, so a signal is a clean exit 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    log.info("feed hub for %s on ws://%s:%d", ", ".join(config.symbols), config.host,
+             config.ws_port)
+    server.run(sockets=[listening_socket(config.host, config.ws_port, args.client_sndbuf)])
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
