@@ -182,6 +182,8 @@ async def run_rest(url: str, flow: OrderFlow, count: int, rate: float, duration:
         async def one(intended: float) -> None:
             request = flow.next_request()
             path = REST_PATHS[request.pop("op")]
+            if api_key:
+                request.pop("account", None)  # with auth on, the key names the account
             try:
                 response = await client.post(path, content=json.dumps(request))
             except httpx.HTTPError as exc:

@@ -69,7 +69,7 @@ def account_of(message: dict[str, Any]) -> str:
 
 def order_id_of(message: dict[str, Any]) -> int:
     value = message.get("order_id")
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ORDER_ID:
         raise _invalid("order_id must be a positive integer")
@@ -80,7 +80,7 @@ def bounded_int(message: dict[str, Any], field: str, default: int, low: int = 1,
     value = message.get(field)
     if value is None:
         return default
-    if isinstance(value, str) and value.isdigit() and len(value) <= 6:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _invalid(f"{field} must be an integer in {low}..{high}")

@@ -1,0 +1,114 @@
+"""The bytes of REST bodies: request JSON in, response JSON and trade CSV out.
+
+Decimals in requests may be JSON numbers. Python's json would turn `0.1` into the
+float 0.1000000000000000055..., so numbers are never converted here: the decoder
+keeps each number's original text as a `JsonNumber` (a `str` subclass), which is
+forwarded to the matcher exactly as the client wrote it ("0.1" stays "0.1", "30000"
+stays "30000", an integer with 30 digits stays text instead of overflowing msgpack's
+64-bit integers). Being a distinct type, a number can still be told apart from a JSON
+string where only strings are allowed (names, client_order_id). NaN and Infinity, which
+Python's json accepts by default, are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from gateway.errors import ApiError
+from matcher.protocol import Code
+
+MAX_BODY_BYTES = 64 * 1024
+TRADE_CSV_FIELDS = (
+    "trade_id", "symbol", "price", "quantity", "aggressor_side", "maker_order_id",
+    "taker_order_id", "maker_fee", "taker_fee", "timestamp",
+)
+
+
+class JsonNumber(str):
+    """A JSON number literal, kept as the text the client sent."""
+
+    __slots__ = ()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+_decode = json.JSONDecoder(
+    parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_refuse_constant
+).decode
+# One encoder reused: json.dumps with non-default arguments builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than MAX_BODY_BYTES (before reading it when the
+    Content-Length says so, else while reading a chunked body).
+
+    Reads the ASGI messages itself: one `receive()` for the usual one-message body,
+    without the async generator of `Request.body()`.
+    """
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(Code.INVALID_REQUEST, "Content-Length must be a number of bytes")
+        if int(length) > MAX_BODY_BYTES:
+            raise ApiError(Code.TOO_LARGE, f"the body exceeds {MAX_BODY_BYTES} bytes")
+    receive = request.receive
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(Code.TOO_LARGE, f"the body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, or ApiError(invalid_request) saying what is wrong."""
+    try:
+        value = _decode(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(Code.INVALID_REQUEST, "the body is not UTF-8 text") from None
+    except ValueError as exc:  # json.JSONDecodeError, NaN/Infinity, recursion too deep
+        raise ApiError(Code.INVALID_REQUEST, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(Code.INVALID_REQUEST, "the body nests too deeply") from None
+    if type(value) is not dict:
+        raise ApiError(Code.INVALID_REQUEST, "the body must be a JSON object")
+    return value
+
+
+def encode(value: Any) -> bytes:
+    return _encode(value).encode()
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(encode(value), status, media_type="application/json")
+
+
+def trades_csv(trades: list[dict[str, Any]]) -> str:
+    """Trades as CSV with a header row, in the order given (newest first)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TRADE_CSV_FIELDS)
+    for trade in trades:
+        writer.writerow([trade.get(name) for name in TRADE_CSV_FIELDS])
+    return out.getvalue()

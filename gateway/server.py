@@ -1,0 +1,107 @@
+"""The gateway process: parse flags, load the config, serve the app with uvicorn, stop.
+
+    python -m gateway.server --config cfg.toml --http-port 8000
+
+Lifecycle, top to bottom: parse flags; load the configuration (the TOML file or the
+embedded default, then the flags); refuse to start on a non-loopback host without API
+keys (exit code 2); serve with uvicorn (uvloop + httptools, no access log: DESIGN.md §10);
+on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, the app's
+lifespan closes the matcher sockets, and the process exits with 0. A second SIGINT
+forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.matchers import DEFAULT_TIMEOUT
+from matcher.config import SystemConfig, is_loopback, load_config
+
+log = logging.getLogger("matchwire.gateway")
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after a graceful shutdown.
+
+    uvicorn re-raises a captured SIGTERM once it has shut down, so the process would die
+    of the signal (exit status -15) instead of returning; a clean stop here exits 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="run.py gateway", description="the REST gateway")
+    parser.add_argument("--config", help="TOML config (default: embedded)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument("--ws-port", type=int, help="the feed hub's port, for /health and /")
+    parser.add_argument("--zmq-port", type=int, help="first matcher port (default 5555)")
+    parser.add_argument("--data-dir", type=Path, help="data folder (unused by the gateway)")
+    parser.add_argument("--symbols", help="comma-separated symbols to route (default: all)")
+    parser.add_argument(
+        "--matcher-timeout", type=float, default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for a matcher before answering 503 (default {DEFAULT_TIMEOUT:g})",
+    )
+    return parser.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> SystemConfig:
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    return load_config(
+        args.config, host=args.host, http_port=args.http_port, ws_port=args.ws_port,
+        zmq_port=args.zmq_port, data_dir=args.data_dir, symbols=symbols,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load(args)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not config.auth_enabled and not is_loopback(config.host):
+        print(
+            f"gateway: refusing to listen on non-loopback host {config.host!r} with auth off: "
+            "configure [api_keys] or listen on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    if args.matcher_timeout <= 0:
+        print("gateway: --matcher-timeout must be positive", file=sys.stderr)
+        return 2
+    app = create_app(config, matcher_timeout=args.matcher_timeout)
+    server = Server(uvicorn.Config(
+        app, host=config.host, port=config.http_port, loop="uvloop", http="httptools",
+        log_level="warning", access_log=False, lifespan="on",
+    ))
+    log.info(
+        "gateway on http://%s:%d for %s (auth %s)", config.host, config.http_port,
+        ", ".join(config.symbols), "on" if config.auth_enabled else "off",
+    )
+    server.run()
+    log.info("gateway stopped")
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Real matchers, a real gateway (and a real feed hub where asked) on free loopback ports."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clients.rest import RestClient
+from tests.support import Child, free_port, free_ports, wait_for_port
+
+BTC = "BTC-USDT"
+ETH = "ETH-USDT"
+RULES = {
+    BTC: {"tick_size": "0.01", "lot_size": "0.0001", "min_quantity": "0.0001",
+          "max_price": "10000000", "max_quantity": "100000"},
+    ETH: {"tick_size": "0.01", "lot_size": "0.001", "min_quantity": "0.001"},
+}
+MATCHER_TIMEOUT = 1.0  # the gateway's --matcher-timeout in these tests
+
+
+class GatewaySystem:
+    """A TOML config, one matcher per symbol, a gateway, optionally the feed hub."""
+
+    def __init__(
+        self, tmp_path: Path, symbols: tuple[str, ...] = (BTC,),
+        api_keys: dict[str, dict[str, Any]] | None = None, feedhub: bool = False,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.symbols = symbols
+        self.http_port, self.ws_port = free_ports(2)
+        self.endpoints: dict[str, tuple[str, str]] = {}
+        lines = [
+            "[server]",
+            'host = "127.0.0.1"',
+            f"http_port = {self.http_port}",
+            f"ws_port = {self.ws_port}",
+            f"zmq_port = {free_port()}",
+            f'data_dir = "{tmp_path / "data"}"',
+            'fsync = "batch"',
+        ]
+        for symbol in symbols:
+            router, pub = free_ports(2)
+            self.endpoints[symbol] = (f"tcp://127.0.0.1:{router}", f"tcp://127.0.0.1:{pub}")
+            lines.append(f'[symbols."{symbol}"]')
+            lines.extend(f'{key} = "{value}"' for key, value in RULES[symbol].items())
+            lines.append(f'order_endpoint = "{self.endpoints[symbol][0]}"')
+            lines.append(f'feed_endpoint = "{self.endpoints[symbol][1]}"')
+        for key, entry in (api_keys or {}).items():
+            lines.append(f'[api_keys."{key}"]')
+            lines.extend(
+                f"{name} = {value!r}" if not isinstance(value, str) else f'{name} = "{value}"'
+                for name, value in entry.items()
+            )
+        self.config_path = tmp_path / "matchwire.toml"
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.matchers: dict[str, Child] = {}
+        self.gateway: Child | None = None
+        self.hub: Child | None = None
+        self.with_feedhub = feedhub
+        self._starts = itertools.count()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def router_port(self, symbol: str) -> int:
+        return int(self.endpoints[symbol][0].rsplit(":", 1)[1])
+
+    def start_matcher(self, symbol: str) -> Child:
+        child = Child(
+            ["-m", "matcher.service", "--symbol", symbol, "--config", str(self.config_path)],
+            self.tmp_path / f"matcher-{symbol}-{next(self._starts)}.log",
+        ).start()
+        self.matchers[symbol] = child
+        wait_for_port(self.router_port(symbol))
+        return child
+
+    def start(self) -> GatewaySystem:
+        for symbol in self.symbols:
+            self.start_matcher(symbol)
+        if self.with_feedhub:
+            self.hub = Child(["-m", "feedhub.server", "--config", str(self.config_path)],
+                             self.tmp_path / "feedhub.log").start()
+        self.gateway = Child(
+            ["-m", "gateway.server", "--config", str(self.config_path),
+             "--matcher-timeout", str(MATCHER_TIMEOUT)],
+            self.tmp_path / "gateway.log",
+        ).start()
+        try:
+            wait_for_port(self.http_port)
+            if self.hub is not None:
+                wait_for_port(self.ws_port)
+        except TimeoutError:
+            self.stop()
+            raise AssertionError(f"the system did not start:\n{self.logs()}") from None
+        return self
+
+    def logs(self) -> str:
+        children = [*self.matchers.values(), self.hub, self.gateway]
+        return "\n".join(f"--- {c.log_path.name}\n{c.log()[-3000:]}" for c in children if c)
+
+    def stop(self) -> None:
+        for child in (self.gateway, self.hub, *self.matchers.values()):
+            if child is not None:
+                child.stop()
+
+    def rest(self, **kwargs: Any) -> RestClient:
+        return RestClient(self.base, **kwargs)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=10)
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySystem]:
+    """Auth off, BTC-USDT and ETH-USDT, with the feed hub: shared by most tests.
+
+    Tests keep the books clean: each trades under its own account (`account` fixture),
+    whose open orders are cancelled after the test.
+    """
+    running = GatewaySystem(tmp_path_factory.mktemp("gateway"), (BTC, ETH), feedhub=True).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def http(system: GatewaySystem) -> Iterator[httpx.Client]:
+    with system.http() as client:
+        yield client
+
+
+_account_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def accounts(system: GatewaySystem, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Makes fresh account names for one test; their open orders are cancelled afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"{request.node.name[:40]}-{next(_account_numbers)}")
+        return made[-1]
+
+    yield make
+    for name in made:
+        with system.rest(account=name) as rest:
+            for symbol in system.symbols:
+                for order in rest.orders(symbol, status="open")["orders"]:
+                    rest.cancel_order(symbol, order["order_id"])
+
+
+@pytest.fixture
+def account(accounts: Any) -> str:
+    """A fresh account name for one test (see `accounts`)."""
+    return str(accounts())

@@ -1,0 +1,298 @@
+"""The bad-input battery: every malformed request gets its 4xx and changes nothing.
+
+For each case the test records the state (both books at full depth, the last 1000
+trades, each matcher's command sequence number) before and after the request and
+requires them equal, on a book that is not empty. Plus unit tests of
+gateway/validation.py's helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.errors import ApiError
+from gateway.validation import NEW_ORDER_FIELDS, build_message, order_id
+from tests.gateway.conftest import BTC, ETH, GatewaySystem
+
+ORDER = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "100", "quantity": "1"}
+STOP = {"symbol": BTC, "order_type": "stop_limit", "side": "buy", "quantity": "1",
+        "stop_price": "60000", "price": "60000"}
+
+
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`base` with fields replaced; a value of ... removes the field."""
+    merged = {**base, **changes}
+    return {name: value for name, value in merged.items() if value is not ...}
+
+
+def raw_order(price: str) -> bytes:
+    """An order body with `price` spliced in as raw JSON text."""
+    return (f'{{"symbol":"{BTC}","order_type":"limit","side":"buy","quantity":"1",'
+            f'"price":{price}}}').encode()
+
+
+# (id, method, path, body: dict | bytes | None, status, code)
+CASES: list[tuple[Any, ...]] = [
+    # The body is not a JSON object.
+    ("truncated-json", "POST", "/submit_order", b'{"symbol": "BTC-USDT",', 400, "invalid_request"),
+    ("not-json", "POST", "/submit_order", b"hello", 400, "invalid_request"),
+    ("empty-body", "POST", "/submit_order", b"", 400, "invalid_request"),
+    ("array", "POST", "/submit_order", b"[1, 2]", 400, "invalid_request"),
+    ("string", "POST", "/submit_order", b'"order"', 400, "invalid_request"),
+    ("null", "POST", "/submit_order", b"null", 400, "invalid_request"),
+    ("number", "POST", "/submit_order", b"42", 400, "invalid_request"),
+    ("bad-utf8", "POST", "/submit_order", b'{"symbol": "\xff\xfe"}', 400, "invalid_request"),
+    ("deep-nesting", "POST", "/submit_order", b"[" * 50_000, 400, "invalid_request"),
+    ("NaN", "POST", "/submit_order", raw_order("NaN"), 400, "invalid_request"),
+    ("Infinity", "POST", "/submit_order", raw_order("Infinity"), 400, "invalid_request"),
+    ("-Infinity", "POST", "/submit_order", raw_order("-Infinity"), 400, "invalid_request"),
+    ("too-large", "POST", "/submit_order",
+     json.dumps(with_(ORDER, client_order_id="x" * 70_000)).encode(), 413, "request_too_large"),
+    # Missing fields.
+    ("no-symbol", "POST", "/submit_order", with_(ORDER, symbol=...), 400, "invalid_field"),
+    ("no-side", "POST", "/submit_order", with_(ORDER, side=...), 400, "invalid_field"),
+    ("no-type", "POST", "/submit_order", with_(ORDER, order_type=...), 400, "invalid_field"),
+    ("null-type", "POST", "/submit_order", with_(ORDER, order_type=None), 400, "invalid_field"),
+    ("no-quantity", "POST", "/submit_order", with_(ORDER, quantity=...), 400, "invalid_quantity"),
+    ("no-price", "POST", "/submit_order", with_(ORDER, price=...), 400, "invalid_price"),
+    # Wrong JSON types.
+    ("quantity-true", "POST", "/submit_order", with_(ORDER, quantity=True), 400, "invalid_field"),
+    ("price-false", "POST", "/submit_order", with_(ORDER, price=False), 400, "invalid_field"),
+    ("quantity-list", "POST", "/submit_order", with_(ORDER, quantity=[1]), 400, "invalid_field"),
+    ("quantity-object", "POST", "/submit_order", with_(ORDER, quantity={"v": 1}), 400,
+     "invalid_field"),
+    ("side-number", "POST", "/submit_order", with_(ORDER, side=1), 400, "invalid_field"),
+    ("symbol-number", "POST", "/submit_order", with_(ORDER, symbol=5), 400, "invalid_field"),
+    ("symbol-list", "POST", "/submit_order", with_(ORDER, symbol=[BTC]), 400, "invalid_field"),
+    ("post-only-string", "POST", "/submit_order", with_(ORDER, post_only="true"), 400,
+     "invalid_field"),
+    ("post-only-number", "POST", "/submit_order", with_(ORDER, post_only=1), 400, "invalid_field"),
+    ("client-id-number", "POST", "/submit_order", with_(ORDER, client_order_id=123), 400,
+     "invalid_field"),
+    ("account-number", "POST", "/submit_order", with_(ORDER, account=5), 400, "invalid_field"),
+    # Numbers out of range or off the grid.
+    ("price-NaN-string", "POST", "/submit_order", with_(ORDER, price="NaN"), 400, "invalid_price"),
+    ("price-inf-string", "POST", "/submit_order", with_(ORDER, price="Infinity"), 400,
+     "invalid_price"),
+    ("price-negative", "POST", "/submit_order", with_(ORDER, price=-1), 400, "invalid_price"),
+    ("price-zero", "POST", "/submit_order", with_(ORDER, price="0"), 400, "invalid_price"),
+    ("price-off-grid", "POST", "/submit_order", with_(ORDER, price="100.001"), 400,
+     "invalid_price"),
+    ("price-over-max", "POST", "/submit_order", with_(ORDER, price="10000000.01"), 400,
+     "invalid_price"),
+    ("price-1e20", "POST", "/submit_order", with_(ORDER, price="1e20"), 400, "invalid_price"),
+    ("price-text", "POST", "/submit_order", with_(ORDER, price="abc"), 400, "invalid_price"),
+    ("price-empty", "POST", "/submit_order", with_(ORDER, price=""), 400, "invalid_price"),
+    ("price-41-chars", "POST", "/submit_order", with_(ORDER, price="1" * 41), 400,
+     "invalid_price"),
+    ("quantity-zero", "POST", "/submit_order", with_(ORDER, quantity=0), 400, "invalid_quantity"),
+    ("quantity-negative", "POST", "/submit_order", with_(ORDER, quantity="-1"), 400,
+     "invalid_quantity"),
+    ("quantity-off-grid", "POST", "/submit_order", with_(ORDER, quantity="0.00001"), 400,
+     "invalid_quantity"),
+    ("quantity-over-max", "POST", "/submit_order", with_(ORDER, quantity="100000.0001"), 400,
+     "invalid_quantity"),
+    ("price-1e30", "POST", "/submit_order", with_(ORDER, price="1e30"), 400, "invalid_price"),
+    ("quantity-1e400-number", "POST", "/submit_order",
+     json.dumps(with_(ORDER, quantity="QTY")).replace('"QTY"', "1e400").encode(), 400,
+     "invalid_quantity"),
+    ("quantity-1e-400-number", "POST", "/submit_order",
+     json.dumps(with_(ORDER, quantity="QTY")).replace('"QTY"', "1e-400").encode(), 400,
+     "invalid_quantity"),
+    ("quantity-26-digits", "POST", "/submit_order", with_(ORDER, quantity="9" * 26), 400,
+     "invalid_quantity"),
+    # Unknown names and conflicting options.
+    ("type-unknown", "POST", "/submit_order", with_(ORDER, order_type="stop"), 400,
+     "invalid_field"),
+    ("type-uppercase", "POST", "/submit_order", with_(ORDER, order_type="LIMIT"), 400,
+     "invalid_field"),
+    ("type-stop-on-submit", "POST", "/submit_order", with_(ORDER, order_type="stop_loss"), 400,
+     "invalid_field"),
+    ("side-unknown", "POST", "/submit_order", with_(ORDER, side="long"), 400, "invalid_field"),
+    ("tif-unknown", "POST", "/submit_order", with_(ORDER, time_in_force="day"), 400,
+     "invalid_field"),
+    ("stp-unknown", "POST", "/submit_order", with_(ORDER, stp="never"), 400, "invalid_field"),
+    ("market-with-price", "POST", "/submit_order", with_(ORDER, order_type="market"), 400,
+     "invalid_price"),
+    ("market-gtc", "POST", "/submit_order",
+     with_(ORDER, order_type="market", price=..., time_in_force="gtc"), 400, "invalid_field"),
+    ("post-only-ioc", "POST", "/submit_order",
+     with_(ORDER, order_type="ioc", post_only=True), 400, "invalid_field"),
+    ("client-id-empty", "POST", "/submit_order", with_(ORDER, client_order_id=""), 400,
+     "invalid_field"),
+    ("client-id-65", "POST", "/submit_order", with_(ORDER, client_order_id="c" * 65), 400,
+     "invalid_field"),
+    ("client-id-newline", "POST", "/submit_order", with_(ORDER, client_order_id="a\nb"), 400,
+     "invalid_field"),
+    ("account-65", "POST", "/submit_order", with_(ORDER, account="a" * 65), 400,
+     "invalid_field"),
+    ("unknown-field", "POST", "/submit_order", with_(ORDER, foo=1), 400, "invalid_field"),
+    ("smuggled-op", "POST", "/submit_order", with_(ORDER, op="cancel_order"), 400,
+     "invalid_field"),
+    ("smuggled-req-id", "POST", "/submit_order", with_(ORDER, req_id=1), 400, "invalid_field"),
+    ("symbol-unknown", "POST", "/submit_order", with_(ORDER, symbol="DOGE-USDT"), 404,
+     "unknown_symbol"),
+    ("symbol-lowercase", "POST", "/submit_order", with_(ORDER, symbol="btc-usdt"), 404,
+     "unknown_symbol"),
+    # Stop orders.
+    ("stop-type-limit", "POST", "/submit_stop_order", with_(STOP, order_type="limit"), 400,
+     "invalid_field"),
+    ("stop-no-stop-price", "POST", "/submit_stop_order", with_(STOP, stop_price=...), 400,
+     "invalid_price"),
+    ("stop-limit-no-price", "POST", "/submit_stop_order", with_(STOP, price=...), 400,
+     "invalid_price"),
+    ("stop-loss-with-price", "POST", "/submit_stop_order", with_(STOP, order_type="stop_loss"),
+     400, "invalid_price"),
+    ("stop-negative", "POST", "/submit_stop_order", with_(STOP, stop_price="-5"), 400,
+     "invalid_price"),
+    ("stop-post-only", "POST", "/submit_stop_order", with_(STOP, post_only=True), 400,
+     "invalid_field"),
+    ("stop-symbol-unknown", "POST", "/submit_stop_order", with_(STOP, symbol="X"), 404,
+     "unknown_symbol"),
+    # Cancel and amend.
+    ("cancel-no-id", "POST", "/cancel_order", {"symbol": BTC}, 400, "invalid_field"),
+    ("cancel-id-text", "POST", "/cancel_order", {"symbol": BTC, "order_id": "abc"}, 400,
+     "invalid_field"),
+    ("cancel-id-negative", "POST", "/cancel_order", {"symbol": BTC, "order_id": -1}, 400,
+     "invalid_field"),
+    ("cancel-id-zero", "POST", "/cancel_order", {"symbol": BTC, "order_id": 0}, 400,
+     "invalid_field"),
+    ("cancel-id-fraction", "POST", "/cancel_order", {"symbol": BTC, "order_id": 1.5}, 400,
+     "invalid_field"),
+    ("cancel-id-bool", "POST", "/cancel_order", {"symbol": BTC, "order_id": True}, 400,
+     "invalid_field"),
+    ("cancel-id-2**64", "POST", "/cancel_order", {"symbol": BTC, "order_id": 2**64}, 400,
+     "invalid_field"),
+    ("cancel-id-superscript", "POST", "/cancel_order", {"symbol": BTC, "order_id": "\u00b2"},
+     400, "invalid_field"),
+    ("cancel-unknown-order", "POST", "/cancel_order", {"symbol": BTC, "order_id": 10**15}, 404,
+     "unknown_order"),
+    ("cancel-unknown-symbol", "POST", "/cancel_order", {"symbol": "X", "order_id": 1}, 404,
+     "unknown_symbol"),
+    ("amend-nothing", "POST", "/amend_order", {"symbol": BTC, "order_id": 1}, 400,
+     "invalid_field"),
+    ("amend-unknown-order", "POST", "/amend_order",
+     {"symbol": BTC, "order_id": 10**15, "quantity": "1"}, 404, "unknown_order"),
+    ("amend-off-grid", "POST", "/amend_order",
+     {"symbol": BTC, "order_id": 1, "quantity": "0.00001"}, 400, "invalid_quantity"),
+    ("amend-unknown-field", "POST", "/amend_order",
+     {"symbol": BTC, "order_id": 1, "side": "buy"}, 400, "invalid_field"),
+    # Query strings and paths.
+    ("depth-0", "GET", "/orderbook/BTC-USDT?depth=0", None, 400, "invalid_field"),
+    ("depth-1001", "GET", "/orderbook/BTC-USDT?depth=1001", None, 400, "invalid_field"),
+    ("depth-text", "GET", "/orderbook/BTC-USDT?depth=abc", None, 400, "invalid_field"),
+    ("depth-negative", "GET", "/orderbook/BTC-USDT?depth=-1", None, 400, "invalid_field"),
+    ("depth-fraction", "GET", "/orderbook/BTC-USDT?depth=1.5", None, 400, "invalid_field"),
+    ("depth-superscript", "GET", "/orderbook/BTC-USDT?depth=%C2%B2", None, 400,
+     "invalid_field"),
+    ("limit-0", "GET", "/trades/BTC-USDT?limit=0", None, 400, "invalid_field"),
+    ("limit-1001", "GET", "/trades/BTC-USDT?limit=1001", None, 400, "invalid_field"),
+    ("format-xml", "GET", "/trades/BTC-USDT?format=xml", None, 400, "invalid_field"),
+    ("order-id-path-text", "GET", "/orders/BTC-USDT/abc", None, 400, "invalid_field"),
+    ("order-id-path-zero", "GET", "/orders/BTC-USDT/0", None, 400, "invalid_field"),
+    ("order-unknown", "GET", "/orders/BTC-USDT/999999999999", None, 404, "unknown_order"),
+    ("orders-status", "GET", "/orders/BTC-USDT?status=closed", None, 400, "invalid_field"),
+    ("orders-limit", "GET", "/orders/BTC-USDT?limit=0", None, 400, "invalid_field"),
+    ("orders-account-65", "GET", "/orders/BTC-USDT?account=" + "a" * 65, None, 400,
+     "invalid_field"),
+    ("book-unknown-symbol", "GET", "/orderbook/DOGE-USDT", None, 404, "unknown_symbol"),
+    ("bbo-unknown-symbol", "GET", "/bbo/DOGE-USDT", None, 404, "unknown_symbol"),
+    ("trades-unknown-symbol", "GET", "/trades/DOGE-USDT", None, 404, "unknown_symbol"),
+    ("orders-unknown-symbol", "GET", "/orders/DOGE-USDT", None, 404, "unknown_symbol"),
+    ("order-unknown-symbol", "GET", "/orders/DOGE-USDT/1", None, 404, "unknown_symbol"),
+    ("no-such-path", "GET", "/nope", None, 404, "not_found"),
+    ("wrong-method", "GET", "/submit_order", None, 405, "method_not_allowed"),
+]
+
+
+@pytest.fixture(scope="module")
+def resting(system: GatewaySystem) -> Iterator[None]:
+    """A book that is not empty on both symbols (and a trade), left as found afterwards."""
+    with system.rest(account="battery") as rest:
+        orders = [
+            (BTC, rest.submit_order(BTC, "limit", "buy", "0.5", price="25000")),
+            (BTC, rest.submit_order(BTC, "limit", "sell", "0.7", price="50000")),
+            (ETH, rest.submit_order(ETH, "limit", "sell", "3", price="3000")),
+        ]
+        yield
+        for symbol, order in orders:
+            rest.cancel_order(symbol, order["order_id"])
+
+
+def state(http: httpx.Client) -> dict[str, Any]:
+    """Everything a bad request must not change."""
+    seen: dict[str, Any] = {"seq": {
+        symbol: matcher["seq"] for symbol, matcher in http.get("/health").json()["matchers"].items()
+    }}
+    for symbol in (BTC, ETH):
+        book = http.get(f"/orderbook/{symbol}?depth=1000").json()
+        del book["timestamp"]
+        seen[f"book {symbol}"] = book
+        seen[f"trades {symbol}"] = http.get(f"/trades/{symbol}?limit=1000").json()
+    return seen
+
+
+PARAMS = [pytest.param(*case, id=case[0]) for case in CASES]
+
+
+@pytest.mark.parametrize(("case", "method", "path", "body", "status", "code"), PARAMS)
+def test_bad_request_is_refused_and_changes_nothing(
+    http: httpx.Client, resting: None, case: str, method: str, path: str,
+    body: dict[str, Any] | bytes | None, status: int, code: str,
+) -> None:
+    before = state(http)
+    assert before["book BTC-USDT"]["bids"] and before["book BTC-USDT"]["asks"]
+    content = json.dumps(body).encode() if isinstance(body, dict) else body
+    response = http.request(method, path, content=content)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code), \
+        response.text
+    assert response.headers["content-type"] == "application/json"
+    assert isinstance(response.json()["error"]["message"], str)
+    assert set(response.json()) == {"error"}
+    assert state(http) == before
+
+
+def test_chunked_body_over_the_limit_is_413(http: httpx.Client, resting: None) -> None:
+    before = state(http)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the gateway counts as it reads
+        yield b'{"symbol": "BTC-USDT", "client_order_id": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = http.post("/submit_order", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert state(http) == before
+
+
+def test_gateway_keeps_serving_after_the_battery(http: httpx.Client) -> None:
+    assert http.get("/bbo/BTC-USDT").status_code == 200
+
+
+# -- unit tests of gateway/validation.py ---------------------------------------------
+
+
+def test_build_message_keeps_known_fields_and_drops_nulls() -> None:
+    message = build_message({"symbol": BTC, "price": None, "quantity": "1"}, NEW_ORDER_FIELDS)
+    assert message == {"symbol": BTC, "quantity": "1"}
+
+
+@pytest.mark.parametrize("value", ["1", "9223372036854775807", 7])
+def test_order_id_accepts_positive_63_bit_integers(value: Any) -> None:
+    assert order_id(str(value)) == int(value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "9223372036854775808", "1.0", "", "\u00b2", None,
+                                   True, 5])
+def test_order_id_refuses_the_rest(value: Any) -> None:
+    # A JSON integer arrives as its text (gateway/formats.py): a Python int is refused.
+    with pytest.raises(ApiError) as error:
+        order_id(value)
+    assert error.value.code == "invalid_field" and error.value.status == 400
