@@ -44,6 +44,77 @@ PUB_HWM = 1_000_000
 MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order"))
 
 
+class CachedUnits(Units):
+    """Units that remember their conversions: the hot path meets the same few prices again.
+
+    Parsing a decimal string costs ~1.5 us (Decimal), formatting ticks ~0.6 us and a fee
+    ~2 us; a dict hit is ~50 ns (measured: validation 3.4 -> 1.5 us, order view 4.3 ->
+    1.5 us per new order). Only successful conversions of `str` input are cached (no
+    1 == 1.0 == True key clash; refusals keep their field-specific messages). Each cache
+    is cleared when it reaches CACHE_ENTRIES, which bounds memory whatever clients send.
+    """
+
+    __slots__ = ("_ticks", "_lots", "_price_text", "_quantity_text", "_fee_text")
+    CACHE_ENTRIES = 1 << 16
+
+    def __init__(self, config: SymbolConfig) -> None:
+        self._ticks: dict[str, int] = {}
+        self._lots: dict[str, int] = {}
+        self._price_text: dict[int, str] = {}
+        self._quantity_text: dict[int, str] = {}
+        self._fee_text: dict[int, str] = {}
+        super().__init__(config)  # formats zero: the caches must exist first
+
+    def price_ticks(self, value: Any, field: str = "price") -> int:
+        if type(value) is not str:
+            return super().price_ticks(value, field)
+        ticks = self._ticks.get(value)
+        if ticks is None:
+            ticks = super().price_ticks(value, field)
+            if len(self._ticks) >= self.CACHE_ENTRIES:
+                self._ticks.clear()
+            self._ticks[value] = ticks
+        return ticks
+
+    def quantity_lots(self, value: Any, field: str = "quantity") -> int:
+        if type(value) is not str:
+            return super().quantity_lots(value, field)
+        lots = self._lots.get(value)
+        if lots is None:
+            lots = super().quantity_lots(value, field)
+            if len(self._lots) >= self.CACHE_ENTRIES:
+                self._lots.clear()
+            self._lots[value] = lots
+        return lots
+
+    def format_price(self, ticks: int) -> str:
+        text = self._price_text.get(ticks)
+        if text is None:
+            text = super().format_price(ticks)
+            if len(self._price_text) >= self.CACHE_ENTRIES:
+                self._price_text.clear()
+            self._price_text[ticks] = text
+        return text
+
+    def format_quantity(self, lots: int) -> str:
+        text = self._quantity_text.get(lots)
+        if text is None:
+            text = super().format_quantity(lots)
+            if len(self._quantity_text) >= self.CACHE_ENTRIES:
+                self._quantity_text.clear()
+            self._quantity_text[lots] = text
+        return text
+
+    def format_fee(self, fee_units: int) -> str:
+        text = self._fee_text.get(fee_units)
+        if text is None:
+            text = super().format_fee(fee_units)  # Decimal at 80 digits: ~2 us
+            if len(self._fee_text) >= self.CACHE_ENTRIES:
+                self._fee_text.clear()
+            self._fee_text[fee_units] = text
+        return text
+
+
 class RecoveryError(Exception):
     """The journal cannot be replayed onto the snapshot: refuse to start."""
 
@@ -111,7 +182,7 @@ class MatcherService:
     ) -> None:
         self.config = config
         self.symbol = config.symbol
-        self.units = Units(config)
+        self.units = CachedUnits(config)
         self.views = Views(self.units)
         self.validator = Validator(self.units)
         self.data_dir = Path(data_dir)
@@ -123,6 +194,10 @@ class MatcherService:
         self.epoch = time.time_ns() // 1000
         self.should_exit = False
         self.last_snapshot_seq = 0
+        # The seq of the last command appended to the journal, and whether a commit
+        # failed: a snapshot must never hold a command the journal may lack.
+        self.journaled_seq = 0
+        self.journal_failed = False
         self.last_ts = 0
         self.topic_book = f"book.{self.symbol}".encode()
         self.topic_trade = f"trade.{self.symbol}".encode()
@@ -152,8 +227,17 @@ class MatcherService:
     def start(self) -> None:
         started = time.perf_counter()
         self.journal.open()
-        self.engine, replayed = recover(self.units, self.data_dir, self.journal)
+        # Recovery allocates up to millions of objects that all stay alive: cycle
+        # collections meanwhile only rescan them (measured: -30% CPU on a 1M-record
+        # restart). Freezing them afterwards keeps them out of every later collection.
+        gc.disable()
+        try:
+            self.engine, replayed = recover(self.units, self.data_dir, self.journal)
+        finally:
+            gc.enable()
+        gc.freeze()
         self.last_snapshot_seq = self.engine.seq - replayed
+        self.journaled_seq = self.engine.seq
         log.info(
             "%s recovered to seq %d (%d records replayed) in %.3fs",
             self.symbol, self.engine.seq, replayed, time.perf_counter() - started,
@@ -202,7 +286,13 @@ class MatcherService:
                 self.serve_batch()
 
     def shutdown(self) -> None:
-        if self.engine.seq > self.last_snapshot_seq:
+        if self.journal_failed or self.journaled_seq != self.engine.seq:
+            # A failed write/fsync, or an exit between apply and append: the journal may
+            # lack commands the engine holds, so a snapshot now would run ahead of it.
+            log.error("%s no shutdown snapshot: engine at seq %d, journal at seq %d%s",
+                      self.symbol, self.engine.seq, self.journaled_seq,
+                      " (a commit failed)" if self.journal_failed else "")
+        elif self.engine.seq > self.last_snapshot_seq:
             self.take_snapshot()
         self.journal.close()
         for sock in (self.router, self.pub):
@@ -255,7 +345,11 @@ class MatcherService:
             else:
                 reply = handle(frames[0], ts, published)
             replies.append((identity, delimiter, reply))
-        self.journal.commit()  # group commit: one fsync for the whole batch
+        try:
+            self.journal.commit()  # group commit: one fsync for the whole batch
+        except BaseException:
+            self.journal_failed = True  # nothing of this batch is acknowledged
+            raise
         send = router.send
         for identity, delimiter, reply in replies:
             send(identity, zmq.SNDMORE)
@@ -309,6 +403,7 @@ class MatcherService:
         command = with_sequence(partial, seq, ts)
         events = engine.apply(command)  # CommandError: nothing changed, nothing journaled
         self.journal.append(seq, codec.encode_command(command))
+        self.journaled_seq = seq
         views = self.views
         changes: dict[tuple[int, int], int] = {}
         for event in events:

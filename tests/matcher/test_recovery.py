@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,17 @@ from matcher.journal import HEADER, Journal, list_segments
 from matcher.protocol import EV_TRADE
 from matcher.service import CachedUnits, journal_dir, new_engine, snapshot_dir
 from matcher.snapshot import list_snapshots
-from tests.matcher.test_service import SYMBOL, MatcherProcess
+from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
 from tests.support import REPO
 
 LONG = os.environ.get("MATCHWIRE_LONG") == "1"
 KILL_CYCLES = 100 if LONG else 10
+Spawn = Callable[..., MatcherProcess]
+
+
+@pytest.fixture(name="spawn")
+def spawn_fixture(tmp_path: Path) -> Iterator[Spawn]:
+    yield from spawner(tmp_path)
 STATUS_RANK = {"pending": 0, "new": 1, "partially_filled": 2, "filled": 3, "cancelled": 3,
                "rejected": 3}
 FINISHED = ("filled", "cancelled", "rejected")
@@ -181,12 +188,11 @@ class OfflineReplica:
 
 
 @pytest.mark.timeout(3600 if LONG else 300)
-def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, spawn: Spawn) -> None:
     rng = random.Random(20240611)
     data_dir = tmp_path / "data"
     policies = ("batch", "always", "off")
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log", fsync="batch",
-                             snapshot_every=1500).start()
+    matcher = spawn(data_dir, fsync="batch", snapshot_every=1500).start()
     load = LoadClient(rng)
     replica = OfflineReplica(data_dir)
     for cycle in range(KILL_CYCLES):
@@ -219,7 +225,16 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
 def crashed_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir written with fsync=always and left by SIGKILL: no shutdown snapshot."""
     folder = tmp_path_factory.mktemp("crashed")
-    matcher = MatcherProcess(folder / "data", folder / "matcher.log", fsync="always").start()
+    matcher = MatcherProcess(folder / "data", folder / "matcher.log", fsync="always")
+    try:
+        _write_crashed_journal(matcher.start())
+    finally:
+        matcher.kill()
+    assert not list_snapshots(snapshot_dir(folder / "data", SYMBOL))
+    return folder / "data"
+
+
+def _write_crashed_journal(matcher: MatcherProcess) -> None:
     for i in range(30):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 5 if side == "buy" else 30_000 + 1 + i % 5
@@ -233,13 +248,10 @@ def crashed_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     far = matcher.request("new_order", order_type="limit", side="buy", price="20000",
                           quantity="0.01", account="a")
     matcher.request("cancel_order", order_id=far["order_id"], account="a")  # a short record
-    matcher.kill()
-    assert not list_snapshots(snapshot_dir(folder / "data", SYMBOL))
-    return folder / "data"
 
 
 def test_a_torn_last_record_is_cut_at_every_offset(
-    crashed_journal: Path, tmp_path: Path
+    crashed_journal: Path, tmp_path: Path, spawn: Spawn
 ) -> None:
     [(_, segment)] = list_segments(journal_dir(crashed_journal, SYMBOL))
     spans = record_spans(segment)
@@ -256,8 +268,8 @@ def test_a_torn_last_record_is_cut_at_every_offset(
             segment_copy = journal_dir(data_dir, SYMBOL) / segment.name
             with open(segment_copy, "r+b") as handle:
                 handle.truncate(cut)
-            running.append((cut, segment_copy, MatcherProcess(
-                data_dir, tmp_path / f"cut-{cut}.log", fsync="always").start(wait=False)))
+            running.append((cut, segment_copy, spawn(
+                data_dir, f"cut-{cut}.log", fsync="always").start(wait=False)))
         for cut, segment_copy, matcher in running:
             try:
                 matcher.wait_ready()
@@ -279,7 +291,7 @@ def test_a_torn_last_record_is_cut_at_every_offset(
 
 @pytest.mark.parametrize("where", ["body", "length", "crc"])
 def test_damage_mid_file_refuses_to_start(crashed_journal: Path, tmp_path: Path,
-                                          where: str) -> None:
+                                          spawn: Spawn, where: str) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(crashed_journal, data_dir)
     [(_, segment)] = list_segments(journal_dir(data_dir, SYMBOL))
@@ -291,7 +303,7 @@ def test_damage_mid_file_refuses_to_start(crashed_journal: Path, tmp_path: Path,
     data[offset] ^= 0x5A
     segment.write_bytes(bytes(data))
     before = segment.read_bytes()
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log").start(wait=False)
+    matcher = spawn(data_dir).start(wait=False)
     assert matcher.child is not None and matcher.child.process is not None
     try:
         code = matcher.child.process.wait(timeout=20)
@@ -326,9 +338,9 @@ def _visible_state(matcher: MatcherProcess) -> dict[str, Any]:
     }
 
 
-def test_a_clean_restart_keeps_everything(tmp_path: Path) -> None:
+def test_a_clean_restart_keeps_everything(tmp_path: Path, spawn: Spawn) -> None:
     data_dir = tmp_path / "data"
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log", fsync="batch").start()
+    matcher = spawn(data_dir, fsync="batch").start()
     for i in range(40):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 4 if side == "buy" else 30_000 + 1 + i % 4
@@ -361,10 +373,11 @@ def test_a_clean_restart_keeps_everything(tmp_path: Path) -> None:
     matcher.stop()
 
 
-def test_a_restart_replays_only_the_records_after_the_snapshot(tmp_path: Path) -> None:
+def test_a_restart_replays_only_the_records_after_the_snapshot(
+    tmp_path: Path, spawn: Spawn
+) -> None:
     data_dir = tmp_path / "data"
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log", fsync="batch",
-                             snapshot_every=100).start()
+    matcher = spawn(data_dir, fsync="batch", snapshot_every=100).start()
     for i in range(250):  # one request per loop batch: snapshots at exactly 100 and 200
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9
@@ -391,10 +404,10 @@ def test_a_restart_replays_only_the_records_after_the_snapshot(tmp_path: Path) -
     matcher.stop()
 
 
-def test_trades_in_the_journal_match_the_live_history(tmp_path: Path) -> None:
+def test_trades_in_the_journal_match_the_live_history(tmp_path: Path, spawn: Spawn) -> None:
     """Every trade id the live matcher printed comes back on replay, in order."""
     data_dir = tmp_path / "data"
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log").start()
+    matcher = spawn(data_dir).start()
     for i in range(60):
         side = "buy" if i % 2 else "sell"
         matcher.request("new_order", order_type="limit", side=side,
@@ -412,14 +425,13 @@ def test_trades_in_the_journal_match_the_live_history(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fsync", ["batch", "always"])
 def test_a_failed_journal_write_leaves_no_snapshot_ahead_of_the_journal(
-    tmp_path: Path, fsync: str
+    tmp_path: Path, spawn: Spawn, fsync: str
 ) -> None:
     """The disk refuses a write (EFBIG past RLIMIT_FSIZE): the matcher stops without
     acknowledging the batch and without a shutdown snapshot that would hold commands the
     journal lacks; the restart recovers exactly the journal."""
     data_dir = tmp_path / "data"
-    matcher = MatcherProcess(data_dir, tmp_path / "matcher.log", fsync=fsync,
-                             max_file_bytes=20_000).start()
+    matcher = spawn(data_dir, fsync=fsync, max_file_bytes=20_000).start()
     assert matcher.client is not None
     matcher.client.timeout_ms = 5000  # the matcher exits: do not wait the usual 10 s
     acked = 0
@@ -434,7 +446,7 @@ def test_a_failed_journal_write_leaves_no_snapshot_ahead_of_the_journal(
     assert list_snapshots(snapshot_dir(data_dir, SYMBOL)) == []
     matcher.kill()
 
-    restarted = MatcherProcess(data_dir, tmp_path / "restart.log").start()
+    restarted = spawn(data_dir, "restart.log").start()
     try:
         ping = restarted.request("ping", hash=True)
         assert ping["seq"] == acked  # the refused batch was never acknowledged

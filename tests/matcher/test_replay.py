@@ -51,7 +51,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     in the middle; left by SIGKILL so the replay after the snapshot is not empty."""
     folder = tmp_path_factory.mktemp("history")
     data_dir = folder / "data"
-    matcher = MatcherProcess(data_dir, folder / "matcher.log", snapshot_every=300).start()
+    matcher = MatcherProcess(data_dir, folder / "matcher.log", snapshot_every=300)
+    try:
+        return _write_history(matcher.start(), data_dir)
+    finally:
+        matcher.kill()
+
+
+def _write_history(matcher: MatcherProcess, data_dir: Path) -> dict[str, Any]:
     hashes: dict[int, str] = {}
     resting: list[int] = []
     for i in range(420):
