@@ -559,11 +559,22 @@ class Engine:
         return found[:limit]
 
     def bbo(self) -> tuple[int | None, int, int | None, int]:
-        """(bid price, bid total, ask price, ask total); None/0 for an empty side."""
-        bid = self.book.bids.best()
-        ask = self.book.asks.best()
-        bid_total = self.book.bids.levels[bid].total if bid is not None else 0
-        ask_total = self.book.asks.levels[ask].total if ask is not None else 0
+        """(bid price, bid total, ask price, ask total); None/0 for an empty side. O(1).
+
+        Called after every book-changing command: SortedList's sublists are read directly.
+        """
+        bids, asks = self.book.bids, self.book.asks
+        bid_lists, ask_lists = bids.prices._lists, asks.prices._lists
+        if bid_lists:
+            bid = bid_lists[-1][-1]
+            bid_total = bids.levels[bid].total
+        else:
+            bid, bid_total = None, 0
+        if ask_lists:
+            ask = ask_lists[0][0]
+            ask_total = asks.levels[ask].total
+        else:
+            ask, ask_total = None, 0
         return bid, bid_total, ask, ask_total
 
     # -- state ---------------------------------------------------------------------

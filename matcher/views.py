@@ -36,6 +36,8 @@ class Views:
         self.symbol = units.symbol
         self._last_micros = -1
         self._last_iso = ""
+        self._last_bbo: tuple[int | None, int, int | None, int] | None = None
+        self._last_bbo_view: dict[str, Any] = {}
 
     def timestamp(self, micros: int) -> str:
         # A batch shares one timestamp: format it once.
@@ -91,6 +93,14 @@ class Views:
         return [[price(p), quantity(q)] for p, q in levels]
 
     def bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> dict[str, Any]:
+        # Most book changes leave the top of the book alone: reuse the formatted prices.
+        if bbo == self._last_bbo:
+            return {**self._last_bbo_view, "book_seq": book_seq}
+        view = self._format_bbo(bbo, book_seq)
+        self._last_bbo, self._last_bbo_view = bbo, view
+        return view
+
+    def _format_bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> dict[str, Any]:
         bid, bid_total, ask, ask_total = bbo
         price, quantity = self.units.format_price, self.units.format_quantity
         return {
