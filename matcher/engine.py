@@ -89,6 +89,7 @@ class Engine:
         self.taker_rate = taker_rate
         self.book = Book()
         self.seq = 0  # last applied command
+        self.ts = 0  # its timestamp (µs)
         self.book_seq = 0  # one per command that changed a level
         self.trade_id = 0  # last trade id; ids are contiguous from 1
         self.last_price: int | None = None
@@ -122,7 +123,9 @@ class Engine:
         handler = self._handlers.get(command[0])
         if handler is None:
             raise CommandError(Code.UNKNOWN_OP, f"unknown command type {command[0]!r}")
-        return handler(command)
+        events = handler(command)
+        self.ts = command[2]  # the last applied command's time: restarts stay monotonic
+        return events
 
     def _count_book_change(self, events: list[Event]) -> list[Event]:
         """book_seq counts the commands that changed at least one level."""
@@ -612,6 +615,7 @@ class Engine:
         return {
             "version": STATE_VERSION,
             "seq": self.seq,
+            "ts": self.ts,
             "book_seq": self.book_seq,
             "trade_id": self.trade_id,
             "last_price": self.last_price,
@@ -635,6 +639,7 @@ class Engine:
             raise ValueError(f"snapshot state version {state['version']} is not {STATE_VERSION}")
         engine = cls(state["maker_rate"], state["taker_rate"], finished_window)
         engine.seq = state["seq"]
+        engine.ts = state["ts"]
         engine.book_seq = state["book_seq"]
         engine.trade_id = state["trade_id"]
         engine.last_price = state["last_price"]

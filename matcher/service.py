@@ -236,6 +236,7 @@ class MatcherService:
         finally:
             gc.enable()
         gc.freeze()
+        self.last_ts = self.engine.ts  # timestamps never go back, even if the clock does
         self.last_snapshot_seq = self.engine.seq - replayed
         self.journaled_seq = self.engine.seq
         log.info(
@@ -389,7 +390,18 @@ class MatcherService:
             return codec.encode_error(req_id, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the matcher: answer and log it
             log.exception("internal error on op %r", op)
+            if op in MUTATING_OPS:
+                self._rebuild_after_fault()
             return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    def _rebuild_after_fault(self) -> None:
+        """An unexpected error inside the engine may have left it half-changed: rebuild it
+        from the durable journal (the failed command was never journaled), so the book
+        that serves the next request is exactly the replayed one."""
+        self.journal.commit()
+        self.engine, _ = recover(self.units, self.data_dir, self.journal)
+        log.error("%s state rebuilt from the journal at seq %d after an internal error",
+                  self.symbol, self.engine.seq)
 
     def _bad(self, req_id: Any, message: str) -> bytes:
         self.bad_requests += 1

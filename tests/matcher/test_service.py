@@ -625,3 +625,37 @@ def test_unicode_digits_are_invalid_fields(matcher: MatcherProcess) -> None:
         reply = matcher.raw(**request_fields)
         assert reply["ok"] is False and reply["error"]["code"] == "invalid_field", reply
     assert "Traceback" not in matcher.log()
+
+
+def test_an_internal_error_inside_the_engine_rebuilds_it_from_the_journal(tmp_path: Path) -> None:
+    """Fault injection (no sockets needed): a core bug that raises half-way through a
+    command must not leave a half-changed book serving the next request."""
+    from matcher.config import load_config
+    from matcher.protocol import CMD_NEW_ORDER
+    from matcher.service import MatcherService
+
+    config = load_config(symbols=["BTC-USDT"])
+    service = MatcherService(config.symbols["BTC-USDT"], tmp_path, fsync="off")
+    service.journal.open()
+    published: list[bytes] = []
+
+    def send(request: dict[str, Any]) -> dict[str, Any]:
+        reply = codec.decode_reply(service.handle(codec.encode_request(request), 1, published))
+        service.journal.commit()
+        return reply
+
+    assert send({"op": "new_order", **limit("buy", "100", "1")})["ok"]
+    before = service.engine.state_hash()
+
+    def half_then_crash(command: tuple) -> list:
+        service.engine.book.bids.levels[10_000].total += 7  # corrupt, then fail
+        raise RuntimeError("injected bug")
+
+    service.engine._handlers[CMD_NEW_ORDER] = half_then_crash
+    reply = send({"op": "new_order", **limit("buy", "100", "1")})
+    assert reply["error"]["code"] == "internal_error"
+    assert service.engine._handlers[CMD_NEW_ORDER] != half_then_crash  # a rebuilt engine
+    assert service.engine.state_hash() == before
+    service.engine.check()
+    assert send({"op": "new_order", **limit("sell", "100", "1")})["result"]["status"] == "filled"
+    service.journal.close()
