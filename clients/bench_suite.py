@@ -52,12 +52,22 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def flatten(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"liquibook": {"ops_per_s": 1}} -> {"liquibook.ops_per_s": 1}; None values dropped."""
+    flat: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| benchmark | figure | value |", "|---|---|---|"]
     for name, figures in results.items():
-        for key, value in figures.items():
-            if isinstance(value, (int, float, str)):
-                lines.append(f"| {name} | {key} | {format_value(value)} |")
+        for key, value in flatten(figures).items():
+            lines.append(f"| {name} | {key} | {format_value(value)} |")
     return "\n".join(lines)
 
 
@@ -76,12 +86,17 @@ def rewrite_doc(text_table: str, command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python run.py bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", choices=[*BENCHMARKS, "all"], default=["all"])
+    parser.add_argument("which", nargs="*", metavar="BENCH",
+                        help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
     parser.add_argument("--no-doc", action="store_true",
                         help="do not rewrite docs/benchmarks.md (implied by --quick)")
     args = parser.parse_args(argv)
-    names = list(BENCHMARKS) if "all" in args.which else list(dict.fromkeys(args.which))
+    unknown = [name for name in args.which if name not in BENCHMARKS and name != "all"]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    names = list(dict.fromkeys(args.which)) if args.which and "all" not in args.which \
+        else list(BENCHMARKS)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         print(f"== bench {name} ({BENCHMARKS[name]})", flush=True)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,3 +136,33 @@ class System:
 
     def stop(self) -> None:
         self.child.stop(timeout=20)
+
+
+def write_config(
+    path: Path,
+    server: dict[str, Any],
+    rules: dict[str, dict[str, str]],
+    api_keys: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, tuple[str, str]]:
+    """Write a TOML config with every symbol on its own free loopback ROUTER/PUB ports.
+
+    Returns symbol -> (order_endpoint, feed_endpoint).
+    """
+
+    def value(item: Any) -> str:
+        return f'"{item}"' if isinstance(item, (str, Path)) else repr(item)
+
+    lines = ["[server]", *(f"{key} = {value(item)}" for key, item in server.items())]
+    endpoints: dict[str, tuple[str, str]] = {}
+    for symbol, symbol_rules in rules.items():
+        router, pub = free_ports(2)
+        endpoints[symbol] = (f"tcp://127.0.0.1:{router}", f"tcp://127.0.0.1:{pub}")
+        lines.append(f'[symbols."{symbol}"]')
+        lines.extend(f"{key} = {value(item)}" for key, item in symbol_rules.items())
+        lines.append(f'order_endpoint = "{endpoints[symbol][0]}"')
+        lines.append(f'feed_endpoint = "{endpoints[symbol][1]}"')
+    for key, entry in (api_keys or {}).items():
+        lines.append(f'[api_keys."{key}"]')
+        lines.extend(f"{name} = {value(item)}" for name, item in entry.items())
+    path.write_text("\n".join(lines) + "\n")
+    return endpoints

@@ -123,3 +123,19 @@ def test_load_generator_short_bounded_run_over_both_transports(system: System, t
 def test_replay_subcommand_is_run_py_replay(system: System) -> None:
     result = cli(system, "replay", "--help")
     assert result.returncode == 0 and "--verify" in result.stdout
+
+
+def test_bad_api_key_exits_4(tmp_path: Path) -> None:
+    config = tmp_path / "auth.toml"
+    config.write_text('[api_keys."k-good"]\naccount = "alice"\n')
+    running = System(tmp_path, "--config", str(config), "--symbols", "BTC-USDT").start()
+    try:
+        bad = cli(running, "--api-key", "k-wrong", "order", "BTC-USDT", "buy", "limit", "1",
+                  "--price", "100")
+        assert bad.returncode == 4 and "unauthorized" in bad.stderr
+        good = cli(running, "--api-key", "k-good", "--json", "order", "BTC-USDT", "buy", "limit",
+                   "1", "--price", "100")
+        assert good.returncode == 0, good.stderr
+        assert json.loads(good.stdout)["account"] == "alice"
+    finally:
+        running.stop()

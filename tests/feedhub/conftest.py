@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clients.zmq_client import MatcherClient
-from tests.support import Child, free_port, free_ports, wait_for_port
+from tests.support import Child, free_port, wait_for_port, write_config
 
 SYMBOL = "BTC-USDT"
 OTHER = "ETH-USDT"
@@ -30,23 +30,13 @@ class System:
         self.symbols = symbols
         self.data_dir = tmp_path / "data"
         self.ws_port = free_port()
-        self.endpoints: dict[str, tuple[str, str]] = {}
-        lines = [
-            "[server]",
-            'host = "127.0.0.1"',
-            f"ws_port = {self.ws_port}",
-            f"zmq_port = {free_port()}",
-            f'data_dir = "{self.data_dir}"',
-        ]
-        for symbol in symbols:
-            router, pub = free_ports(2)
-            self.endpoints[symbol] = (f"tcp://127.0.0.1:{router}", f"tcp://127.0.0.1:{pub}")
-            lines.append(f'[symbols."{symbol}"]')
-            lines.extend(f'{key} = "{value}"' for key, value in RULES[symbol].items())
-            lines.append(f'order_endpoint = "{self.endpoints[symbol][0]}"')
-            lines.append(f'feed_endpoint = "{self.endpoints[symbol][1]}"')
         self.config_path = tmp_path / "matchwire.toml"
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.endpoints = write_config(
+            self.config_path,
+            {"host": "127.0.0.1", "ws_port": self.ws_port, "zmq_port": free_port(),
+             "data_dir": self.data_dir},
+            {symbol: RULES[symbol] for symbol in symbols},
+        )
         self.matchers: dict[str, Child] = {}
         self.hub: Child | None = None
         self._hub_starts = 0

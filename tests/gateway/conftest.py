@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from clients.rest import RestClient
-from tests.support import Child, free_port, free_ports, wait_for_port
+from tests.support import Child, free_port, free_ports, wait_for_port, write_config
 
 BTC = "BTC-USDT"
 ETH = "ETH-USDT"
@@ -34,31 +33,14 @@ class GatewaySystem:
         self.tmp_path = tmp_path
         self.symbols = symbols
         self.http_port, self.ws_port = free_ports(2)
-        self.endpoints: dict[str, tuple[str, str]] = {}
-        lines = [
-            "[server]",
-            'host = "127.0.0.1"',
-            f"http_port = {self.http_port}",
-            f"ws_port = {self.ws_port}",
-            f"zmq_port = {free_port()}",
-            f'data_dir = "{tmp_path / "data"}"',
-            'fsync = "batch"',
-        ]
-        for symbol in symbols:
-            router, pub = free_ports(2)
-            self.endpoints[symbol] = (f"tcp://127.0.0.1:{router}", f"tcp://127.0.0.1:{pub}")
-            lines.append(f'[symbols."{symbol}"]')
-            lines.extend(f'{key} = "{value}"' for key, value in RULES[symbol].items())
-            lines.append(f'order_endpoint = "{self.endpoints[symbol][0]}"')
-            lines.append(f'feed_endpoint = "{self.endpoints[symbol][1]}"')
-        for key, entry in (api_keys or {}).items():
-            lines.append(f'[api_keys."{key}"]')
-            lines.extend(
-                f"{name} = {value!r}" if not isinstance(value, str) else f'{name} = "{value}"'
-                for name, value in entry.items()
-            )
         self.config_path = tmp_path / "matchwire.toml"
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.endpoints = write_config(
+            self.config_path,
+            {"host": "127.0.0.1", "http_port": self.http_port, "ws_port": self.ws_port,
+             "zmq_port": free_port(), "data_dir": tmp_path / "data", "fsync": "batch"},
+            {symbol: RULES[symbol] for symbol in symbols},
+            api_keys,
+        )
         self.matchers: dict[str, Child] = {}
         self.gateway: Child | None = None
         self.hub: Child | None = None
@@ -117,14 +99,6 @@ class GatewaySystem:
         return httpx.Client(base_url=self.base, timeout=10)
 
 
-def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met in {timeout}s")
 
 
 @pytest.fixture(scope="session")

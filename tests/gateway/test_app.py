@@ -8,7 +8,8 @@ import httpx
 
 from clients.rest import RestClient
 from gateway.app import STATIC_DIR
-from tests.gateway.conftest import BTC, ETH, GatewaySystem, wait_until
+from tests.gateway.conftest import BTC, ETH, GatewaySystem
+from tests.support import wait_until
 
 
 def test_root_describes_the_exchange(system: GatewaySystem, http: httpx.Client) -> None:

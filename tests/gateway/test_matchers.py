@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.gateway.conftest import BTC, MATCHER_TIMEOUT, GatewaySystem, wait_until
+from tests.gateway.conftest import BTC, MATCHER_TIMEOUT, GatewaySystem
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
