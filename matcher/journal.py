@@ -56,6 +56,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from matcher.files import fsync_directory, numbered_files
+
 __all__ = [
     "FSYNC_POLICIES",
     "HEADER",
@@ -103,18 +105,7 @@ def segment_path(directory: str | Path, first_seq: int) -> Path:
 
 def list_segments(directory: str | Path) -> list[tuple[int, Path]]:
     """(first_seq, path) of every segment in `directory`, oldest first. O(files)."""
-    folder = Path(directory)
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        match = SEGMENT_NAME.match(name)
-        if match:
-            found.append((int(match.group(1)), folder / name))
-    found.sort()
-    return found
+    return numbered_files(directory, SEGMENT_NAME)
 
 
 def _scan(data: bytes) -> tuple[int, int, str]:
@@ -197,14 +188,6 @@ def verify(directory: str | Path) -> int:
     return total
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes | bytearray) -> None:
     """os.write until every byte is written (a regular file may take less at a time)."""
     written = os.write(fd, data)
@@ -268,7 +251,7 @@ class Journal:
         self._expect(_State.NEW, "open")
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_directory(self.directory.parent)
+            fsync_directory(self.directory.parent)
         segments = list_segments(self.directory)
         for index, (first_seq, path) in enumerate(segments):
             data = path.read_bytes()
@@ -305,7 +288,7 @@ class Journal:
             # (or a cut that took its only record). Its name may not match the seq of the
             # next append, so drop it; the next append starts a segment afresh.
             path.unlink()
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             self._log(f"journal: removed empty last segment {path}")
             self._last_seq = first_seq - 1
             return
@@ -397,7 +380,7 @@ class Journal:
                 self._write(fd, data, records)
                 os.fsync(fd)  # under every policy, once per segment: see module docstring
                 if self._directory_dirty:
-                    _fsync_directory(self.directory)
+                    fsync_directory(self.directory)
                     self._directory_dirty = False
                 os.close(fd)
                 del self._sealed[0]
@@ -411,7 +394,7 @@ class Journal:
                 if self._sync:
                     os.fsync(self._fd)
             if self._directory_dirty and self._sync:
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
                 self._directory_dirty = False
         except BaseException:
             # What reached the disk is unknown; retrying could write records twice.
@@ -468,7 +451,7 @@ class Journal:
             path.unlink()
             deleted.append(path)
         if deleted and self._sync:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         return deleted
 
     @property

@@ -31,6 +31,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from matcher.files import fsync_directory, numbered_files
+
 __all__ = [
     "HEADER",
     "MAGIC",
@@ -56,18 +58,7 @@ def snapshot_path(directory: str | Path, seq: int) -> Path:
 
 def list_snapshots(directory: str | Path) -> list[tuple[int, Path]]:
     """(seq, path) of every snapshot file in `directory`, oldest first; valid or not. O(files)."""
-    folder = Path(directory)
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        match = SNAPSHOT_NAME.match(name)
-        if match:
-            found.append((int(match.group(1)), folder / name))
-    found.sort()
-    return found
+    return numbered_files(directory, SNAPSHOT_NAME)
 
 
 def write_snapshot(directory: str | Path, seq: int, body: bytes, keep: int = 2) -> Path:
@@ -85,7 +76,7 @@ def write_snapshot(directory: str | Path, seq: int, body: bytes, keep: int = 2) 
     folder = Path(directory)
     if not folder.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
-        _fsync_directory(folder.parent)
+        fsync_directory(folder.parent)
     final = snapshot_path(folder, seq)
     fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
     try:
@@ -101,12 +92,12 @@ def write_snapshot(directory: str | Path, seq: int, body: bytes, keep: int = 2) 
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(folder)
+    fsync_directory(folder)
     older = list_snapshots(folder)[:-keep]
     for _, path in older:
         path.unlink()
     if older:
-        _fsync_directory(folder)
+        fsync_directory(folder)
     return final
 
 
@@ -153,9 +144,3 @@ def _check(seq: int, data: bytes) -> str:
     return ""
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
