@@ -32,7 +32,7 @@ from matcher.journal import Journal
 from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, Code, CommandError
 from matcher.snapshot import load_latest, write_snapshot
 from matcher.units import Units
-from matcher.validation import Validator, account_of, bounded_int, order_id_of, with_sequence
+from matcher.validation import Validator, account_of, bounded_int, order_id_of
 from matcher.views import Views
 
 log = logging.getLogger("matchwire.matcher")
@@ -41,7 +41,6 @@ MAX_BATCH = 512
 GC_THRESHOLD = 100_000
 HEARTBEAT_SECONDS = 1.0
 PUB_HWM = 1_000_000
-MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order"))
 
 
 class CachedUnits(Units):
@@ -390,8 +389,6 @@ class MatcherService:
             return codec.encode_error(req_id, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the matcher: answer and log it
             log.exception("internal error on op %r", op)
-            if op in MUTATING_OPS:
-                self._rebuild_after_fault()
             return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
 
     def _rebuild_after_fault(self) -> None:
@@ -412,8 +409,14 @@ class MatcherService:
     def _mutate(self, partial: tuple, ts: int, published: list[bytes]) -> dict[str, Any]:
         engine = self.engine
         seq = engine.seq + 1
-        command = with_sequence(partial, seq, ts)
-        events = engine.apply(command)  # CommandError: nothing changed, nothing journaled
+        command = (partial[0], seq, ts, *partial[1:])
+        try:
+            events = engine.apply(command)  # CommandError: nothing changed, nothing journaled
+        except CommandError:
+            raise
+        except Exception:
+            self._rebuild_after_fault()  # a core bug may have left a half-changed book
+            raise
         self.journal.append(seq, codec.encode_command(command))
         self.journaled_seq = seq
         views = self.views

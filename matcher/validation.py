@@ -2,7 +2,7 @@
 
 Everything a user can send is checked here, before the core sees it: types, names,
 grids and ranges. A refused request changes nothing. The tuples returned lack the
-(seq, ts) pair that the matcher service assigns: see `with_sequence`.
+(seq, ts) pair that the matcher service inserts after the type code.
 """
 
 from __future__ import annotations
@@ -163,8 +163,3 @@ class Validator:
         quantity = self.units.quantity_lots(raw_quantity) if raw_quantity is not None else None
         price = self.units.price_ticks(raw_price) if raw_price is not None else None
         return (CMD_AMEND, account_of(message), order_id, quantity, price)
-
-
-def with_sequence(partial: tuple, seq: int, ts: int) -> tuple:
-    """The full command: (type, seq, ts, *fields)."""
-    return (partial[0], seq, ts, *partial[1:])
