@@ -28,7 +28,7 @@ import zmq
 from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
-from matcher.journal import Journal
+from matcher.journal import Journal, JournalCorrupt
 from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, Code, CommandError
 from matcher.snapshot import load_latest, write_snapshot
 from matcher.units import Units
@@ -539,7 +539,15 @@ def main(argv: list[str] | None = None) -> int:
         router_endpoint=args.router, pub_endpoint=args.pub,
     )
     service.install_signal_handlers()
-    service.start()
+    try:
+        service.start()
+    except (JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
+        # Refuse to start with one clear line (file and offset, or the endpoint): serving
+        # from a damaged journal or the wrong address must never happen silently.
+        endpoint = f" ({service.router_endpoint}, {service.pub_endpoint})" \
+            if isinstance(exc, zmq.ZMQError) else ""
+        log.error("%s cannot start%s: %s", args.symbol, endpoint, exc)
+        return 2
     try:
         service.run()
     finally:

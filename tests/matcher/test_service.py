@@ -659,3 +659,18 @@ def test_an_internal_error_inside_the_engine_rebuilds_it_from_the_journal(tmp_pa
     service.engine.check()
     assert send({"op": "new_order", **limit("sell", "100", "1")})["result"]["status"] == "filled"
     service.journal.close()
+
+
+def test_a_busy_endpoint_is_refused_with_one_clear_line(tmp_path: Path) -> None:
+    taken = zmq.Context.instance().socket(zmq.ROUTER)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        child = Child(["-m", "matcher.service", "--symbol", "BTC-USDT", "--data-dir",
+                       str(tmp_path), "--router", f"tcp://127.0.0.1:{port}", "--pub",
+                       f"tcp://127.0.0.1:{free_ports(1)[0]}"], tmp_path / "m.log").start()
+        assert child.process is not None
+        assert child.process.wait(timeout=30) == 2
+        log = child.log()
+        assert f"cannot start (tcp://127.0.0.1:{port}" in log and "Traceback" not in log
+    finally:
+        taken.close(0)
