@@ -78,6 +78,8 @@ class SystemConfig:
     data_dir: Path = Path("data")
     fsync: str = "batch"
     snapshot_every: int = 100_000
+    prune_segments: bool = False  # keep the full history by default
+    segment_bytes: int = 64 * 1024 * 1024
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -192,6 +194,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         data_dir=Path(server.get("data_dir", "data")),
         fsync=fsync,
         snapshot_every=int(server.get("snapshot_every", 100_000)),
+        prune_segments=bool(server.get("prune_segments", False)),
+        segment_bytes=int(server.get("segment_bytes", 64 * 1024 * 1024)),
         symbols=symbols,
         api_keys=api_keys,
     )

@@ -30,7 +30,7 @@ from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt
 from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, Code, CommandError
-from matcher.snapshot import load_latest, write_snapshot
+from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import Units
 from matcher.validation import Validator, account_of, bounded_int, order_id_of
 from matcher.views import Views
@@ -178,8 +178,11 @@ class MatcherService:
         snapshot_every: int = 100_000,
         router_endpoint: str | None = None,
         pub_endpoint: str | None = None,
+        prune_segments: bool = False,
+        segment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.config = config
+        self.prune_segments = prune_segments
         self.symbol = config.symbol
         self.units = CachedUnits(config)
         self.views = Views(self.units)
@@ -188,7 +191,8 @@ class MatcherService:
         self.router_endpoint = router_endpoint or config.order_endpoint
         self.pub_endpoint = pub_endpoint or config.feed_endpoint
         self.snapshot_every = snapshot_every
-        self.journal = Journal(journal_dir(self.data_dir, self.symbol), fsync=fsync, log=log.warning)
+        self.journal = Journal(journal_dir(self.data_dir, self.symbol), fsync=fsync,
+                               segment_bytes=segment_bytes, log=log.warning)
         self.engine = new_engine(self.units)
         self.epoch = time.time_ns() // 1000
         self.should_exit = False
@@ -309,6 +313,23 @@ class MatcherService:
         self.last_snapshot_seq = self.engine.seq
         log.info("%s snapshot at seq %d (%d bytes) in %.3fs", self.symbol, self.engine.seq,
                  len(body), time.perf_counter() - started)
+        if self.prune_segments:
+            self.prune_journal()
+
+    def prune_journal(self) -> None:
+        """Delete the segments every kept snapshot makes unnecessary.
+
+        Recovery may fall back to the oldest kept snapshot (when the newest is damaged),
+        so only records at or before *its* seq are pruned. The journal then no longer
+        holds the whole history: `run.py replay --csv/--verify` need the first record.
+        """
+        kept = list_snapshots(snapshot_dir(self.data_dir, self.symbol))
+        if not kept:
+            return
+        deleted = self.journal.prune(min(seq for seq, _ in kept) + 1)
+        if deleted:
+            log.info("%s pruned %d journal segment(s) up to %s", self.symbol, len(deleted),
+                     deleted[-1].name)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -529,14 +550,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-every", type=int)
     parser.add_argument("--router", help="ROUTER endpoint to bind (default from config)")
     parser.add_argument("--pub", help="PUB endpoint to bind (default from config)")
+    parser.add_argument("--prune-segments", action="store_true", default=None,
+                        help="delete journal segments older than the kept snapshots")
+    parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
     args = parser.parse_args(argv)
     configure_logging()
     config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
                          data_dir=args.data_dir, fsync=args.fsync,
-                         snapshot_every=args.snapshot_every, symbols=[args.symbol])
+                         snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
+                         segment_bytes=args.segment_bytes, symbols=[args.symbol])
     service = MatcherService(
         config.symbols[args.symbol], config.data_dir, config.fsync, config.snapshot_every,
         router_endpoint=args.router, pub_endpoint=args.pub,
+        prune_segments=config.prune_segments, segment_bytes=config.segment_bytes,
     )
     service.install_signal_handlers()
     try:
