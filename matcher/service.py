@@ -44,25 +44,22 @@ PUB_HWM = 1_000_000
 
 
 class CachedUnits(Units):
-    """Units that remember their conversions: the hot path meets the same few prices again.
+    """Units that remember their parses: the hot path meets the same few prices again.
 
-    Parsing a decimal string costs ~1.5 us (Decimal), formatting ticks ~0.6 us and a fee
-    ~2 us; a dict hit is ~50 ns (measured: validation 3.4 -> 1.5 us, order view 4.3 ->
-    1.5 us per new order). Only successful conversions of `str` input are cached (no
-    1 == 1.0 == True key clash; refusals keep their field-specific messages). Each cache
-    is cleared when it reaches CACHE_ENTRIES, which bounds memory whatever clients send.
+    Parsing a decimal string costs ~1.5 us (Decimal); a dict hit is ~50 ns (measured:
+    validation 3.4 -> 1.5 us per new order). Only successful conversions of `str` input
+    are cached (no 1 == 1.0 == True key clash; refusals keep their field-specific
+    messages). Each cache is cleared when it reaches CACHE_ENTRIES, which bounds memory
+    whatever clients send. (Views caches the texts going the other way.)
     """
 
-    __slots__ = ("_ticks", "_lots", "_price_text", "_quantity_text", "_fee_text")
+    __slots__ = ("_ticks", "_lots")
     CACHE_ENTRIES = 1 << 16
 
     def __init__(self, config: SymbolConfig) -> None:
         self._ticks: dict[str, int] = {}
         self._lots: dict[str, int] = {}
-        self._price_text: dict[int, str] = {}
-        self._quantity_text: dict[int, str] = {}
-        self._fee_text: dict[int, str] = {}
-        super().__init__(config)  # formats zero: the caches must exist first
+        super().__init__(config)
 
     def price_ticks(self, value: Any, field: str = "price") -> int:
         if type(value) is not str:
@@ -85,33 +82,6 @@ class CachedUnits(Units):
                 self._lots.clear()
             self._lots[value] = lots
         return lots
-
-    def format_price(self, ticks: int) -> str:
-        text = self._price_text.get(ticks)
-        if text is None:
-            text = super().format_price(ticks)
-            if len(self._price_text) >= self.CACHE_ENTRIES:
-                self._price_text.clear()
-            self._price_text[ticks] = text
-        return text
-
-    def format_quantity(self, lots: int) -> str:
-        text = self._quantity_text.get(lots)
-        if text is None:
-            text = super().format_quantity(lots)
-            if len(self._quantity_text) >= self.CACHE_ENTRIES:
-                self._quantity_text.clear()
-            self._quantity_text[lots] = text
-        return text
-
-    def format_fee(self, fee_units: int) -> str:
-        text = self._fee_text.get(fee_units)
-        if text is None:
-            text = super().format_fee(fee_units)  # Decimal at 80 digits: ~2 us
-            if len(self._fee_text) >= self.CACHE_ENTRIES:
-                self._fee_text.clear()
-            self._fee_text[fee_units] = text
-        return text
 
 
 class RecoveryError(Exception):

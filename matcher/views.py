@@ -28,8 +28,17 @@ def iso_timestamp(micros: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+CACHE_ENTRIES = 1 << 16  # texts kept per cache; cleared when full (bounded memory)
+
+
 class Views:
-    """Formats one symbol's orders, trades, levels and BBO."""
+    """Formats one symbol's orders, trades, levels and BBO.
+
+    The hot path meets the same few prices and quantities again and again, so the texts
+    are cached per value: a dict hit (`cache.get(v) or self._miss(v)`, texts are never
+    empty) costs ~50 ns where formatting costs ~0.6 us and a fee ~2 us. Each cache is
+    cleared when it reaches CACHE_ENTRIES, whatever clients send.
+    """
 
     def __init__(self, units: Units) -> None:
         self.units = units
@@ -38,6 +47,9 @@ class Views:
         self._last_iso = ""
         self._last_bbo: tuple[int | None, int, int | None, int] | None = None
         self._last_bbo_view: dict[str, Any] = {}
+        self._prices: dict[int, str] = {}
+        self._quantities: dict[int, str] = {}
+        self._fees: dict[int, str] = {}
 
     def timestamp(self, micros: int) -> str:
         # A batch shares one timestamp: format it once.
@@ -46,50 +58,66 @@ class Views:
             self._last_iso = iso_timestamp(micros)
         return self._last_iso
 
+    def _price(self, ticks: int) -> str:
+        return _remember(self._prices, ticks, self.units.format_price(ticks))
+
+    def _quantity(self, lots: int) -> str:
+        return _remember(self._quantities, lots, self.units.format_quantity(lots))
+
+    def _fee(self, fee_units: int) -> str:
+        return _remember(self._fees, fee_units, self.units.format_fee(fee_units))
+
+    def price(self, ticks: int) -> str:
+        return self._prices.get(ticks) or self._price(ticks)
+
+    def quantity(self, lots: int) -> str:
+        return self._quantities.get(lots) or self._quantity(lots)
+
     def trade(self, trade: tuple) -> dict[str, Any]:
         _, trade_id, price, quantity, side, maker_id, taker_id, maker_fee, taker_fee, ts = trade
-        units = self.units
+        fees = self._fees
         return {
             "trade_id": trade_id,
             "symbol": self.symbol,
-            "price": units.format_price(price),
-            "quantity": units.format_quantity(quantity),
+            "price": self._prices.get(price) or self._price(price),
+            "quantity": self._quantities.get(quantity) or self._quantity(quantity),
             "aggressor_side": SIDE_NAMES[side],
             "maker_order_id": maker_id,
             "taker_order_id": taker_id,
-            "maker_fee": units.format_fee(maker_fee),
-            "taker_fee": units.format_fee(taker_fee),
-            "timestamp": self.timestamp(ts),
+            "maker_fee": fees.get(maker_fee) or self._fee(maker_fee),
+            "taker_fee": fees.get(taker_fee) or self._fee(taker_fee),
+            "timestamp": self._last_iso if ts == self._last_micros else self.timestamp(ts),
         }
 
     def order(self, order: Order) -> dict[str, Any]:
-        units = self.units
-        price = order.price
-        kind = order.kind
+        prices, quantities = self._prices, self._quantities
+        price, stop_price = order.price, order.stop_price
+        quantity, leaves, kind, ts = order.quantity, order.leaves, order.kind, order.timestamp
+        filled = quantity - leaves
+        remaining = order.remaining
         return {
             "order_id": order.order_id,
             "client_order_id": order.client_order_id,
             "account": order.account,
             "symbol": self.symbol,
-            "side": SIDE_NAMES[order.side],
+            "side": SIDE_NAMES[(kind >> 8) & 1],
             "order_type": ORDER_TYPE_NAMES[kind & 7],
             "time_in_force": TIF_NAMES[(kind >> 3) & 3],
             "post_only": bool(kind & 128),
-            "price": units.format_price(price) if price is not None else None,
-            "stop_price": (
-                units.format_price(order.stop_price) if order.stop_price is not None else None
-            ),
-            "quantity": units.format_quantity(order.quantity),
-            "filled_quantity": units.format_quantity(order.quantity - order.leaves),
-            "remaining_quantity": units.format_quantity(order.remaining),
+            "price": None if price is None else prices.get(price) or self._price(price),
+            "stop_price": (None if stop_price is None
+                           else prices.get(stop_price) or self._price(stop_price)),
+            "quantity": quantities.get(quantity) or self._quantity(quantity),
+            "filled_quantity": quantities.get(filled) or self._quantity(filled),
+            "remaining_quantity": quantities.get(remaining) or self._quantity(remaining),
             "status": STATUS_NAMES[order.status],
             "reject_reason": order.reason,
-            "timestamp": self.timestamp(order.timestamp),
+            "timestamp": self._last_iso if ts == self._last_micros else self.timestamp(ts),
             "trades": [self.trade(trade) for trade in order.trades] if order.trades else [],
         }
 
     def levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
-        price, quantity = self.units.format_price, self.units.format_quantity
+        price, quantity = self.price, self.quantity
         return [[price(p), quantity(q)] for p, q in levels]
 
     def bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> dict[str, Any]:
@@ -102,7 +130,7 @@ class Views:
 
     def _format_bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> dict[str, Any]:
         bid, bid_total, ask, ask_total = bbo
-        price, quantity = self.units.format_price, self.units.format_quantity
+        price, quantity = self.price, self.quantity
         return {
             "symbol": self.symbol,
             "book_seq": book_seq,
@@ -116,6 +144,13 @@ class Views:
         """One l2 change; a removed level's quantity is "0" (DESIGN.md §5)."""
         return [
             "buy" if side == BUY else "sell",
-            self.units.format_price(price),
-            self.units.format_quantity(total) if total else "0",
+            self._prices.get(price) or self._price(price),
+            (self._quantities.get(total) or self._quantity(total)) if total else "0",
         ]
+
+
+def _remember(cache: dict[int, str], value: int, text: str) -> str:
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[value] = text
+    return text
