@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.backend
 
 from matcher import codec
 from matcher.config import SymbolConfig, load_config
@@ -41,6 +42,10 @@ MAX_BATCH = 512
 GC_THRESHOLD = 100_000
 HEARTBEAT_SECONDS = 1.0
 PUB_HWM = 1_000_000
+# pyzmq's Socket.send is a Python wrapper (routing_id/group handling) around the Cython
+# send: calling the latter directly saves ~0.2 us of the ~0.45 us per frame, and the
+# loop sends 4-5 frames per order.
+raw_send = zmq.backend.Socket.send
 
 
 class CachedUnits(Units):
@@ -341,13 +346,13 @@ class MatcherService:
         except BaseException:
             self.journal_failed = True  # nothing of this batch is acknowledged
             raise
-        send = router.send
+        send = raw_send.__get__(router)
         for identity, delimiter, reply in replies:
             send(identity, zmq.SNDMORE)
             if delimiter is not None:
                 send(delimiter, zmq.SNDMORE)
             send(reply)
-        publish = self.pub.send
+        publish = raw_send.__get__(self.pub)
         for message in published:
             publish(message)
         if self.engine.seq - self.last_snapshot_seq >= self.snapshot_every:
