@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from clients.ws_client import BookFeed, TradeFeed
 from tests.feedhub.conftest import OTHER, SYMBOL, System
 from tests.feedhub.flow import OrderFlow
 from tests.feedhub.rawws import RawWebSocket
+from tests.support import wait_until
 
 
 def matcher_book_seq(system: System) -> int:
@@ -111,7 +113,7 @@ def test_a_slow_depth_client_gets_fewer_newer_states(system: System) -> None:
     try:
         flow.run(2000)
         final = matcher_book_seq(system)
-        messages = []
+        messages: list[dict[str, Any]] = []
         while not messages or messages[-1]["book_seq"] < final:
             message = slow.recv()
             assert message is not None and message["type"] == "depth"
@@ -173,6 +175,16 @@ def test_a_trade_client_too_far_behind_is_closed_with_1013(tmp_path: Path) -> No
         slow = RawWebSocket(system.ws_port, "/ws/trades")
         reader = RawWebSocket(system.ws_port, f"/ws/trades?symbol={SYMBOL}",
                               receive_buffer=1 << 20)
+        received: list[int] = []
+
+        def keep_reading() -> None:  # the client that keeps up: it reads all along
+            try:
+                while (message := reader.recv()) is not None:
+                    received.append(message["trade_id"])
+            except OSError:
+                return  # closed at the end of the test (or idle for 10 s)
+
+        threading.Thread(target=keep_reading, daemon=True).start()
         try:
             for _ in range(6):  # bounded: each round prints 300 trades in one command
                 client.pipeline([{"op": "new_order", "side": "sell", "order_type": "limit",
@@ -189,13 +201,9 @@ def test_a_trade_client_too_far_behind_is_closed_with_1013(tmp_path: Path) -> No
             assert slow.close_code == 1013
             assert "too slow" in slow.close_reason
             # The client that kept reading got every trade.
-            ids = []
             last_trade_id = client.request("trades", limit=1)["trades"][0]["trade_id"]
-            while not ids or ids[-1] < last_trade_id:
-                message = reader.recv()
-                assert message is not None
-                ids.append(message["trade_id"])
-            assert ids == list(range(1, last_trade_id + 1))
+            wait_until(lambda: received and received[-1] >= last_trade_id, timeout=30)
+            assert received[:last_trade_id] == list(range(1, last_trade_id + 1))
         finally:
             slow.close()
             reader.close()
