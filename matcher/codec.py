@@ -21,11 +21,6 @@ _packer = msgpack.Packer(use_bin_type=True)
 pack = _packer.pack
 
 
-def unpack(data: bytes) -> Any:
-    """Decode one msgpack value; raises ValueError (or a subclass) on malformed input."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_REQUEST_BYTES)
-
-
 def decode_request(data: bytes) -> dict[str, Any]:
     """A request map, or ValueError saying what is wrong with the frame."""
     if len(data) > MAX_REQUEST_BYTES:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -199,7 +199,3 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         symbols=symbols,
         api_keys=api_keys,
     )
-
-
-def with_symbols(config: SystemConfig, symbols: dict[str, SymbolConfig]) -> SystemConfig:
-    return replace(config, symbols=symbols)

@@ -46,14 +46,12 @@ from matcher.protocol import (
     FOK,
     GTC,
     IOC,
-    LIMIT,
     MARKET,
     NEW,
     PARTIALLY_FILLED,
     PENDING,
     REJECTED,
     SELL,
-    STOP_LIMIT,
     STOP_LOSS,
     STOP_TYPES,
     STP_CANCEL_BOTH,
@@ -680,5 +678,3 @@ class Engine:
         """A stable digest of the whole state (hex). Equal states give equal hashes."""
         return hashlib.blake2b(repr(self.export_state()).encode(), digest_size=16).hexdigest()
 
-
-__all__ = ["Engine", "LIMIT", "MARKET", "STOP_LIMIT", "STOP_LOSS", "TAKE_PROFIT"]

@@ -40,7 +40,6 @@ from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt, list_segments, verify
 from matcher.protocol import EV_TRADE, CommandError
 from matcher.service import (
-    CachedUnits,
     RecoveryError,
     journal_dir,
     new_engine,
@@ -50,6 +49,7 @@ from matcher.service import (
 from matcher.snapshot import HEADER as SNAPSHOT_HEADER
 from matcher.snapshot import MAGIC as SNAPSHOT_MAGIC
 from matcher.snapshot import list_snapshots
+from matcher.units import CachedUnits
 from matcher.views import Views
 
 PROGRESS_EVERY = 100_000
