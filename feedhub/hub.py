@@ -1,21 +1,23 @@
-"""Fan-out: the replicas' messages to WebSocket clients, one bounded queue per client.
+"""Fan-out: the replicas' messages to WebSocket clients, with a bounded backlog per client.
 
-The replicas' SUB loops call `book_update`, `book_reset` and `trade`, which never
-await: they `put_nowait` the already-encoded text into each client's queue. Each client
-has its own sender task that does the awaiting (`send_text` applies the WebSocket's
-backpressure), so a slow client only ever delays itself. When a queue is full:
+The replicas call `book_update`, `book_reset` and `trade` from their SUB socket's reader
+callback, and none of them awaits. Each message is framed once (`wire.text_frame`) and the
+same bytes go to every client: straight into its transport when it has nothing waiting
+and room to write (the hot path: no task, no await, no per-client encoding), or else
+into its backlog, which its sender task writes out once the transport has room again.
+So a slow client only ever delays itself. When a backlog is full (`queue_size` messages):
 
-- market data (deltas): the queue is cleared and the client is marked to get a fresh
+- market data (deltas): the backlog is cleared and the client is marked to get a fresh
   snapshot next; it sees the jump in book_seq and takes the snapshot as its new book;
 - depth (`?depth=N`): coalesced — at most one "send the latest top N" marker is ever
   queued, so a slow client simply gets fewer, newer states;
 - trades: no state can replace missed trades, so the client is closed with code 1013
   (try again later) and a reason.
 
-Queues hold the ASGI message to send — built once per update and shared by every
-client — or a marker that the sender turns into a message when it gets there (a
-snapshot or a depth view of the book as it is *then*). Senders use the server's own ASGI
-`send`: Starlette's per-call state checks would run once per client per message.
+A backlog holds frames — shared by every client — or a marker that the sender turns into
+a frame when it gets there (a snapshot or a depth view of the book as it is *then*).
+Frames are written through `wire.FeedProtocol`, uvicorn's own connection object; the
+Starlette WebSocket is only used to accept, receive and close.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import asyncio
 import enum
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
-from starlette.types import Message, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from feedhub.replica import Replica, dumps
+from feedhub.wire import FeedProtocol, text_frame
 from matcher.config import SymbolConfig
 
 log = logging.getLogger("matchwire.feedhub")
@@ -57,38 +59,31 @@ class _Marker:
 
 SNAPSHOT = _Marker("snapshot")  # send the book as it is when the sender gets here
 DEPTH = _Marker("depth")  # send the top N as it is when the sender gets here
-PONG = dumps({"type": "pong"})
-
-
-def ws_text(text: str) -> Message:
-    return {"type": "websocket.send", "text": text}
+PONG = text_frame(dumps({"type": "pong"}))
 
 
 class Client:
-    """One WebSocket subscriber and its queue."""
+    """One WebSocket subscriber and its backlog."""
 
-    __slots__ = ("websocket", "send", "feed", "symbol", "depth", "queue", "needs_snapshot",
-                 "depth_pending", "sent", "closing", "sender", "closer")
+    __slots__ = ("websocket", "link", "feed", "symbol", "depth", "backlog", "wake",
+                 "needs_snapshot", "depth_pending", "sent", "closing", "sender", "closer")
 
-    def __init__(self, websocket: WebSocket, send: Send, feed: Feed, symbol: str | None,
-                 depth: int = 0, queue_size: int = CLIENT_QUEUE) -> None:
+    def __init__(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
+                 symbol: str | None, depth: int = 0) -> None:
         self.websocket = websocket
-        self.send = send  # the server's ASGI send, for data messages
+        self.link = link  # the connection the frames are written to
         self.feed = feed
         self.symbol = symbol
         self.depth = depth
-        self.queue: asyncio.Queue[Message | _Marker] = asyncio.Queue(queue_size)
+        # What waits for the sender task, in order. Empty for a client that keeps up.
+        self.backlog: deque[bytes | _Marker] = deque()
+        self.wake = asyncio.Event()  # set when the backlog gets something
         self.needs_snapshot = False
         self.depth_pending = False
         self.sent = 0
         self.closing: tuple[int, str] | None = None
         self.sender: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
-
-    def clear(self) -> None:
-        queue = self.queue
-        while not queue.empty():
-            queue.get_nowait()
 
 
 class Hub:
@@ -109,6 +104,9 @@ class Hub:
         self._trades_all: set[Client] = set()
         self._trades: dict[str, set[Client]] = {name: set() for name in symbols}
         self._tasks: list[asyncio.Task[None]] = []
+        # (version, frame) per symbol, and per (symbol, depth): built once, sent to many.
+        self._snapshot_frames: dict[str, tuple[int, bytes]] = {}
+        self._depth_frames: dict[tuple[str, int], tuple[int, bytes]] = {}
         self.sent_by_gone: Counter[Feed] = Counter()  # messages sent to clients now gone
         self.drops: Counter[tuple[Feed, str]] = Counter()  # (feed, "resync" | "close")
         self.connections: Counter[Feed] = Counter()  # accepted since start
@@ -128,13 +126,15 @@ class Hub:
     # -- from the replicas (never await) -----------------------------------------------
 
     def book_update(self, symbol: str, text: str) -> None:
-        message = ws_text(text)
+        frame = text_frame(text)
         for client in self._book[symbol]:
             if client.needs_snapshot:
-                continue  # its queue holds a snapshot marker that covers this update
-            try:
-                client.queue.put_nowait(message)
-            except asyncio.QueueFull:
+                continue  # its backlog holds a snapshot marker that covers this update
+            link = client.link
+            if not client.backlog and link.writable:  # the hot path: once per client
+                link.write(frame)
+                client.sent += 1
+            elif not self._enqueue(client, frame):
                 self.drops[Feed.BOOK, "resync"] += 1
                 self._want_snapshot(client)
         self._mark_depth(symbol)
@@ -145,38 +145,77 @@ class Hub:
         self._mark_depth(symbol)
 
     def trade(self, symbol: str, text: str) -> None:
-        message = ws_text(text)
+        frame = text_frame(text)
         for clients in (self._trades_all, self._trades[symbol]):
             for client in clients:
                 if client.closing is not None:
                     continue
-                try:
-                    client.queue.put_nowait(message)
-                except asyncio.QueueFull:
+                link = client.link
+                if not client.backlog and link.writable:  # the hot path: once per client
+                    link.write(frame)
+                    client.sent += 1
+                elif not self._enqueue(client, frame):
                     self.drops[Feed.TRADES, "close"] += 1
                     self._close(client, CLOSE_TOO_SLOW,
                                 f"too slow: more than {self.queue_size} trades behind")
 
+    def _enqueue(self, client: Client, item: bytes | _Marker) -> bool:
+        """Add to the client's backlog for its sender; False when the backlog is full."""
+        backlog = client.backlog
+        if len(backlog) >= self.queue_size:
+            return False
+        if client.link.gone:
+            return True  # closing: its sender and receiver are ending, nothing to keep
+        backlog.append(item)
+        if len(backlog) == 1:
+            client.wake.set()
+        return True
+
     def _want_snapshot(self, client: Client) -> None:
-        client.clear()
+        client.backlog.clear()
         client.needs_snapshot = True
-        client.queue.put_nowait(SNAPSHOT)
+        self._enqueue(client, SNAPSHOT)
 
     def _mark_depth(self, symbol: str) -> None:
-        for client in self._depth[symbol]:
-            if not client.depth_pending:
-                try:
-                    client.queue.put_nowait(DEPTH)
-                except asyncio.QueueFull:  # full of replies it does not read: skip a state
-                    continue
+        clients = self._depth[symbol]
+        if not clients:
+            return
+        replica = self.replicas[symbol]
+        for client in clients:
+            if client.depth_pending:
+                continue  # its marker is queued: the sender will take the newest view
+            link = client.link
+            if not client.backlog and link.writable:
+                link.write(self._depth_frame(replica, client.depth))
+                client.sent += 1
+            elif self._enqueue(client, DEPTH):
                 client.depth_pending = True
+            # else: full of replies it does not read; this state is skipped
+
+    def _depth_frame(self, replica: Replica, depth: int) -> bytes:
+        """The top `depth` levels, framed once per book version and depth."""
+        key = (replica.symbol, depth)
+        cached = self._depth_frames.get(key)
+        if cached is not None and cached[0] == replica.version:
+            return cached[1]
+        frame = text_frame(replica.depth_text(depth))
+        self._depth_frames[key] = (replica.version, frame)
+        return frame
+
+    def _snapshot_frame(self, replica: Replica) -> bytes:
+        cached = self._snapshot_frames.get(replica.symbol)
+        if cached is not None and cached[0] == replica.version:
+            return cached[1]
+        frame = text_frame(replica.snapshot_text())
+        self._snapshot_frames[replica.symbol] = (replica.version, frame)
+        return frame
 
     def _close(self, client: Client, code: int, reason: str) -> None:
         """Stop sending to a client and close it, without awaiting it here."""
         client.closing = (code, reason)
-        client.clear()
+        client.backlog.clear()
         if client.sender is not None:
-            client.sender.cancel()  # it may be stuck in a send to a full socket
+            client.sender.cancel()  # it may be waiting for room in a full socket
         client.closer = asyncio.create_task(self._send_close(client, code, reason))
 
     @staticmethod
@@ -207,25 +246,24 @@ class Hub:
         symbol = client.symbol
         if client.feed is Feed.BOOK:
             group = self._book[symbol]  # type: ignore[index]
-            client.needs_snapshot = True
-            client.queue.put_nowait(SNAPSHOT)
+            self._want_snapshot(client)
         elif client.feed is Feed.DEPTH:
             group = self._depth[symbol]  # type: ignore[index]
             client.depth_pending = True
-            client.queue.put_nowait(DEPTH)
+            self._enqueue(client, DEPTH)
         else:
             group = self._trades_all if symbol is None else self._trades[symbol]
         group.add(client)
         self.connections[client.feed] += 1
         return group
 
-    async def serve(self, websocket: WebSocket, send: Send, feed: Feed, symbol: str | None,
-                    depth: int = 0) -> None:
+    async def serve(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
+                    symbol: str | None, depth: int = 0) -> None:
         """A subscriber's whole life, once accepted: register, send and read, unregister.
 
-        `send` is the server's ASGI send under `websocket`, used for the data messages.
+        `link` is the connection under `websocket`, which the data frames are written to.
         """
-        client = Client(websocket, send, feed, symbol, depth, self.queue_size)
+        client = Client(websocket, link, feed, symbol, depth)
         group = self._register(client)
         client.sender = sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -271,45 +309,62 @@ class Hub:
             return
         op = message.get("op")
         if op == "ping":
-            self._reply(client, text=PONG)
+            self._reply(client, frame=PONG)
         else:
             self._reply(client, error=f"unknown op {str(op)[:40]!r}: the only op is \"ping\"")
 
-    def _reply(self, client: Client, *, text: str | None = None, error: str = "") -> None:
-        if text is None:
-            text = dumps({"type": "error", "message": error})
-        try:
-            client.queue.put_nowait(ws_text(text))
-        except asyncio.QueueFull:
-            pass  # a client that does not read its feed does not read replies either
+    def _reply(self, client: Client, *, frame: bytes | None = None, error: str = "") -> None:
+        """In order with the feed: after whatever the client's backlog holds."""
+        if client.closing is not None:
+            return
+        if frame is None:
+            frame = text_frame(dumps({"type": "error", "message": error}))
+        if not client.backlog and client.link.writable:
+            client.link.write(frame)
+            client.sent += 1
+        else:
+            # Dropped when full: a client that does not read its feed does not read replies.
+            self._enqueue(client, frame)
 
     async def _send_loop(self, client: Client) -> None:
-        # Bound once: these run for every message of every client.
-        send = client.send
-        get = client.queue.get
+        """Write out the client's backlog as its connection has room; idle while it is empty.
+
+        The item being written stays at the head of the backlog until it is written, so
+        the hot path, which only writes to clients with an empty backlog, never gets ahead
+        of it.
+        """
+        backlog = client.backlog
+        link = client.link
+        wake = client.wake
         replica = self.replicas.get(client.symbol) if client.symbol else None
         try:
             while True:
-                item = await get()
-                if item is SNAPSHOT:
-                    if not client.needs_snapshot:
-                        continue  # a snapshot sent since this marker was queued covers it
+                if not backlog:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                await link.wait_writable()
+                if not backlog:
+                    continue  # cleared meanwhile (a resync)
+                item = backlog[0]
+                if item is SNAPSHOT or item is DEPTH:
                     assert replica is not None
-                    while not replica.synced:
+                    if not replica.synced:
                         await replica.live.wait()
-                    client.needs_snapshot = False  # updates queue up again from here
-                    message = ws_text(replica.snapshot_text())
-                elif item is DEPTH:
-                    assert replica is not None
-                    while not replica.synced:
-                        await replica.live.wait()
-                    client.depth_pending = False
-                    message = ws_text(replica.depth_text(client.depth))
+                        continue
+                    backlog.popleft()
+                    if item is SNAPSHOT:
+                        if not client.needs_snapshot:
+                            continue  # a snapshot sent since this marker was queued covers it
+                        client.needs_snapshot = False  # updates are sent again from here
+                        frame = self._snapshot_frame(replica)
+                    else:
+                        client.depth_pending = False
+                        frame = self._depth_frame(replica, client.depth)
                 else:
-                    message = item  # type: ignore[assignment]
-                await send(message)
+                    backlog.popleft()
+                    frame = item  # type: ignore[assignment]
+                link.write(frame)
                 client.sent += 1
-        except OSError:
-            return  # the client went away (uvicorn's ClientDisconnected)
-        except RuntimeError as exc:  # uvicorn: sending after a close
-            log.debug("sender of a closed websocket stops: %s", exc)
+        except ConnectionError:
+            return  # closing or closed: the receive loop sees the end of this task

@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
 
 from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from feedhub.book import L2Book
@@ -130,8 +129,12 @@ class Replica:
         self._last_heartbeat = float("-inf")  # a heartbeat of the current epoch
         self._snapshot_cache: tuple[int, str] | None = None
         self._depth_cache: dict[int, tuple[int, str]] = {}
-        self._sub: zmq.asyncio.Socket | None = None
+        self._sub: zmq.Socket | None = None
         self._requests: AsyncMatcherClient | None = None
+        self._reading = False  # LIVE: the SUB reader callback applies frames as they come
+        self._trouble: asyncio.Future[bytes] | None = None  # what the callback cannot do
+        self._heard: asyncio.Future[None] | None = None  # WAITING for any message
+        self._ticker: asyncio.TimerHandle | None = None
 
     # -- state seen by the hub -----------------------------------------------------
 
@@ -180,29 +183,32 @@ class Replica:
 
     async def run(self) -> None:
         """Synchronise, follow, and start over on any doubt, until cancelled."""
-        context = zmq.asyncio.Context.instance()
-        sub = context.socket(zmq.SUB)
+        loop = asyncio.get_running_loop()
+        sub: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
         sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVTIMEO, POLL_MS)  # a silent feed still wakes the watchdog
         for topic in self._topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sub.connect(self.config.feed_endpoint)
         self._sub = sub
         self._requests = AsyncMatcherClient(self.config.order_endpoint, self.request_timeout)
-        # Draining with plain non-blocking recv() on a shadow of the same socket avoids a
-        # Future per frame; the asyncio socket is only awaited when the queue is empty.
-        drain = zmq.Socket.shadow(sub.underlying).recv
+        fd = sub.fileno()  # edge-triggered: see _drain
+        loop.add_reader(fd, self._on_readable)
+        ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)
+        self._ticker = ticker
         try:
             while True:
                 try:
-                    pending = await self._synchronise(sub)
-                    await self._follow(sub, drain, pending)
+                    await self._synchronise()
+                    await self._follow()
                 except OutOfSync as exc:
                     self._lose_sync(exc)
         finally:
+            self._reading = False
             self.state = SyncState.STOPPED
             self.live.clear()
+            self._ticker.cancel()
+            loop.remove_reader(fd)
             await self._requests.close()
             sub.close(0)
 
@@ -212,17 +218,21 @@ class Replica:
         self.live.clear()
         log.warning("%s replica resynchronises: %s", self.symbol, exc)
 
-    async def _synchronise(self, sub: zmq.asyncio.Socket) -> list[bytes]:
-        """WAITING -> SNAPSHOT -> LIVE. Returns the frames read while waiting, to apply."""
+    async def _synchronise(self) -> None:
+        """WAITING -> SNAPSHOT -> LIVE. The SUB socket queues the updates meanwhile."""
         assert self._requests is not None
-        pending: list[bytes] = []
+        loop = asyncio.get_running_loop()
         while True:
             self.state = SyncState.WAITING
-            while time.monotonic() - self._last_heard > FRESH_FEED:
+            if time.monotonic() - self._last_heard > FRESH_FEED:
+                # Any message queued proves the subscription is in place: nothing published
+                # after the snapshot below can be missed. It stays queued, to apply after it.
+                self._heard = loop.create_future()
                 try:
-                    pending.append(await sub.recv())
-                except zmq.Again:
-                    continue
+                    self._on_readable()
+                    await self._heard
+                finally:
+                    self._heard = None
                 self._last_heard = time.monotonic()
             self.state = SyncState.SNAPSHOT
             try:
@@ -236,7 +246,7 @@ class Replica:
             except MatcherError as exc:
                 raise OutOfSync("snapshot_refused", str(exc)) from exc
             await self.load_snapshot(snapshot)
-            return pending
+            return
 
     async def load_snapshot(self, snapshot: dict[str, Any]) -> None:
         book = self.book
@@ -261,28 +271,66 @@ class Replica:
         self.live.set()
         self.fanout.book_reset(self.symbol)
 
-    async def _follow(self, sub: zmq.asyncio.Socket, drain: Any, pending: list[bytes]) -> None:
-        handle = self.handle
-        for queued in pending:
-            await handle(queued)
+    async def _follow(self) -> None:
+        """LIVE: the SUB socket's reader callback applies every frame as it comes (no task,
+        no await between the socket and the clients' transports). This coroutine only waits
+        for what the callback cannot do itself: it raises OutOfSync, or fetches missed
+        trades (the one await) while the frames that follow wait in the socket."""
+        loop = asyncio.get_running_loop()
         while True:
+            self._trouble = trouble = loop.create_future()
+            self._reading = True
+            self._drain()  # what queued while nobody read: the FD only signals new arrivals
             try:
-                frame = await sub.recv()
-            except zmq.Again:  # RCVTIMEO: nothing for POLL_MS
-                self._watchdog()
-                continue
-            self._last_heard = time.monotonic()
-            await handle(frame)
+                frame = await trouble
+            finally:
+                self._reading = False
+                self._trouble = None
+            await self.apply(frame)
+
+    def _on_readable(self) -> None:
+        """The SUB socket's FD said something happened (and the ticker, as a safety net)."""
+        if self._reading:
+            self._drain()
+        elif self._heard is not None and not self._heard.done():
+            sub = self._sub
+            if sub is not None and sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type,operator]
+                self._heard.set_result(None)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)
+        self._on_readable()  # a silent feed still runs the watchdog
+
+    def _drain(self) -> None:
+        """Apply queued frames, DRAIN_BATCH at a time.
+
+        The FD is edge-triggered (it signals that libzmq has something to do, and any call
+        on the socket may consume that), so this reads until zmq.Again, and when it stops
+        early it schedules itself: the FD would not say again that frames are waiting.
+        """
+        trouble = self._trouble
+        assert trouble is not None and self._sub is not None
+        # Locals: this runs once per PUB message.
+        recv = self._sub.recv
+        handle = self.handle
+        try:
             for _ in range(DRAIN_BATCH):
                 try:
-                    frame = drain(zmq.NOBLOCK)
+                    frame = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     self._watchdog()  # caught up: only now is an old heartbeat a missing one
-                    break
-                await handle(frame)
-            else:
-                # More is queued; awaiting a ready socket would not yield to the senders.
-                await asyncio.sleep(0)
+                    return
+                self._last_heard = time.monotonic()
+                if handle(frame) is not None:  # trades are missing: _follow fetches them
+                    self._reading = False
+                    trouble.set_result(frame)
+                    return
+            # More may be queued: let the clients' transports and senders run first, so a
+            # burst does not overflow the backlog of a client that keeps up.
+            asyncio.get_running_loop().call_soon(self._on_readable)
+        except Exception as exc:  # OutOfSync, or a bug: either way _follow raises it
+            self._reading = False
+            trouble.set_exception(exc)
 
     def _watchdog(self) -> None:
         """Called with the SUB queue empty: a replica busy with a backlog is not out of sync."""
@@ -290,22 +338,24 @@ class Replica:
         if silent > self.heartbeat_timeout:
             raise OutOfSync("heartbeat_timeout", f"no heartbeat for {silent:.1f}s")
 
-    async def handle(self, frame: bytes) -> None:
-        """Apply one PUB frame. Only a trade gap makes it await (a `trades` request)."""
+    def handle(self, frame: bytes) -> int | None:
+        """Apply one PUB frame. Returns the trade id up to which trades are missing (fetch
+        them, then handle the frame again: `apply` does both), else None."""
         try:
             topic, body = codec.decode_pub(frame)
             on_message = self._topics[topic]
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             log.warning("%s: dropping an undecodable PUB frame: %r", self.symbol, exc)
-            return
+            return None
         if not isinstance(body, dict):
             log.warning("%s: dropping a PUB frame that is not a map", self.symbol)
-            return
-        missing_upto = on_message(body)
-        if missing_upto is not None:
-            await self._recover_trades(missing_upto)
-            if topic.startswith("trade."):
-                on_message(body)
+            return None
+        return on_message(body)
+
+    async def apply(self, frame: bytes) -> None:
+        """`handle`, fetching missed trades from the matcher when the frame reveals a gap."""
+        while (missing_upto := self.handle(frame)) is not None:
+            await self._recover_trades(missing_upto)  # then last_trade_id >= missing_upto
 
     def _current_epoch(self, body: dict[str, Any]) -> bool:
         """False for a stale message of an older matcher process; raises on a newer one."""

@@ -18,7 +18,6 @@ import argparse
 import logging
 import signal
 import socket
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from feedhub.hub import CLIENT_QUEUE, Feed, Hub
+from feedhub.wire import LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
 
 log = logging.getLogger("matchwire.feedhub")
@@ -107,17 +107,21 @@ class HubCollector(Collector):
 
 
 class WebSocketEndpoint:
-    """An ASGI endpoint calling handler(websocket, send) with the server's own `send`.
+    """An ASGI endpoint calling handler(websocket, link), `link` being the connection.
 
-    The hub sends data messages through `send` directly; the Starlette WebSocket is for
-    accept, receive and close.
+    The hub writes data frames to the `wire.FeedProtocol` under the WebSocket directly;
+    the Starlette WebSocket is for accept, receive and close.
     """
 
-    def __init__(self, handler: Callable[[WebSocket, Send], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[WebSocket, FeedProtocol], Awaitable[None]]) -> None:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.handler(WebSocket(scope, receive, send), send)
+        link = scope.get("extensions", {}).get(LINK)
+        if not isinstance(link, FeedProtocol):
+            raise RuntimeError("the feed hub runs on uvicorn with ws=feedhub.wire.FeedProtocol "
+                               "(see uvicorn_config)")
+        await self.handler(WebSocket(scope, receive, send), link)
 
 
 def _depth(value: str | None) -> int | None:
@@ -141,7 +145,7 @@ def create_app(
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
 
-    async def market_data(websocket: WebSocket, send: Send) -> None:
+    async def market_data(websocket: WebSocket, link: FeedProtocol) -> None:
         symbol = websocket.path_params["symbol"]
         await websocket.accept()
         if symbol not in hub.replicas:
@@ -154,17 +158,17 @@ def create_app(
                                   f"depth must be an integer from 1 to {MAX_DEPTH}")
             return
         if depth is None:
-            await hub.serve(websocket, send, Feed.BOOK, symbol)
+            await hub.serve(websocket, link, Feed.BOOK, symbol)
         else:
-            await hub.serve(websocket, send, Feed.DEPTH, symbol, depth)
+            await hub.serve(websocket, link, Feed.DEPTH, symbol, depth)
 
-    async def trades(websocket: WebSocket, send: Send) -> None:
+    async def trades(websocket: WebSocket, link: FeedProtocol) -> None:
         symbol = websocket.query_params.get("symbol")
         await websocket.accept()
         if symbol is not None and symbol not in hub.replicas:
             await websocket.close(CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}")
             return
-        await hub.serve(websocket, send, Feed.TRADES, symbol)
+        await hub.serve(websocket, link, Feed.TRADES, symbol)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -207,7 +211,9 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         loop="uvloop",
-        ws="websockets",  # applies backpressure: a send waits while the socket is full
+        # uvicorn's `websockets` implementation (it applies backpressure: a client's
+        # buffer pauses writing), with the hub's direct path for shared frames.
+        ws=FeedProtocol,
         ws_per_message_deflate=False,  # compressing every message once per client costs more
         ws_ping_interval=WS_PING_INTERVAL,  # and closes clients that stop answering
         ws_ping_timeout=WS_PING_TIMEOUT,
@@ -250,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     if not config.symbols:
         parser.error("no symbols to serve")
     app = create_app(config, queue_size=args.queue_size)
-    # The websockets-sansio implementation uvicorn points to next applies no backpressure
-    # (DESIGN.md §10): the legacy one is chosen on purpose, so its notice is noise.
-    warnings.filterwarnings("ignore", message=".*websockets.* implementation is deprecated")
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
     # (restored by uvicorn at that point) absorb it, so a signal is a clean exit 0.
