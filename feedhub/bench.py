@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,8 +37,6 @@ from typing import Any
 
 import uvloop
 import zmq
-import zmq.asyncio
-from websockets.asyncio.client import ClientConnection, connect
 
 from clients.zmq_client import MatcherClient
 from matcher import codec
@@ -158,77 +156,181 @@ class Processes:
                     child.wait(10)
 
 
-class Sample:
-    """One measured WebSocket: records when the awaited message arrives."""
+class RawWebSocket(asyncio.Protocol):
+    """A minimal WebSocket client on the event loop: handshake, then whole frames.
 
-    def __init__(self, connection: ClientConnection, kind: str) -> None:
-        self.connection = connection
-        self.kind = kind  # "l2update" or "trade"
-        self.book_seq = 0
-        self.wanted: Callable[[dict[str, Any]], bool] | None = None
+    Server frames are unmasked, so reading one costs a header parse; pings are answered.
+    Both the measured clients and the load generator's are these: a client library would
+    add its own parsing and a task switch per message to what is measured, and the load
+    generator must cost less than what it loads.
+    """
+
+    def __init__(self, request: bytes, ready: asyncio.Future[None]) -> None:
+        self.request = request
+        self.ready = ready
+        self.buffer = bytearray()
+        self.handshaken = False
+        self.transport: Any = None  # uvloop's transports do not subclass asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()  # first: what is timed is the arrival, not the parsing
+        buffer = self.buffer
+        buffer += data
+        if not self.handshaken:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in bytes(buffer[:end]).split(b"\r\n", 1)[0]:
+                self.ready.set_exception(ConnectionError(bytes(buffer[:end]).decode()))
+                return
+            del buffer[:end + 4]
+            self.handshaken = True
+            self.ready.set_result(None)
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            length, header = buffer[position + 1] & 0x7F, 2
+            if length == 126:
+                length, header = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
+            elif length == 127:
+                length, header = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
+            if size - position < header + length:
+                break
+            opcode = buffer[position] & 0x0F
+            start = position + header
+            if opcode == 0x9 and self.transport is not None:  # ping: pong, masked (RFC 6455)
+                payload = bytes(buffer[start:start + length])
+                self.transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + payload)
+            elif opcode in (0x0, 0x1, 0x2):
+                self.on_message(buffer, start, start + length, now)
+            position = start + length
+        del buffer[:position]
+
+    def on_message(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        """One data frame's payload, buffer[start:end], received at `now`."""
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class DrainingReader(RawWebSocket):
+    """A load-generator client: reads everything, counts frames."""
+
+    frames = 0
+
+    def on_message(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        self.frames += 1
+
+
+BOOK_SEQ = re.compile(rb'"book_seq":(\d+)')
+TRADE_PREFIX = b'{"type":"trade"'
+UPDATE_PREFIX = b'{"type":"l2update"'
+
+
+class Sample(RawWebSocket):
+    """A measured client: the arrival time of the message it is told to expect.
+
+    Recognised from the compact JSON's prefix and book_seq, without decoding it all, so
+    that one sample's parsing delays the next one's timestamp as little as possible.
+    """
+
+    book_seq = 0
+    wanted_seq: int | None = None  # an l2update with this book_seq
+    wants_trade = False
+    at = 0.0
+
+    def on_message(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        head = bytes(buffer[start:min(end, start + 120)])
+        if head.startswith(TRADE_PREFIX):
+            if self.wants_trade:
+                self.wants_trade = False
+                self._arrived(now)
+            return
+        match = BOOK_SEQ.search(head)
+        if match is None:
+            return
+        self.book_seq = int(match.group(1))
+        if self.wanted_seq == self.book_seq and head.startswith(UPDATE_PREFIX):
+            self.wanted_seq = None
+            self._arrived(now)
+
+    def expect_update(self, book_seq: int) -> None:
         self.arrived = asyncio.Event()
-        self.at = 0.0
-        self.task = asyncio.get_running_loop().create_task(self._read())
+        self.wanted_seq = book_seq
 
-    async def _read(self) -> None:
-        clock = time.perf_counter
-        async for raw in self.connection:
-            now = clock()
-            message = json.loads(raw)
-            if message["type"] in ("snapshot", "l2update"):
-                self.book_seq = message["book_seq"]
-            wanted = self.wanted
-            if wanted is not None and wanted(message):
-                self.at = now
-                self.wanted = None
-                self.arrived.set()
-
-    def expect(self, wanted: Callable[[dict[str, Any]], bool]) -> None:
+    def expect_trade(self) -> None:
         self.arrived = asyncio.Event()
-        self.wanted = wanted
+        self.wants_trade = True
 
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.connection.close()
+    def _arrived(self, now: float) -> None:
+        self.at = now
+        self.arrived.set()
+
+
+async def open_raw(factory: Callable[[bytes, asyncio.Future[None]], RawWebSocket],
+                   url: str, path: str) -> Any:
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    _, client = await loop.create_connection(lambda: factory(request, ready), host, int(port))
+    await asyncio.wait_for(ready, 10)
+    return client
 
 
 async def open_samples(url: str, count: int) -> tuple[list[Sample], list[Sample]]:
     books, trades = [], []
     for _ in range(count):
-        books.append(Sample(await connect(f"{url}/ws/market_data/{SYMBOL}", proxy=None,
-                                          compression=None, max_size=None), "l2update"))
-        trades.append(Sample(await connect(f"{url}/ws/trades?symbol={SYMBOL}", proxy=None,
-                                           compression=None), "trade"))
+        books.append(await open_raw(Sample, url, f"/ws/market_data/{SYMBOL}"))
+        trades.append(await open_raw(Sample, url, f"/ws/trades?symbol={SYMBOL}"))
     return books, trades
 
 
 class Direct:
-    """The floor: a SUB socket straight on the matcher's PUB."""
+    """The floor: a SUB socket straight on the matcher's PUB, timed like the samples.
+
+    A plain socket read by a `loop.add_reader` callback, which takes the time as it reads
+    the frame (the FD is edge-triggered: read until zmq.Again). A `zmq.asyncio` recv would
+    add a future and a task switch to the floor, which the hub's path does not have.
+    """
 
     def __init__(self, endpoint: str) -> None:
-        self.socket = zmq.asyncio.Context.instance().socket(zmq.SUB)
+        self.socket: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, 1_000_000)
         self.socket.setsockopt(zmq.SUBSCRIBE, f"trade.{SYMBOL}".encode())
         self.socket.connect(endpoint)
+        self.loop = asyncio.get_running_loop()
+        self.arrivals: list[float] = []
+        self.arrived = asyncio.Event()
+        self.loop.add_reader(self.socket.fileno(), self._read)
+
+    def _read(self) -> None:
+        recv = self.socket.recv
+        while True:
+            try:
+                recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.arrivals.append(time.perf_counter())
+            self.arrived.set()
 
     async def next_trade(self) -> float:
-        await self.socket.recv()
-        return time.perf_counter()
+        self._read()  # the FD's edge may have been spent by another call on the socket
+        while not self.arrivals:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return self.arrivals.pop(0)
 
     def close(self) -> None:
+        self.loop.remove_reader(self.socket.fileno())
         self.socket.close(0)
-
-
-def update_at(book_seq: int) -> Callable[[dict[str, Any]], bool]:
-    def wanted(message: dict[str, Any]) -> bool:
-        return message.get("book_seq") == book_seq and message.get("type") == "l2update"
-    return wanted
-
-
-def is_trade(message: dict[str, Any]) -> bool:
-    return message.get("type") == "trade"
 
 
 async def measure(
@@ -250,18 +352,18 @@ async def measure(
         # other clients: let that finish, or the taker would be timed through its tail.
         await asyncio.sleep(settle)
         book_seq += 1
-        target = book_seq
         for sample in books:
-            sample.expect(update_at(target))
+            sample.expect_update(book_seq)
         for sample in trades:
-            sample.expect(is_trade)
-        direct_trade = asyncio.ensure_future(direct.next_trade())
+            sample.expect_trade()
+        direct.arrivals.clear()  # only the taker makes a trade: nothing else is due
+        taker = codec.encode_request({"op": "new_order", "req_id": f"t{i}", "side": "buy",
+                                      "order_type": "limit", "price": MAKER_PRICE,
+                                      "quantity": QUANTITY})
         started = time.perf_counter()
-        client.send_raw(codec.encode_request({"op": "new_order", "req_id": f"t{i}",
-                                              "side": "buy", "order_type": "limit",
-                                              "price": MAKER_PRICE, "quantity": QUANTITY}))
+        client.send_raw(taker)
         async with asyncio.timeout(10):
-            direct_at = await direct_trade
+            direct_at = await direct.next_trade()
             for sample in (*books, *trades):
                 await sample.arrived.wait()
         client.recv_reply()
@@ -312,78 +414,12 @@ def start_background(url: str, clients: int) -> subprocess.Popen[bytes]:
     return child
 
 
-class DrainingReader(asyncio.Protocol):
-    """A load-generator WebSocket client: handshake, then count frames and answer pings.
-
-    The background clients share the machine's CPU with the hub; parsing each message with
-    the websockets library and json would cost more than the hub's own send, and the
-    benchmark would measure the load generator. Server frames are unmasked, so reading
-    one costs a header parse.
-    """
-
-    def __init__(self, request: bytes, ready: asyncio.Future[None]) -> None:
-        self.request = request
-        self.ready = ready
-        self.buffer = bytearray()
-        self.handshaken = False
-        self.frames = 0
-        self.transport: Any = None  # uvloop's transports do not subclass asyncio.Transport
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if not self.handshaken:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if b" 101 " not in bytes(buffer[:end]).split(b"\r\n", 1)[0]:
-                self.ready.set_exception(ConnectionError(bytes(buffer[:end]).decode()))
-                return
-            del buffer[:end + 4]
-            self.handshaken = True
-            self.ready.set_result(None)
-        position, size = 0, len(buffer)
-        while size - position >= 2:
-            length, header = buffer[position + 1] & 0x7F, 2
-            if length == 126:
-                length, header = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
-            elif length == 127:
-                length, header = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
-            if size - position < header + length:
-                break
-            opcode = buffer[position] & 0x0F
-            if opcode == 0x9 and self.transport is not None:  # ping: pong, masked (RFC 6455)
-                payload = bytes(buffer[position + header:position + header + length])
-                self.transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + payload)
-            elif opcode in (0x0, 0x1, 0x2):
-                self.frames += 1
-            position += header + length
-        del buffer[:position]
-
-
-async def open_reader(host: str, port: int, path: str) -> DrainingReader:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    _, reader = await loop.create_connection(lambda: DrainingReader(request, ready), host, port)
-    await asyncio.wait_for(ready, 10)
-    return reader
-
-
 async def background(url: str, clients: int) -> None:
     """`clients` market-data and `clients` trade connections that read everything."""
-    host, port = url.removeprefix("ws://").rsplit(":", 1)
-    readers = []
+    readers: list[DrainingReader] = []
     for _ in range(clients):
-        readers.append(await open_reader(host, int(port), f"/ws/market_data/{SYMBOL}"))
-        readers.append(await open_reader(host, int(port), f"/ws/trades?symbol={SYMBOL}"))
+        readers.append(await open_raw(DrainingReader, url, f"/ws/market_data/{SYMBOL}"))
+        readers.append(await open_raw(DrainingReader, url, f"/ws/trades?symbol={SYMBOL}"))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     # Until the parent closes our stdin.
@@ -407,7 +443,7 @@ async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
                             args.settle)
         results["1 client"] = {name: percentiles(values) for name, values in one.items()}
         for sample in (*books, *trades):
-            await sample.close()
+            sample.close()
 
         helper = start_background(processes.url, args.clients - args.sample)
         try:
@@ -419,7 +455,7 @@ async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
             results[label] = {name: percentiles(values) for name, values in many.items()}
             results["burst"] = await burst(processes, client, books, args.burst)
             for sample in (*books, *trades):
-                await sample.close()
+                sample.close()
         finally:
             assert helper.stdin is not None
             helper.stdin.close()
