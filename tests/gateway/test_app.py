@@ -77,3 +77,30 @@ def test_dashboard_and_static_files(http: httpx.Client) -> None:
     static = http.get("/static/dashboard.html")
     assert static.status_code == 200 and static.content == page.content
     assert http.get("/static/no-such-file.js").status_code == 404
+
+
+def test_order_endpoints_answer_like_starlette_routes(http: httpx.Client) -> None:
+    """POST to an order endpoint takes GatewayApp's direct path: same headers, the same
+    error shape, counted and timed like every other endpoint; other methods on those
+    paths, and other paths, are still Starlette's."""
+    order = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "100",
+             "quantity": "0.01", "account": "direct-path"}
+    placed = http.post("/submit_order", json=order)
+    assert placed.status_code == 200
+    assert placed.headers["content-type"] == "application/json"
+    assert int(placed.headers["content-length"]) == len(placed.content)
+    assert placed.json()["status"] == "new"
+    refused = http.post("/cancel_order", json={"symbol": BTC, "order_id": 999_999_999,
+                                               "account": "direct-path"})
+    assert (refused.status_code, refused.headers["content-type"]) == (404, "application/json")
+    assert refused.json()["error"]["code"] == "unknown_order"
+    cancelled = http.post("/cancel_order", json={
+        "symbol": BTC, "order_id": placed.json()["order_id"], "account": "direct-path"})
+    assert cancelled.json()["status"] == "cancelled"
+    assert http.put("/submit_order", json=order).status_code == 405
+    moved = http.post("/submit_order/", json=order)  # Starlette's redirect_slashes
+    assert moved.status_code == 307 and moved.headers["location"].endswith("/submit_order")
+    text = http.get("/metrics").text
+    assert 'matchwire_gateway_requests_total{endpoint="submit_order",status="200"}' in text
+    assert 'matchwire_gateway_requests_total{endpoint="cancel_order",status="404"}' in text
+    assert 'matchwire_gateway_request_seconds_bucket{endpoint="cancel_order",le="0.001"}' in text

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
 from gateway.errors import ApiError
-from gateway.formats import JsonNumber, decode_object, encode, trades_csv
+from gateway.formats import JsonNumber, decode_object, encode, encode_result, trades_csv
 
 
 def test_numbers_keep_the_text_the_client_sent() -> None:
@@ -32,6 +33,16 @@ def test_encode_is_compact_and_refuses_nan() -> None:
     assert encode({"a": [1, "x", None]}) == b'{"a":[1,"x",null]}'
     with pytest.raises(ValueError):
         encode({"a": float("nan")})
+
+
+def test_encode_result_is_compact_json_of_the_same_value() -> None:
+    result = {"order_id": 7, "client_order_id": "caf\u00e9", "post_only": False,
+              "stop_price": None, "trades": [{"trade_id": 1, "price": "30000.00"}]}
+    assert encode_result(result) == (
+        b'{"order_id":7,"client_order_id":"caf\xc3\xa9","post_only":false,'
+        b'"stop_price":null,"trades":[{"trade_id":1,"price":"30000.00"}]}'
+    )
+    assert json.loads(encode_result(result)) == json.loads(encode(result)) == result
 
 
 def test_trades_csv_has_a_header_row() -> None:
