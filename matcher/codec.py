@@ -21,6 +21,21 @@ _packer = msgpack.Packer(use_bin_type=True)
 pack = _packer.pack
 
 
+def map_header(size: int) -> bytes:
+    """The msgpack header of a map of `size` entries (for pre-packed messages)."""
+    return bytes((0x80 | size,)) if size < 16 else b"\xde" + size.to_bytes(2, "big")
+
+
+def array_header(size: int) -> bytes:
+    """The msgpack header of an array of `size` items (for pre-packed messages)."""
+    if size < 16:
+        return _SMALL_ARRAYS[size]
+    return b"\xdc" + size.to_bytes(2, "big") if size < 0x10000 else b"\xdd" + size.to_bytes(4, "big")
+
+
+_SMALL_ARRAYS = [bytes((0x90 | size,)) for size in range(16)]
+
+
 def decode_request(data: bytes) -> dict[str, Any]:
     """A request map, or ValueError saying what is wrong with the frame."""
     if len(data) > MAX_REQUEST_BYTES:

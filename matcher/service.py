@@ -30,6 +30,7 @@ from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt
+from matcher.packed_views import PackedViews
 from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, Code, CommandError
 from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import CachedUnits, Units
@@ -129,6 +130,7 @@ class MatcherService:
                                segment_bytes=segment_bytes, log=log.warning)
         self.engine = new_engine(self.units)
         self.epoch = time.time_ns() // 1000
+        self.packed = PackedViews(self.views, self.epoch)
         self.should_exit = False
         self.last_snapshot_seq = 0
         # The seq of the last command appended to the journal, and whether a commit
@@ -136,9 +138,11 @@ class MatcherService:
         self.journaled_seq = 0
         self.journal_failed = False
         self.last_ts = 0
-        self.topic_book = f"book.{self.symbol}".encode()
-        self.topic_trade = f"trade.{self.symbol}".encode()
         self.topic_heartbeat = f"hb.{self.symbol}".encode()
+        # A PUB frame is topic + TOPIC_END + msgpack body (codec.encode_pub): the hot
+        # messages prepend this prefix to their pre-packed body.
+        self.book_prefix = f"book.{self.symbol}".encode() + codec.TOPIC_END
+        self.trade_prefix = f"trade.{self.symbol}".encode() + codec.TOPIC_END
         self.bad_requests = 0
         self.context: zmq.Context | None = None
         self.router: zmq.Socket | None = None
@@ -335,7 +339,7 @@ class MatcherService:
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
             if parse is not None:
-                return codec.encode_reply(req_id, self._mutate(parse(message), ts, published))
+                return self.packed.reply(req_id, self._mutate(parse(message), ts, published))
             query = self._queries.get(op)
             if query is None:
                 raise CommandError(Code.UNKNOWN_OP, f"unknown op {str(op)[:40]!r}")
@@ -361,7 +365,8 @@ class MatcherService:
             log.warning("bad request #%d: %s", self.bad_requests, message)
         return codec.encode_error(req_id, Code.INVALID_REQUEST, message)
 
-    def _mutate(self, partial: tuple, ts: int, published: list[bytes]) -> dict[str, Any]:
+    def _mutate(self, partial: tuple, ts: int, published: list[bytes]) -> bytes:
+        """Apply, journal and publish one mutating command; returns the packed order."""
         engine = self.engine
         seq = engine.seq + 1
         command = (partial[0], seq, ts, *partial[1:])
@@ -374,28 +379,20 @@ class MatcherService:
             raise
         self.journal.append(seq, codec.encode_command(command))
         self.journaled_seq = seq
-        views = self.views
+        packed = self.packed
         changes: dict[tuple[int, int], int] = {}
         for event in events:
             kind = event[0]
-            if kind == EV_TRADE:
-                published.append(codec.encode_pub(self.topic_trade, views.trade(event)))
-            elif kind == EV_LEVEL:
+            if kind == EV_LEVEL:
                 changes[(event[1], event[2])] = event[3]
+            elif kind == EV_TRADE:
+                published.append(self.trade_prefix + packed.trade(event))
         if changes:
-            published.append(codec.encode_pub(self.topic_book, {
-                "symbol": self.symbol,
-                "epoch": self.epoch,
-                "book_seq": engine.book_seq,
-                "changes": [views.change(side, price, total)
-                            for (side, price), total in changes.items()],
-                "bbo": views.bbo(engine.bbo(), engine.book_seq),
-                "timestamp": views.timestamp(ts),
-            }))
-        order_id = seq if partial[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else partial[2]
-        order = engine.get_order(order_id)
+            published.append(self.book_prefix + packed.book_update(
+                engine.book_seq, changes, engine.bbo(), ts))
+        order = engine.get_order(seq if partial[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else partial[2])
         assert order is not None
-        return views.order(order)
+        return packed.order(order)
 
     def _heartbeat(self) -> None:
         assert self.pub is not None

@@ -73,6 +73,9 @@ class Views:
     def quantity(self, lots: int) -> str:
         return self._quantities.get(lots) or self._quantity(lots)
 
+    def fee(self, fee_units: int) -> str:
+        return self._fees.get(fee_units) or self._fee(fee_units)
+
     def trade(self, trade: tuple) -> dict[str, Any]:
         _, trade_id, price, quantity, side, maker_id, taker_id, maker_fee, taker_fee, ts = trade
         fees = self._fees
