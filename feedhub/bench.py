@@ -6,12 +6,22 @@ It starts a matcher and the hub on free loopback ports (a temporary data dir), r
 background book of 20 levels a side, then, one order at a time over a raw ZeroMQ
 MatcherClient: rest a maker at 30000 (not measured), wait until every measured client has
 its update and `--settle` more (the hub's fan-out to the others), then send the crossing
-taker and time until each measured client has the trade and the l2update of that taker. Two rounds:
-1 client (one market-data and one trade connection), then `--clients` connections per
-feed — all of them reading, the ones not measured in a separate process as raw-socket
-readers that count frames (a load generator must cost less than what it loads) — of
-which `--sample` per feed are measured here with the websockets library. A pipelined burst then gives deliveries/s. The floor, measured in the same
+taker and time until each measured client has the trade and the l2update of that taker.
+Two rounds: 1 client (one market-data and one trade connection), then `--clients`
+connections per feed — all of them reading, the ones not measured in a separate process
+(a load generator must cost less than what it loads) — of which `--sample` per feed are
+measured here. A pipelined burst then gives deliveries/s. The floor, measured in the same
 run: the same taker's trade seen on a SUB socket straight on the matcher's PUB.
+
+Every arrival is timed the same way, when the event loop is told of it: the floor SUB in
+its `add_reader` callback, the WebSocket clients (raw protocol clients, not a library)
+first thing in `data_received`. Timing when a task resumes instead would add the bench's
+own future/task switches and the parsing of the other measured clients' messages.
+
+The floor is the matcher's submit -> publish from an idle system (`--settle` of quiet
+before each taker): its group-commit fsync and the wake-ups of idle threads in three
+processes. It is the bound for the hub's figures, not a harness artefact: a sync client
+and a sync SUB with no event loop read the same.
 
 Counts are bounded by the flags; the result is printed as a table and returned by
 `main` as a dict.

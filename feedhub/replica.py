@@ -23,8 +23,9 @@ and a larger one is a restart (resynchronise). The heartbeat watchdog only count
 heartbeats of the replica's own epoch, so even a clock that went backwards ends in a
 resynchronisation, not a stall.
 
-Every message is decoded, applied, checksummed and JSON-encoded once here; the hub then
-hands the same text to every client.
+Every message is decoded, applied, checksummed and JSON-encoded once here, in the SUB
+socket's `loop.add_reader` callback (no task or await on the way); the hub then frames
+the text once and writes the same bytes to every client.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ log = logging.getLogger("matchwire.feedhub")
 SUB_RCVHWM = 1_000_000
 HEARTBEAT_TIMEOUT = 3.0  # the matcher beats once a second
 REQUEST_TIMEOUT = 2.0
-POLL_MS = 500  # how often a silent SUB wakes up to check the heartbeat watchdog
+POLL_MS = 500  # how often the watchdog looks at a silent SUB (and re-reads, should an FD
+# edge ever be missed)
 FRESH_FEED = 1.5  # a SUB that heard the matcher this recently is known to be subscribed
 # PUB frames handled before the client senders get to run. Far below the client queue
 # size: a burst must not overflow the queue of a client that is keeping up.
@@ -194,8 +196,7 @@ class Replica:
         self._requests = AsyncMatcherClient(self.config.order_endpoint, self.request_timeout)
         fd = sub.fileno()  # edge-triggered: see _drain
         loop.add_reader(fd, self._on_readable)
-        ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)
-        self._ticker = ticker
+        self._ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)
         try:
             while True:
                 try:
@@ -207,7 +208,8 @@ class Replica:
             self._reading = False
             self.state = SyncState.STOPPED
             self.live.clear()
-            self._ticker.cancel()
+            if self._ticker is not None:
+                self._ticker.cancel()
             loop.remove_reader(fd)
             await self._requests.close()
             sub.close(0)

@@ -23,9 +23,11 @@ import warnings
 from websockets.protocol import State
 
 # The implementation uvicorn would point `ws="websockets"` to next applies no backpressure
-# (DESIGN.md §10): this one is chosen on purpose, so its deprecation notice is noise.
+# (DESIGN.md §10): this one (on websockets.legacy) is chosen on purpose, so the deprecation
+# notices of both are noise.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*websockets.* implementation is deprecated")
+    warnings.filterwarnings("ignore", message="websockets.legacy is deprecated")
     from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
 
 LINK = "matchwire.feed_link"  # the ASGI scope extension that holds the FeedProtocol
