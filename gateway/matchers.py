@@ -4,150 +4,98 @@ Each symbol's matcher is reached at `config.symbols[symbol].order_endpoint` thro
 `MatcherLink`, shared by every request of the process; replies are correlated by
 `req_id`, so any number of requests may be in flight (the matcher keeps the order of one
 client's requests). Nothing here blocks the event loop. `MatcherLink` keeps the contract
-of `clients.zmq_client.AsyncMatcherClient` (same wire format, same `MatcherTimeout`) but
-drives a plain zmq socket from the event loop: see its docstring for why and the figures.
+of `clients.zmq_client.AsyncMatcherClient` (same messages, same `MatcherTimeout`) but
+speaks ZeroMQ's wire protocol itself over a plain asyncio connection (gateway/zmtp.py):
+see its docstring for why and the figures.
 
 A matcher that does not answer within `timeout` seconds gives 503 `matcher_unavailable`.
-The link's socket is then replaced (`reconnect()`, once per outage however many
+The link's connection is then replaced (`reconnect()`, once per outage however many
 requests time out together, failing at once every request still waiting on the old
-socket) so that requests queued for a dead peer are dropped instead of being delivered
-to a restarted matcher long after their caller gave up. A 503 on an order endpoint
-therefore means "outcome unknown": the request may or may not have been executed before
-the matcher died; retry with the same `client_order_id` (a duplicate is refused with
-409) or look the order up.
+connection) so that requests queued for a dead peer are dropped instead of being
+delivered to a restarted matcher long after their caller gave up. A 503 on an order
+endpoint therefore means "outcome unknown": the request may or may not have been
+executed before the matcher died; retry with the same `client_order_id` (a duplicate is
+refused with 409) or look the order up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import logging
 from typing import Any
 
-import zmq
-import zmq.backend
-
 from clients.zmq_client import MatcherTimeout
+from gateway import zmtp
 from gateway.errors import ApiError
 from matcher import codec
 from matcher.config import SymbolConfig
 from matcher.protocol import Code
 
+log = logging.getLogger("matchwire.gateway")
+
 DEFAULT_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
+RECONNECT_INTERVAL = 0.1  # between connection attempts while requests wait (libzmq's default)
+MAX_IN_FLIGHT = 100_000  # requests awaiting a reply per matcher (the old socket's HWM)
 
-# The per-reply zmq calls, without pyzmq's conveniences: the sugar `Socket.send` is a
-# Python wrapper around the Cython one, and its constants are enum members, whose `&`
-# builds a new enum. Plain ints and the Cython methods took the EVENTS check from 3.8
-# to 1.5 µs, and there are two or three of them per request.
-_send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
-_get = zmq.backend.Socket.get
-EVENTS = int(zmq.EVENTS)
-POLLIN = int(zmq.POLLIN)
-NOBLOCK = int(zmq.NOBLOCK)
+Future = asyncio.Future[dict[str, Any]]
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
+    """(host, port) of `tcp://host:port` (`[v6 address]` allowed), the path of `ipc://path`."""
+    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+        return endpoint[len("ipc://"):]
+    if not endpoint.startswith("tcp://"):
+        raise ValueError(f"matcher endpoint {endpoint!r}: tcp://host:port or ipc://path")
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"matcher endpoint {endpoint!r} is not tcp://host:port")
+    return host.strip("[]"), int(port)
 
 
 class MatcherLink:
-    """One DEALER socket to one matcher, read by the event loop itself.
+    """One ZMTP connection to one matcher, as a DEALER, spoken by the event loop itself.
 
     The same contract as `clients.zmq_client.AsyncMatcherClient` (`request_raw`,
-    `reconnect`, `close`; the same frames and `MatcherTimeout`), without `zmq.asyncio`
-    and `asyncio.wait_for`. Measured here (2 cores): that client's round trip was
-    ~136 µs p50 and ~11k requests/s with 50 coroutines, this one ~90 µs and ~25k/s;
-    docs/api.md ("Performance") has the gateway-level figures.
+    `reconnect`, `close`; the same messages and `MatcherTimeout`) without libzmq on the
+    gateway's side: the matcher's ROUTER sees a DEALER like any other (gateway/zmtp.py
+    has the bytes). Why: libzmq does its I/O in a thread of its own, so each request
+    crossed two more threads in the gateway (event loop -> I/O thread -> matcher, and
+    back) and each crossing woke a sleeping thread, which on this 2-core virtual machine
+    costs tens of µs. Measured here, one request in flight to the real matcher
+    (fsync=batch): 200-290 µs p50 against 300-375 µs for the same loop driving a libzmq
+    DEALER (`add_reader` on its ZMQ_FD); against an instant echo 40 against 64 µs.
 
     How it works:
-    - Reading: the socket's ZMQ_FD is registered with `loop.add_reader`. That FD is
-      edge-triggered: it says libzmq has commands to process, not that a message is
-      waiting, and any zmq call (a send included) may consume the signal. So `_drain`
-      reads while ZMQ_EVENTS says POLLIN, and it also runs after every flush.
-    - Writing: requests made during one loop iteration are queued and sent back to back
-      by one `_flush` at the end of the iteration. Each send that finds libzmq's I/O
-      thread asleep wakes it, and on a busy 2-core machine that wake-up often preempts
-      the event loop's thread (send() measured 10 µs p50 but 135 µs mean under 50
-      concurrent requests); one burst per iteration wakes it once. With 50 concurrent
-      requests this raised throughput by about a third. A request that finds no other
-      in flight is sent at once: it has nobody to share a burst with, and waiting for
-      the end of the iteration cost it one more loop pass (16 µs p50 in the gateway
-      under the bench's one-in-flight load).
-    - Timeouts: one timer per request (`call_later`), cancelled when the reply comes.
+    - Connecting: on the first request, and again after the connection is lost while
+      requests wait to be sent, every RECONNECT_INTERVAL until it succeeds; requests
+      made meanwhile wait in the outbox (as they would in a libzmq socket's queue) and
+      are sent once the handshake is done, unless their caller gave up by then.
+    - Writing: a request that finds no other in flight is written at once. Requests made
+      while others are in flight are queued and written together, in one write, at the
+      end of the loop iteration: one system call and one wake-up of the matcher for the
+      lot, which is what makes 50 concurrent clients cheap.
+    - Reading: `data_received` splits frames (zmtp.FrameReader) and resolves the future
+      of each reply's `req_id`.
+    - Timeouts: one timer per request (`call_later`), cancelled when the reply comes. A
+      request written to a connection that then dies is answered by its timer, as with
+      libzmq: the matcher may or may not have executed it.
     """
 
     def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._context: zmq.Context = zmq.Context.instance()
+        self._address = parse_endpoint(endpoint)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._socket: zmq.Socket | None = None
+        self._pending: dict[int, Future] = {}
+        self._outbox: list[tuple[bytes, Future]] = []
+        self._connection: _Connection | None = None  # set once its handshake is done
+        self._dialing: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._fd = -1
-        self._outbox: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> zmq.Socket:
-        self._close_socket()
-        sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.connect(self.endpoint)
-        self._fd = sock.getsockopt(zmq.FD)
-        loop.add_reader(self._fd, self._drain)
-        self._socket, self._loop = sock, loop
-        return sock
-
-    def _close_socket(self) -> None:
-        if self._socket is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
-            self._socket.close(0)
-            self._socket = None
-
-    def _drain(self) -> None:
-        sock = self._socket
-        if sock is None:
-            return
-        # Locals: this runs once per reply (sortedcontainers-style binding).
-        pending = self._pending
-        recv = _recv.__get__(sock)
-        events = _get.__get__(sock)
-        decode = codec.decode_reply
-        while events(EVENTS) & POLLIN:
-            try:
-                frame = recv(NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                reply = decode(frame)
-            except Exception:  # not a reply of ours: nobody waits for it
-                continue
-            future = pending.pop(reply.get("req_id"), None)  # type: ignore[arg-type]
-            if future is not None and not future.done():
-                future.set_result(reply)
-
-    def _flush(self) -> None:
-        """Send every request queued during this loop iteration, back to back."""
-        outbox, self._outbox = self._outbox, []
-        sock = self._socket
-        if sock is None or not outbox:
-            return
-        send = _send.__get__(sock)
-        for index, (frame, _) in enumerate(outbox):
-            try:
-                send(frame, NOBLOCK)
-            except zmq.Again:  # the queue to the matcher is full (HWM): fail the rest now
-                for _, waiting in outbox[index:]:
-                    if not waiting.done():
-                        waiting.set_exception(
-                            MatcherTimeout(f"the queue to {self.endpoint} is full")
-                        )
-                break
-        self._drain()  # a send may have consumed the FD's edge: see the class docstring
-
-    @staticmethod
-    def _expire(future: asyncio.Future[dict[str, Any]], message: str) -> None:
-        if not future.done():
-            future.set_exception(MatcherTimeout(message))
+    # -- requests ----------------------------------------------------------------------
 
     async def request_raw(
         self, op: str, timeout: float | None = None, **fields: Any
@@ -161,34 +109,107 @@ class MatcherLink:
         """Like request_raw, but `message` (fields only; `op` and `req_id` are added to
         it) is sent as it is, saving a dict copy on the hot path."""
         loop = asyncio.get_running_loop()
-        if self._socket is None or self._loop is not loop:
-            self._open(loop)
+        if self._loop is not loop:  # a new event loop (tests, a restarted server)
+            self.reconnect()
+            self._loop = loop
+        pending = self._pending
+        if len(pending) >= MAX_IN_FLIGHT:
+            raise MatcherTimeout(f"the queue to {self.endpoint} is full")
         req_id = next(self._ids)
         message["op"] = op
         message["req_id"] = req_id
+        data = zmtp.frame(codec.encode_request(message))
         future = loop.create_future()
-        pending = self._pending
         pending[req_id] = future
+        connection = self._connection
         outbox = self._outbox
-        outbox.append((codec.encode_request(message), future))
-        if len(pending) == 1:  # alone in flight: nothing to share a burst with, send now
-            self._flush()
-        elif len(outbox) == 1:
-            loop.call_soon(self._flush)
-        wait = timeout or self.timeout
-        timer = loop.call_later(
-            wait, self._expire, future, f"no reply from {self.endpoint} in {wait:g}s"
-        )
+        if connection is not None and len(pending) == 1:
+            connection.write(data)  # alone in flight: nothing to share a write with
+        else:
+            outbox.append((data, future))
+            if connection is None:
+                self._dial(loop)
+            elif len(outbox) == 1:
+                loop.call_soon(self._flush)
+        timer = loop.call_later(timeout or self.timeout, self._expire, future, timeout)
         try:
             return await future
         finally:
             timer.cancel()
             pending.pop(req_id, None)
 
+    def _flush(self) -> None:
+        """Write every request queued during this loop iteration, in one write."""
+        connection = self._connection
+        if connection is None or not self._outbox:
+            return  # sent when the connection is ready
+        outbox, self._outbox = self._outbox, []
+        connection.write(b"".join([data for data, future in outbox if not future.done()]))
+
+    def _expire(self, future: Future, timeout: float | None) -> None:
+        if not future.done():
+            future.set_exception(MatcherTimeout(
+                f"no reply from {self.endpoint} in {timeout or self.timeout:g}s"
+            ))
+
+    def _reply(self, body: bytes) -> None:
+        try:
+            reply = codec.decode_reply(body)
+        except Exception:  # not a reply of ours: nobody waits for it
+            return
+        future = self._pending.pop(reply.get("req_id"), None)  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    # -- the connection ----------------------------------------------------------------
+
+    def _dial(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._dialing is None or self._dialing.done():
+            self._dialing = loop.create_task(self._connect(loop))
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Connect and shake hands, retrying while requests wait to be sent."""
+        while self._outbox:
+            connection: _Connection | None = None
+            try:
+                factory = functools.partial(_Connection, self)
+                if isinstance(self._address, str):
+                    _, connection = await loop.create_unix_connection(factory, self._address)
+                else:
+                    _, connection = await loop.create_connection(factory, *self._address)
+                await connection.ready
+            except (OSError, zmtp.ProtocolError) as exc:
+                if connection is not None:
+                    connection.abort()
+                if isinstance(exc, zmtp.ProtocolError):
+                    log.warning("matcher link %s: %s", self.endpoint, exc)
+                await asyncio.sleep(RECONNECT_INTERVAL)
+                continue
+            except BaseException:  # cancelled by reconnect(): leave no connection behind
+                if connection is not None:
+                    connection.abort()
+                raise
+            self._connection = connection
+            self._flush()
+            return
+
+    def _lost(self, connection: _Connection) -> None:
+        """The connection is gone: requests written to it are answered by their timers;
+        those still queued go out on a new one."""
+        if self._connection is connection:
+            self._connection = None
+            if self._outbox and self._loop is not None and not self._loop.is_closed():
+                self._dial(self._loop)
+
     def reconnect(self) -> None:
-        """A fresh socket on the next request; every reply owed to the old one is
+        """A fresh connection on the next request; every reply owed to the old one is
         abandoned, and the requests waiting for them fail at once."""
-        self._close_socket()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort()
+        if self._dialing is not None:
+            self._dialing.cancel()
+            self._dialing = None
         self._outbox = []
         pending, self._pending = self._pending, {}
         for future in pending.values():
@@ -197,6 +218,76 @@ class MatcherLink:
 
     async def close(self) -> None:
         self.reconnect()
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection of a MatcherLink: the ZMTP handshake, then reply frames."""
+
+    def __init__(self, link: MatcherLink) -> None:
+        self.link = link
+        self.reader = zmtp.FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def write(self, data: bytes) -> None:
+        """Send bytes; dropped once the connection is closing (its requests then time
+        out, like those written just before it died)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.write(zmtp.HANDSHAKE)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except zmtp.ProtocolError as exc:
+            self._fail(exc)
+            return
+        reply = self.link._reply
+        for flags, body in frames:
+            if flags & zmtp.COMMAND:
+                self._command(body)
+            else:
+                reply(body)
+
+    def _command(self, body: bytes) -> None:
+        try:
+            name, data = zmtp.split_command(body)
+            if name == b"READY":
+                socket_type = zmtp.parse_metadata(data).get(b"socket-type")
+                if socket_type != b"ROUTER":
+                    raise zmtp.ProtocolError(f"the peer is a {socket_type!r} socket, not ROUTER")
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif name == b"PING":  # heartbeat: PONG with the PING's context
+                self.write(zmtp.command(b"PONG", data[2:]))
+            elif name == b"ERROR":
+                raise zmtp.ProtocolError(f"the peer refused us: {data[1:]!r}")
+        except zmtp.ProtocolError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: zmtp.ProtocolError) -> None:
+        if self.ready.done():
+            log.warning("matcher link %s: %s", self.link.endpoint, exc)
+        self._settle(exc)
+        self.abort()
+
+    def _settle(self, exc: Exception) -> None:
+        """The handshake failed: whoever awaits `ready` gets `exc`."""
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()  # retrieved: the dialer may have been cancelled
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle(ConnectionResetError("closed during the handshake"))
+        self.link._lost(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Matchers:
@@ -233,11 +324,6 @@ class Matchers:
                 f"the {symbol} matcher did not answer within {timeout or self.timeout:g}s; "
                 "an order request may or may not have been executed: retry with the same "
                 "client_order_id or look the order up",
-            ) from None
-        except zmq.ZMQError as exc:
-            self._lost(symbol, generation)
-            raise ApiError(
-                Code.UNAVAILABLE, f"the {symbol} matcher cannot be reached: {exc}"
             ) from None
         self.up[symbol] = True
         if reply.get("ok"):

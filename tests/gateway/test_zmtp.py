@@ -1,0 +1,201 @@
+"""gateway/zmtp.py: the ZMTP 3.0 bytes, and a MatcherLink talking to a real libzmq ROUTER."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import zmq
+
+from clients.zmq_client import MatcherTimeout
+from gateway import zmtp
+from gateway.matchers import MatcherLink, parse_endpoint
+from matcher import codec
+from tests.support import free_port
+
+
+def test_frames_short_and_long() -> None:
+    assert zmtp.frame(b"abc") == b"\x00\x03abc"
+    assert zmtp.frame(b"x" * 255)[:2] == b"\x00\xff"
+    long = zmtp.frame(b"x" * 256)
+    assert long[:9] == b"\x02" + (256).to_bytes(8, "big") and len(long) == 9 + 256
+    assert zmtp.command(b"PING", b"\x00\x01") == b"\x04\x07\x04PING\x00\x01"
+
+
+def test_ready_metadata_round_trips() -> None:
+    reader = zmtp.FrameReader()
+    frames = reader.feed(zmtp.GREETING + zmtp.DEALER_READY)
+    assert len(frames) == 1
+    flags, body = frames[0]
+    assert flags & zmtp.COMMAND
+    name, data = zmtp.split_command(body)
+    assert name == b"READY"
+    assert zmtp.parse_metadata(data) == {b"socket-type": b"DEALER"}
+
+
+def test_reader_reassembles_frames_split_anywhere() -> None:
+    stream = zmtp.GREETING + zmtp.frame(b"a" * 300) + zmtp.frame(b"bc") + zmtp.frame(b"")
+    for cut in range(1, len(stream)):
+        reader = zmtp.FrameReader()
+        frames = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert frames == [(zmtp.LONG, b"a" * 300), (0, b"bc"), (0, b"")], cut
+    one_by_one = zmtp.FrameReader()
+    assert [f for byte in stream for f in one_by_one.feed(bytes((byte,)))] == frames
+
+
+@pytest.mark.parametrize("greeting", [
+    b"HTTP/1.1 200 OK\r\n",  # not ZMTP at all: refused at the first byte
+    b"\xff" + b"\x00" * 8 + b"\x7f\x02\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32,
+    b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32,
+])
+def test_reader_refuses_what_is_not_zmtp3_null(greeting: bytes) -> None:
+    with pytest.raises(zmtp.ProtocolError):
+        zmtp.FrameReader().feed(greeting)
+
+
+def test_reader_refuses_absurd_frame_sizes() -> None:
+    reader = zmtp.FrameReader()
+    reader.feed(zmtp.GREETING)
+    with pytest.raises(zmtp.ProtocolError):
+        reader.feed(b"\x02" + (2**40).to_bytes(8, "big"))
+
+
+def test_endpoints() -> None:
+    assert parse_endpoint("tcp://127.0.0.1:5555") == ("127.0.0.1", 5555)
+    assert parse_endpoint("tcp://[::1]:5555") == ("::1", 5555)
+    assert parse_endpoint("ipc:///tmp/matcher.sock") == "/tmp/matcher.sock"
+    for bad in ("inproc://x", "ipc://", "tcp://127.0.0.1", "tcp://:5555"):
+        with pytest.raises(ValueError):
+            parse_endpoint(bad)
+
+
+class Router:
+    """A libzmq ROUTER in a thread that answers each request like a matcher would:
+    {req_id, ok, result: the request}. Bound when `start()` is called."""
+
+    def __init__(self, port: int, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint or f"tcp://127.0.0.1:{port}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.bound = threading.Event()
+
+    def start(self) -> Router:
+        self.thread.start()
+        assert self.bound.wait(5)
+        return self
+
+    def serve(self) -> None:
+        context = zmq.Context()
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(self.endpoint)
+        self.bound.set()
+        try:
+            while not self.stopping.is_set():
+                if not router.poll(20):
+                    continue
+                identity, frame = router.recv_multipart()
+                request = codec.decode_request(frame)
+                router.send_multipart(
+                    [identity, codec.encode_reply(request["req_id"], request)]
+                )
+        finally:
+            router.close(0)
+            context.term()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def test_link_talks_to_a_libzmq_router() -> None:
+    router = Router(free_port()).start()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=5.0)
+        alone = await link.request_raw("ping", symbol="BTC-USDT")
+        assert alone["ok"] and alone["result"]["op"] == "ping"
+        big = "x" * 5000  # long frames both ways
+        replies = await asyncio.gather(*(
+            link.request_raw("new_order", n=n, note=big) for n in range(200)
+        ))  # written together, one write per loop iteration
+        assert [reply["result"]["n"] for reply in replies] == list(range(200))
+        assert all(reply["result"]["note"] == big for reply in replies)
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+def test_link_over_ipc(tmp_path: Path) -> None:
+    router = Router(0, endpoint=f"ipc://{tmp_path / 'matcher.sock'}").start()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=5.0)
+        assert (await link.request_raw("ping"))["ok"]
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+def test_requests_wait_for_a_matcher_that_starts_late() -> None:
+    """As with a libzmq DEALER, a request made before the matcher listens is sent once
+    it does, if that is within the request's timeout."""
+    router = Router(free_port())
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=5.0)
+        waiting = asyncio.ensure_future(link.request_raw("ping"))
+        await asyncio.sleep(0.3)  # several refused connection attempts
+        assert not waiting.done()
+        router.start()
+        assert (await waiting)["ok"]
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+def test_no_matcher_times_out_and_reset_fails_the_waiting() -> None:
+    port = free_port()
+
+    async def exchange() -> None:
+        link = MatcherLink(f"tcp://127.0.0.1:{port}", timeout=0.3)
+        with pytest.raises(MatcherTimeout, match="no reply"):
+            await link.request_raw("ping")
+        waiting = asyncio.ensure_future(link.request_raw("ping", timeout=10))
+        await asyncio.sleep(0.05)
+        link.reconnect()
+        with pytest.raises(MatcherTimeout, match="reset"):
+            await waiting
+        await link.close()
+
+    asyncio.run(exchange())
+
+
+def test_a_peer_that_is_not_zmtp_is_not_trusted() -> None:
+    port = free_port()
+
+    async def exchange() -> None:
+        async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+
+        server = await asyncio.start_server(http, "127.0.0.1", port)
+        link = MatcherLink(f"tcp://127.0.0.1:{port}", timeout=0.3)
+        with pytest.raises(MatcherTimeout):
+            await link.request_raw("ping")
+        await link.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(exchange())
