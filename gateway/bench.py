@@ -20,9 +20,11 @@ httpx costs more than the server it would measure. The orders alternate sell/buy
 price, so they trade and the book stays small. Two more figures explain the gateway's:
 the same orders sent straight to the matcher (blocking DEALER, one in flight: the matcher
 leg's floor, journal commit included) and the fsync latency of the journal's folder
-(with fsync=batch, one request in flight pays one fsync). The table shows the median of
-the rounds (min-max in brackets) and the gateway/floor ratios; cross-process figures move
-1.5-2x between runs (DESIGN.md §10), which is why the floors are measured in the same run.
+(with fsync=batch, one request in flight pays one fsync). "gateway - matcher direct" is
+what the gateway adds to the matcher leg (per round, then the median): the HTTP work the
+floor measures plus the gateway's own. The table shows the median of the rounds (min-max
+in brackets) and the ratios to the floor; cross-process figures move 1.5-2x between runs
+(DESIGN.md §10), which is why the floors are measured in the same run.
 
 `main(argv)` returns the medians and ratios as a flat dict (for `run.py bench`).
 """
@@ -334,11 +336,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         name: {metric: summary(values) for metric, values in metrics.items()}
         for name, metrics in figures.items()
     }
+    # What the gateway adds to the matcher leg, round by round (both measured one request
+    # in flight, minutes apart at most): the part of its latency the floor compares with.
+    result["added"] = {"p50_us": summary([
+        gateway - matcher for gateway, matcher in zip(
+            figures["gateway"]["p50_us"], figures["matcher"]["p50_us"], strict=True)
+    ])}
     result["fsync"] = fsync
     result["ratio"] = {
         "p50": result["gateway"]["p50_us"]["median"] / result["floor"]["p50_us"]["median"],
         "p99": result["gateway"]["p99_us"]["median"] / result["floor"]["p99_us"]["median"],
         "req_s": result["gateway"]["req_s"]["median"] / result["floor"]["req_s"]["median"],
+        "added_p50": result["added"]["p50_us"]["median"] / result["floor"]["p50_us"]["median"],
     }
     result["settings"] = {
         "latency_requests": args.latency_requests, "warmup": args.warmup,
@@ -369,9 +378,13 @@ def format_table(result: dict[str, Any]) -> str:
         throughput = cell(figures["req_s"]) if "req_s" in figures else "-"
         rows.append(f"{label:<28}{cell(figures['p50_us']):>24}{cell(figures['p99_us']):>24}"
                     f"{throughput:>28}")
+    added = result["added"]
+    rows.append(f"{'gateway - matcher direct':<28}{cell(added['p50_us']):>24}{'-':>24}"
+                f"{'-':>28}")
     ratio = result["ratio"]
     rows.append(f"{'ratio gateway/floor':<28}{ratio['p50']:>24.2f}{ratio['p99']:>24.2f}"
                 f"{ratio['req_s']:>28.2f}")
+    rows.append(f"{'ratio (gateway-matcher)/floor':<28}{ratio['added_p50']:>23.2f}")
     fsync = result["fsync"]
     rows.append("")
     rows.append(f"fsync of a 100-byte append in the journal's folder: p50 {fsync['p50_us']:,.0f} µs, "
@@ -415,6 +428,7 @@ def flat(result: dict[str, Any]) -> dict[str, float]:
     for name in ("floor", "matcher", "gateway"):
         for metric, summary_ in result[name].items():
             figures[f"{name}_{metric}"] = summary_["median"]
+    figures["gateway_added_p50_us"] = result["added"]["p50_us"]["median"]
     for metric, value in result["ratio"].items():
         figures[f"ratio_{metric}"] = value
     figures["fsync_p50_us"] = result["fsync"]["p50_us"]
