@@ -14,8 +14,9 @@ settings as the gateway (uvloop, httptools, no access log):
 
 Then, for each round (`--repeat`), it measures the floor and the gateway alike:
 latency (p50/p99) with one keep-alive connection and one request in flight, after a
-warm-up; throughput (requests/s) with `--connections` keep-alive connections, each with
-one request in flight. The HTTP client is hand-written over asyncio (uvloop) transports:
+warm-up, in alternating blocks of 100 requests (floor, matcher direct, gateway), so
+that all three see the same machine and disk; throughput (requests/s) with
+`--connections` keep-alive connections, each with one request in flight. The HTTP client is hand-written over asyncio (uvloop) transports:
 httpx costs more than the server it would measure. The orders alternate sell/buy at one
 price, so they trade and the book stays small. Two more figures explain the gateway's:
 the same orders sent straight to the matcher (blocking DEALER, one in flight: the matcher
@@ -128,30 +129,55 @@ async def connect(port: int) -> Connection:
     return protocol
 
 
-async def measure_latency(port: int, requests: list[bytes], count: int, warmup: int) -> dict[str, float]:
-    """p50/p99 in microseconds, one connection, one request in flight."""
-    conn = await connect(port)
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50/p99 in microseconds of samples in seconds."""
+    samples = sorted(samples)
+    return {"p50_us": samples[len(samples) // 2] * 1e6,
+            "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6}
+
+
+async def measure_latency(
+    floor_port: int, http_port: int, zmq_port: int, count: int, warmup: int, block: int = 100
+) -> dict[str, dict[str, float]]:
+    """p50/p99 of the floor, the matcher direct and the gateway, one request in flight
+    each, measured in alternating blocks of `block` requests: the three see the same
+    machine and the same disk (whose fsync moves from 60 µs to 4 ms from one minute to
+    the next), so their differences and ratios hold even when the absolute figures move.
+    """
+    from clients.zmq_client import MatcherClient
+
+    floor_conn, gateway_conn = await connect(floor_port), await connect(http_port)
+    floor_request = post_request("/submit_order", b'{"symbol":"BTC-USDT"}')
+    gateway_requests = order_requests()
     clock = time.perf_counter
-    samples = []
+    samples: dict[str, list[float]] = {"floor": [], "matcher": [], "gateway": []}
     bad = 0
-    for i in range(warmup + count):
-        data = requests[i % len(requests)]
-        started = clock()
-        status = await conn.request(data)
-        elapsed = clock() - started
-        if status != 200:
-            bad += 1
-        if i >= warmup:
-            samples.append(elapsed)
-    assert conn.transport is not None
-    conn.transport.close()
+    with MatcherClient(f"tcp://127.0.0.1:{zmq_port}") as matcher:
+        for done in range(0, warmup + count, block):
+            kept = done >= warmup
+            for _ in range(block):
+                started = clock()
+                bad += await floor_conn.request(floor_request) != 200
+                if kept:
+                    samples["floor"].append(clock() - started)
+            for i in range(block):
+                started = clock()
+                matcher.request("new_order", symbol=SYMBOL, order_type="limit",
+                                side="sell" if i % 2 else "buy", price="30000.00",
+                                quantity="0.0100")
+                if kept:
+                    samples["matcher"].append(clock() - started)
+            for i in range(block):
+                started = clock()
+                bad += await gateway_conn.request(gateway_requests[i % 2]) != 200
+                if kept:
+                    samples["gateway"].append(clock() - started)
+    for conn in (floor_conn, gateway_conn):
+        assert conn.transport is not None
+        conn.transport.close()
     if bad:
         raise RuntimeError(f"{bad} requests did not answer 200")
-    samples.sort()
-    return {
-        "p50_us": samples[len(samples) // 2] * 1e6,
-        "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
-    }
+    return {name: percentiles(values) for name, values in samples.items()}
 
 
 async def measure_throughput(port: int, requests: list[bytes], count: int, connections: int) -> float:
@@ -251,25 +277,6 @@ def fsync_latency(folder: Path, count: int = 200) -> dict[str, float]:
             "p99_us": samples[int(len(samples) * 0.99)] * 1e6}
 
 
-def matcher_latency(port: int, count: int, warmup: int) -> dict[str, float]:
-    """The same orders straight to the matcher (blocking DEALER, one in flight): the
-    floor of the gateway's matcher leg, journal commit included."""
-    from clients.zmq_client import MatcherClient
-
-    samples = []
-    with MatcherClient(f"tcp://127.0.0.1:{port}") as client:
-        for i in range(warmup + count):
-            started = time.perf_counter()
-            client.request("new_order", symbol=SYMBOL, order_type="limit",
-                           side="sell" if i % 2 else "buy", price="30000.00",
-                           quantity="0.0100")
-            if i >= warmup:
-                samples.append(time.perf_counter() - started)
-    samples.sort()
-    return {"p50_us": samples[len(samples) // 2] * 1e6,
-            "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6}
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -305,18 +312,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             async def measure() -> None:
                 for _ in range(args.repeat):
-                    latency = matcher_latency(zmq_port, args.latency_requests, args.warmup)
-                    figures["matcher"]["p50_us"].append(latency["p50_us"])
-                    figures["matcher"]["p99_us"].append(latency["p99_us"])
+                    latencies = await measure_latency(
+                        floor_port, http_port, zmq_port, args.latency_requests, args.warmup
+                    )
+                    for name, latency in latencies.items():
+                        figures[name]["p50_us"].append(latency["p50_us"])
+                        figures[name]["p99_us"].append(latency["p99_us"])
                     for name, port, requests in (
                         ("floor", floor_port, floor_requests),
                         ("gateway", http_port, gateway_requests),
                     ):
-                        latency = await measure_latency(
-                            port, requests, args.latency_requests, args.warmup
-                        )
-                        figures[name]["p50_us"].append(latency["p50_us"])
-                        figures[name]["p99_us"].append(latency["p99_us"])
                         figures[name]["req_s"].append(await measure_throughput(
                             port, requests, args.throughput_requests, args.connections
                         ))
