@@ -155,18 +155,19 @@ class PackedViews:
     def book_update(self, book_seq: int, changes: dict[tuple[int, int], int],
                     bbo: tuple[int | None, int, int | None, int], ts: int) -> bytes:
         """The `book.<SYMBOL>` body: the changed levels ("0" for a removed one) and the BBO."""
-        parts = [self._book_head, pack(book_seq), self._k_changes, array_header(len(changes))]
-        append = parts.append
         prices, quantities, sides, zero = self._prices, self._quantities, self._change_sides, self._zero
-        for (side, price), total in changes.items():
-            append(sides[side])
-            append(prices.get(price) or self.price(price))
-            append((quantities.get(total) or self.quantity(total)) if total else zero)
-        append(self._k_bbo)
-        append(self.bbo(bbo, book_seq))
-        append(self._k_timestamp)
-        append(self._last_timestamp if ts == self._last_micros else self.timestamp(ts))
-        return b"".join(parts)
+        changed = [
+            sides[side] + (prices.get(price) or self.price(price))
+            + ((quantities.get(total) or self.quantity(total)) if total else zero)
+            for (side, price), total in changes.items()
+        ]
+        return b"".join((
+            self._book_head, pack(book_seq),
+            self._k_changes, array_header(len(changed)), *changed,
+            self._k_bbo, self.bbo(bbo, book_seq),
+            self._k_timestamp,
+            self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
+        ))
 
     def bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> bytes:
         # Most book changes leave the top of the book alone: reuse its packed tail.

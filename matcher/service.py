@@ -339,7 +339,8 @@ class MatcherService:
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
             if parse is not None:
-                return self.packed.reply(req_id, self._mutate(parse(message), ts, published))
+                command = parse(message, self.engine.seq + 1, ts)
+                return self.packed.reply(req_id, self._mutate(command, published))
             query = self._queries.get(op)
             if query is None:
                 raise CommandError(Code.UNKNOWN_OP, f"unknown op {str(op)[:40]!r}")
@@ -365,11 +366,10 @@ class MatcherService:
             log.warning("bad request #%d: %s", self.bad_requests, message)
         return codec.encode_error(req_id, Code.INVALID_REQUEST, message)
 
-    def _mutate(self, partial: tuple, ts: int, published: list[bytes]) -> bytes:
-        """Apply, journal and publish one mutating command; returns the packed order."""
+    def _mutate(self, command: tuple, published: list[bytes]) -> bytes:
+        """Apply, journal and publish one stamped command; returns the packed order."""
         engine = self.engine
-        seq = engine.seq + 1
-        command = (partial[0], seq, ts, *partial[1:])
+        seq = command[1]
         try:
             events = engine.apply(command)  # CommandError: nothing changed, nothing journaled
         except CommandError:
@@ -389,8 +389,8 @@ class MatcherService:
                 published.append(self.trade_prefix + packed.trade(event))
         if changes:
             published.append(self.book_prefix + packed.book_update(
-                engine.book_seq, changes, engine.bbo(), ts))
-        order = engine.get_order(seq if partial[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else partial[2])
+                engine.book_seq, changes, engine.bbo(), command[2]))
+        order = engine.get_order(seq if command[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else command[4])
         assert order is not None
         return packed.order(order)
 

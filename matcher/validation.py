@@ -1,8 +1,8 @@
 """Request maps (REST/ZeroMQ fields) -> core command tuples, or CommandError.
 
 Everything a user can send is checked here, before the core sees it: types, names,
-grids and ranges. A refused request changes nothing. The tuples returned lack the
-(seq, ts) pair that the matcher service inserts after the type code.
+grids and ranges. A refused request changes nothing. The service passes the (seq, ts)
+it would assign, and each parser returns the whole command tuple stamped with them.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ def _invalid(message: str) -> CommandError:
 
 def _name(message: dict[str, Any], field: str, choices: dict[str, int], default: int | None = None) -> int:
     value = message.get(field)
+    if value.__class__ is str:  # the common case first (a list or map is unhashable)
+        code = choices.get(value)
+        if code is not None:
+            return code
     if value is None:
         if default is None:
             raise _invalid(f"{field} is required ({', '.join(choices)})")
@@ -97,12 +101,12 @@ def _flag(message: dict[str, Any], field: str) -> bool:
 
 
 class Validator:
-    """Parses one symbol's requests into command tuples (without seq and ts)."""
+    """Parses one symbol's requests into command tuples stamped with (seq, ts)."""
 
     def __init__(self, units: Units) -> None:
         self.units = units
 
-    def new_order(self, message: dict[str, Any]) -> tuple:
+    def new_order(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         units = self.units
         order_type = _name(message, "order_type", ORDER_TYPES)
         if order_type in STOP_TYPES:
@@ -129,10 +133,10 @@ class Validator:
         if post_only and (order_type != LIMIT or tif != GTC):
             raise _invalid("post_only applies to gtc limit orders only")
         stp = _name(message, "stp", STPS, 0)
-        return (CMD_NEW_ORDER, account_of(message), side, order_type, tif, price, quantity,
+        return (CMD_NEW_ORDER, seq, ts, account_of(message), side, order_type, tif, price, quantity,
                 post_only, stp, _text(message, "client_order_id"))
 
-    def new_stop(self, message: dict[str, Any]) -> tuple:
+    def new_stop(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         units = self.units
         order_type = _name(message, "order_type", ORDER_TYPES)
         if order_type not in STOP_TYPES:
@@ -149,17 +153,17 @@ class Validator:
             raise CommandError(Code.INVALID_PRICE, "a stop_limit needs a price")
         price = units.price_ticks(raw_price) if raw_price is not None else None
         stp = _name(message, "stp", STPS, 0)
-        return (CMD_NEW_STOP, account_of(message), side, order_type, stop_price, price,
+        return (CMD_NEW_STOP, seq, ts, account_of(message), side, order_type, stop_price, price,
                 quantity, stp, _text(message, "client_order_id"))
 
-    def cancel(self, message: dict[str, Any]) -> tuple:
-        return (CMD_CANCEL, account_of(message), order_id_of(message))
+    def cancel(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        return (CMD_CANCEL, seq, ts, account_of(message), order_id_of(message))
 
-    def amend(self, message: dict[str, Any]) -> tuple:
+    def amend(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         order_id = order_id_of(message)
         raw_quantity, raw_price = message.get("quantity"), message.get("price")
         if raw_quantity is None and raw_price is None:
             raise _invalid("amend needs a new quantity, a new price or both")
         quantity = self.units.quantity_lots(raw_quantity) if raw_quantity is not None else None
         price = self.units.price_ticks(raw_price) if raw_price is not None else None
-        return (CMD_AMEND, account_of(message), order_id, quantity, price)
+        return (CMD_AMEND, seq, ts, account_of(message), order_id, quantity, price)
