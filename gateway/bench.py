@@ -215,6 +215,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port that is free with the next one (the matcher binds its PUB on port + 1)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -287,7 +299,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="matchwire-bench-", dir=args.data_dir) as tmp:
         folder = Path(tmp)
         fsync = fsync_latency(folder)
-        floor_port, http_port, ws_port, zmq_port = (free_port() for _ in range(4))
+        while True:  # distinct ports, the matcher's PUB (zmq_port + 1) included
+            floor_port, http_port, ws_port = (free_port() for _ in range(3))
+            zmq_port = free_port_pair()
+            if len({floor_port, http_port, ws_port, zmq_port, zmq_port + 1}) == 5:
+                break
         config = folder / "bench.toml"
         config.write_text(
             f'[server]\nhost = "127.0.0.1"\nhttp_port = {http_port}\nws_port = {ws_port}\n'
