@@ -199,3 +199,27 @@ def test_a_peer_that_is_not_zmtp_is_not_trusted() -> None:
         await server.wait_closed()
 
     asyncio.run(exchange())
+
+
+def test_timeouts_of_different_lengths_each_fire_on_time() -> None:
+    """A short timeout made after a long one is not held back by it, and a request that
+    got its reply is not failed by its old deadline."""
+    router = Router(free_port()).start()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=30.0)
+        assert (await link.request_raw("ping", timeout=0.2))["ok"]  # answered, then...
+        await asyncio.sleep(0.3)  # ...its deadline passes: nothing to fail
+        router.stop()  # from now on nothing answers
+        loop = asyncio.get_running_loop()
+        slow = asyncio.ensure_future(link.request_raw("ping"))  # 30 s
+        started = loop.time()
+        with pytest.raises(MatcherTimeout, match=r"in 0\.2s"):
+            await link.request_raw("ping", timeout=0.2)
+        assert loop.time() - started < 5  # not after the 30 s one
+        assert not slow.done()
+        await link.close()
+        with pytest.raises(MatcherTimeout, match="reset"):
+            await slow
+
+    asyncio.run(exchange())
