@@ -39,6 +39,7 @@ class PackedViews:
         self._prices: dict[int, bytes] = {}
         self._quantities: dict[int, bytes] = {}
         self._fees: dict[int, bytes] = {}
+        self._accounts: dict[str, bytes] = {}
         self._last_micros = -1
         self._last_timestamp = b""
         self._last_bbo: tuple[int | None, int, int | None, int] | None = None
@@ -93,6 +94,12 @@ class PackedViews:
         return (self._fees.get(fee_units)
                 or _remember(self._fees, fee_units, pack(self.views.fee(fee_units))))
 
+    def _account(self, account: str) -> bytes:
+        if len(self._accounts) >= CACHE_ENTRIES:
+            self._accounts.clear()
+        packed = self._accounts[account] = pack(account)
+        return packed
+
     def timestamp(self, micros: int) -> bytes:
         # A batch shares one timestamp: pack it once.
         if micros != self._last_micros:
@@ -109,13 +116,14 @@ class PackedViews:
     def order(self, order: Order) -> bytes:
         price, stop_price, quantity, leaves = order.price, order.stop_price, order.quantity, order.leaves
         kind, ts, trades = order.kind, order.timestamp, order.trades
+        account, client_order_id, reason = order.account, order.client_order_id, order.reason
         prices, quantities = self._prices, self._quantities
         filled = quantity - leaves
         remaining = order.remaining
         return b"".join((
             self._order_head, pack(order.order_id),
-            self._k_client_order_id, pack(order.client_order_id),
-            self._k_account, pack(order.account),
+            self._k_client_order_id, _NONE if client_order_id is None else pack(client_order_id),
+            self._k_account, self._accounts.get(account) or self._account(account),
             self._symbol,
             self._sides[(kind >> 8) & 1],
             self._order_types[kind & 7],
@@ -128,7 +136,7 @@ class PackedViews:
             self._k_filled, quantities.get(filled) or self.quantity(filled),
             self._k_remaining, quantities.get(remaining) or self.quantity(remaining),
             self._statuses[order.status],
-            self._k_reason, pack(order.reason),
+            self._k_reason, _NONE if reason is None else pack(reason),
             self._k_timestamp,
             self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
             self._k_trades,
