@@ -674,3 +674,49 @@ def test_a_busy_endpoint_is_refused_with_one_clear_line(tmp_path: Path) -> None:
         assert f"cannot start (tcp://127.0.0.1:{port}" in log and "Traceback" not in log
     finally:
         taken.close(0)
+
+
+def test_serving_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
+    """The loop freezes what each batch leaves alive (gc.freeze), so a reference cycle
+    made while serving would never be collected: there must be none, for any request."""
+    import gc
+
+    from matcher.config import load_config
+    from matcher.service import MatcherService
+
+    service = MatcherService(load_config(None).symbols[SYMBOL], tmp_path, fsync="off")
+    service.journal.open()
+    requests: list[bytes] = [b"\xc1", b"\x93\x01\x02\x03", msgpack.packb({"op": ["x"]})]
+    for i in range(400):
+        side = ("buy", "sell")[i % 2]
+        price = f"{30_000 + (i % 7 - 3) * 10}"  # a narrow band: many orders cross
+        requests += [
+            codec.encode_request({"op": "new_order", "req_id": i, "side": side,
+                                  "order_type": ("limit", "market", "ioc", "fok")[i % 4],
+                                  "price": None if i % 4 == 1 else price, "quantity": "0.5",
+                                  "client_order_id": f"c{i % 450}", "stp": "cancel_both",
+                                  "account": ("alice", "bob")[i % 3 // 2]}),
+            codec.encode_request({"op": "new_stop_order", "req_id": f"s{i}", "side": side,
+                                  "order_type": "stop_limit", "stop_price": price,
+                                  "price": price, "quantity": "0.1"}),  # some trigger at once
+            codec.encode_request({"op": "new_order", "req_id": f"d{i}", "side": side,
+                                  "order_type": "limit", "price": price, "quantity": "0.5",
+                                  "client_order_id": f"c{i % 450}"}),  # a duplicate
+            codec.encode_request({"op": "cancel_order", "order_id": i // 2 + 1}),
+            codec.encode_request({"op": "amend_order", "order_id": i + 1, "quantity": "0.2"}),
+            codec.encode_request({"op": "new_order", "side": "up", "quantity": math.nan}),
+            codec.encode_request({"op": ("book", "bbo", "trades", "get_order", "ping")[i % 5],
+                                  "order_id": i + 1, "depth": 5}),
+        ]
+    gc.collect()
+    gc.disable()
+    try:
+        published: list[bytes] = []
+        for request in requests:
+            service.handle(request, 1_764_000_000_000_000 + len(published), published)
+        service.journal.commit()
+        assert len(published) > 1000 and service.engine.trade_id > 200  # it really traded
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        service.journal.close()
