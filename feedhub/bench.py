@@ -515,15 +515,15 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
 def figures(results: dict[str, Any], clients: int) -> dict[str, float]:
     """The flat figures `python run.py bench` tabulates, with ratios to the floor."""
     flat: dict[str, float] = {}
-    for label, suffix in (("1 client", "1"), ("1 client, idle", "1_idle"),
-                          (f"{clients} clients", str(clients))):
+    for label, suffix in (("1 client", "1c"), ("1 client, idle", "1c_idle"),
+                          (f"{clients} clients", f"{clients}c")):
         rows = results[label]
         floor = rows["direct"]["p50_us"]
-        flat[f"floor_sub_p50_us_{suffix}c"] = floor
+        flat[f"floor_sub_p50_us_{suffix}"] = floor
         for feed in ("trade", "book"):
             for stat in ("p50_us", "p99_us"):
-                flat[f"{feed}_{stat}_{suffix}c"] = rows[feed][stat]
-            flat[f"{feed}_p50_over_floor_{suffix}c"] = rows[feed]["p50_us"] / floor
+                flat[f"{feed}_{stat}_{suffix}"] = rows[feed][stat]
+            flat[f"{feed}_p50_over_floor_{suffix}"] = rows[feed]["p50_us"] / floor
     flat["deliveries_per_s"] = results["burst"]["deliveries_per_s"]
     flat["hub_cpu_us_per_delivery"] = results["burst"]["hub_cpu_us_per_delivery"]
     flat["slow_client_drops"] = results["slow_client_drops"]
