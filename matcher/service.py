@@ -287,7 +287,7 @@ class MatcherService:
         # ROUTER message always has a frame after the identity, so one check per request.
         recv = router.recv
         more = router.getsockopt
-        RCVMORE = zmq.RCVMORE
+        RCVMORE, EVENTS, POLLIN = zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN
         NOBLOCK = zmq.NOBLOCK
         handle = self.handle
         replies: list[tuple[bytes, bytes | None, bytes]] = []
@@ -306,6 +306,8 @@ class MatcherService:
             while more(RCVMORE):
                 frames.append(recv())
             requests.append((identity, frames))
+            if len(requests) == 1 and not more(EVENTS) & POLLIN:
+                break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
         for identity, frames in requests:
             delimiter: bytes | None = None
             if len(frames) == 2 and frames[0] == b"":

@@ -72,6 +72,7 @@ def echo_server(port: int) -> None:
     poller.register(router, zmq.POLLIN)
     recv, send, more = router.recv, router.send, router.getsockopt
     RCVMORE, NOBLOCK, SNDMORE = zmq.RCVMORE, zmq.NOBLOCK, zmq.SNDMORE
+    EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         if not poller.poll(100):
@@ -86,6 +87,8 @@ def echo_server(port: int) -> None:
             while more(RCVMORE):
                 frames.append(recv())
             replies.append((identity, frames[-1]))
+            if len(replies) == 1 and not more(EVENTS) & POLLIN:
+                break  # a lone request, as in the matcher loop
         for identity, body in replies:
             send(identity, SNDMORE)
             send(body)
