@@ -87,7 +87,7 @@ def echo_server(port: int) -> None:
             while more(RCVMORE):
                 frames.append(recv())
             replies.append((identity, frames[-1]))
-            if len(replies) == 1 and not more(EVENTS) & POLLIN:
+            if len(replies) == 1 and not int(more(EVENTS)) & POLLIN:
                 break  # a lone request, as in the matcher loop
         for identity, body in replies:
             send(identity, SNDMORE)
