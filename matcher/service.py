@@ -6,11 +6,12 @@ down (snapshot, close). A signal only sets `should_exit`; a second one exits at 
 One loop iteration (DESIGN.md §1, docs/protocol.md):
   1. poll the ROUTER (the timeout also drives heartbeats);
   2. drain up to MAX_BATCH requests with plain recv() calls (3-4x faster than
-     recv_multipart here);
+     recv_multipart here), all of them before handling any;
   3. for each: decode, validate, stamp (seq, ts), apply to the engine, append the command
      to the journal, and build its reply and market-data messages;
   4. commit the journal once (group commit) - nothing is acknowledged before that;
-  5. send the replies in request order, then publish.
+  5. send the replies in request order, then publish;
+  6. freeze what the batch left alive out of the cyclic GC's reach (docs/architecture.md).
 """
 
 from __future__ import annotations
