@@ -83,7 +83,10 @@ def encode_command(command: tuple) -> bytes:
 
 
 def decode_command(data: bytes) -> tuple:
-    return tuple(msgpack.unpackb(data, raw=False, use_list=False))
+    command = msgpack.unpackb(data, raw=False, use_list=False)  # arrays come as tuples
+    if type(command) is not tuple:
+        raise ValueError(f"a journal record must be an array, not {type(command).__name__}")
+    return command
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
