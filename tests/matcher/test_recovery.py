@@ -28,7 +28,7 @@ from matcher.service import journal_dir, new_engine, snapshot_dir
 from matcher.snapshot import list_snapshots
 from matcher.units import CachedUnits
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
-from tests.support import REPO
+from tests.support import REPO, wait_until
 
 LONG = os.environ.get("MATCHWIRE_LONG") == "1"
 KILL_CYCLES = 100 if LONG else 10
@@ -389,9 +389,13 @@ def test_a_restart_replays_only_the_records_after_the_snapshot(
     seq = matcher.request("ping")["seq"]
     assert seq == 275
     before = matcher.state()
-    snapshots = [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
-    assert snapshots == [100, 200]
-    newest = snapshots[-1]
+    # Snapshots are written by a forked child while the loop goes on: wait for them.
+    def snapshots() -> list[int]:
+        return [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
+
+    wait_until(lambda: snapshots() == [100, 200], timeout=30)
+    assert "snapshot at seq 200" in matcher.log() and "(child " in matcher.log()
+    newest = snapshots()[-1]
     matcher.kill()
 
     matcher.start()
