@@ -268,7 +268,12 @@ class MatcherService:
         it. Called between batches, after the journal commit: the snapshot never holds a
         command the journal lacks."""
         seq = self.engine.seq
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # no memory or no process slot: serve on, retry later
+            log.error("%s cannot fork a snapshot child at seq %d: %s", self.symbol, seq, exc)
+            self.last_snapshot_seq = seq
+            return
         if pid == 0:
             # The child: write and leave at once, whatever happens. It closes what it
             # inherited (the ZeroMQ sockets, the journal) so that a parent that dies
