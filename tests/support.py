@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,33 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     while len(ports) < count:
         ports.add(free_port(host))
     return sorted(ports)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# Below Linux's ephemeral range (32768-60999): a run of consecutive ports picked here
+# cannot be taken as the local port of another test's outgoing connection between the
+# check and the bind. (A port next to one the kernel just handed out can: a matcher's
+# PUB port once failed with "Address already in use" that way.)
+RUN_PORTS = range(20_000, 32_000)
+
+
+def free_port_run(count: int, taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """The first of `count` consecutive free ports: run.py's matcher i binds
+    zmq-port + 2i (orders) and zmq-port + 2i + 1 (feed)."""
+    for _ in range(200):
+        first = random.randrange(RUN_PORTS.start, RUN_PORTS.stop - count)
+        ports = range(first, first + count)
+        if not taken.intersection(ports) and all(map(port_is_free, ports)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports in {RUN_PORTS}")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
@@ -111,7 +139,7 @@ class System:
     def __init__(self, tmp: Path, *extra: str) -> None:
         self.tmp = tmp
         self.http_port, self.ws_port = free_port(), free_port()
-        self.zmq_port = free_port()
+        self.zmq_port = free_port_run(4)  # two symbols by default: orders and feed each
         self.data_dir = tmp / "data"
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.feed_url = f"ws://127.0.0.1:{self.ws_port}"

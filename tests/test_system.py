@@ -12,7 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import REPO, Child, System, free_port, http_ok, wait_for_port, wait_until
+from tests.support import (
+    REPO,
+    Child,
+    System,
+    free_port,
+    free_port_run,
+    http_ok,
+    wait_for_port,
+    wait_until,
+)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -92,7 +101,7 @@ def test_refuses_a_public_host_without_api_keys(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_everything_and_matchers_write_snapshots(tmp_path: Path) -> None:
     http_port = free_port()
-    zmq_port = free_port()
+    zmq_port = free_port_run(2)
     child = Child(["run.py", "--data-dir", str(tmp_path / "data"), "--http-port", str(http_port),
                    "--ws-port", str(free_port()), "--zmq-port", str(zmq_port),
                    "--symbols", "BTC-USDT"], tmp_path / "run.log").start()

@@ -15,7 +15,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import REPO, Child, free_port, wait_for_port
+from tests.support import REPO, Child, free_port, free_port_run, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,25 +52,6 @@ Page = Any  # playwright.sync_api.Page; the import above is conditional
 
 
 # ---- the system -----------------------------------------------------------------------
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_run(count: int, taken: set[int]) -> int:
-    """A first port of `count` free consecutive ports (matcher i binds zmq-port + 2i, + 2i + 1)."""
-    for _ in range(200):
-        first = free_port()
-        ports = range(first, first + count)
-        if first + count < 65536 and not taken.intersection(ports) and all(map(port_is_free, ports)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def wait_healthy(base: str, child: Child, timeout: float = 60.0) -> None:
