@@ -129,8 +129,6 @@ class Replica:
         }
         self._last_heard = float("-inf")  # any message
         self._last_heartbeat = float("-inf")  # a heartbeat of the current epoch
-        self._snapshot_cache: tuple[int, str] | None = None
-        self._depth_cache: dict[int, tuple[int, str]] = {}
         self._sub: zmq.Socket | None = None
         self._requests: AsyncMatcherClient | None = None
         self._reading = False  # LIVE: the SUB reader callback applies frames as they come
@@ -145,12 +143,9 @@ class Replica:
         return self.state is SyncState.LIVE
 
     def snapshot_text(self) -> str:
-        """The whole book as a `snapshot` message, encoded once per version."""
-        cached = self._snapshot_cache
-        if cached is not None and cached[0] == self.version:
-            return cached[1]
+        """The whole book as a `snapshot` message (the hub frames it once per `version`)."""
         book = self.book
-        text = dumps({
+        return dumps({
             "type": "snapshot",
             "symbol": self.symbol,
             "book_seq": book.book_seq,
@@ -160,16 +155,12 @@ class Replica:
             "checksum": self.checksum,
             "timestamp": self.timestamp,
         })
-        self._snapshot_cache = (self.version, text)
-        return text
 
     def depth_text(self, depth: int) -> str:
-        """The top `depth` levels as a `depth` message, encoded once per version and depth."""
-        cached = self._depth_cache.get(depth)
-        if cached is not None and cached[0] == self.version:
-            return cached[1]
+        """The top `depth` levels as a `depth` message (the hub frames it once per `version`
+        and depth)."""
         book = self.book
-        text = dumps({
+        return dumps({
             "type": "depth",
             "timestamp": self.timestamp,
             "symbol": self.symbol,
@@ -178,8 +169,6 @@ class Replica:
             "asks": book.asks.top(depth),
             "bbo": self.bbo,
         })
-        self._depth_cache[depth] = (self.version, text)
-        return text
 
     # -- the loop --------------------------------------------------------------------
 
