@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from matcher.files import fsync_latency
+
 REPO = Path(__file__).resolve().parent.parent
 SYMBOL = "BTC-USDT"
 
@@ -268,25 +270,6 @@ def order_requests() -> list[bytes]:
         }).encode())
         for side in ("sell", "buy")
     ]
-
-
-def fsync_latency(folder: Path, count: int = 200) -> dict[str, float]:
-    """p50/p99 of appending 100 bytes and fsyncing them in `folder` (the journal's disk)."""
-    path = folder / "fsync.probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    samples = []
-    try:
-        for _ in range(count):
-            started = time.perf_counter()
-            os.write(fd, b"x" * 100)
-            os.fsync(fd)
-            samples.append(time.perf_counter() - started)
-    finally:
-        os.close(fd)
-        path.unlink()
-    samples.sort()
-    return {"p50_us": samples[len(samples) // 2] * 1e6,
-            "p99_us": samples[int(len(samples) * 0.99)] * 1e6}
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -1,9 +1,11 @@
-"""Small filesystem helpers shared by the journal and the snapshots (no msgpack, no state)."""
+"""Small filesystem helpers shared by the journal, the snapshots and the benchmarks
+(no msgpack, no state)."""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 
@@ -31,3 +33,23 @@ def numbered_files(directory: str | Path, pattern: re.Pattern[str]) -> list[tupl
             found.append((int(match.group(1)), folder / name))
     found.sort()
     return found
+
+
+def fsync_latency(folder: Path, count: int = 200) -> dict[str, float]:
+    """p50/p99 in µs of appending 100 bytes and fsyncing them in `folder`: the floor of a
+    journal commit on that disk (the journal appends and calls os.fsync the same way)."""
+    path = folder / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    samples = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(fd, b"x" * 100)
+            os.fsync(fd)
+            samples.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    samples.sort()
+    return {"p50_us": samples[len(samples) // 2] * 1e6,
+            "p99_us": samples[int(len(samples) * 0.99)] * 1e6}

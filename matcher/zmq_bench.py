@@ -8,11 +8,14 @@ In one run, on loopback, with fresh ports and data dirs:
 (a) the floor: a raw DEALER/ROUTER echo server in a child process that reads and writes
     exactly like the matcher loop (poll, drain with plain recv() calls, one reply per
     request, replies sent after the drain): one-in-flight p50/p99 round trip and
-    pipelined msgs/s, with the same request frames the matcher gets;
+    pipelined msgs/s, with the same request frames the matcher gets; and the fsync floor:
+    p50/p99 of a 100-byte append + fsync in the folder of the matchers' journals;
 (b) the real matcher (`python -m matcher.service`) with fsync always, batch and off:
     one-in-flight p50/p99 of new_order round trips (alternating passive buys and sells
     that do not cross, one crossing order in 20), and pipelined orders/s for fsync=batch
-    (`--orders` orders, `--window` in flight);
+    (`--orders` orders, `--window` in flight). For fsync=batch one request in flight pays
+    one ZeroMQ round trip and one fsync, so "p50 - echo p50 - fsync p50" is the time of the
+    matcher's own work, checked against the issue's budget for it (see OWN_BUDGET_US);
 (c) recovery: a journal of `--restart-orders` accepted commands (a seeded realistic flow:
     passive orders, cancels, crossing and market orders) with a snapshot every
     `--snapshot-every` records, the last one a snapshot interval before the end (as if the
@@ -46,6 +49,7 @@ import zmq
 
 from matcher import codec
 from matcher.engine import Engine
+from matcher.files import fsync_latency
 from matcher.journal import Journal
 from matcher.protocol import BUY, CMD_CANCEL, CMD_NEW_ORDER, GTC, LIMIT, MARKET, SELL, TIF_IOC
 from matcher.replay import replay_full
@@ -326,6 +330,13 @@ def replay_rate(data_dir: Path) -> tuple[int, float]:
     return replayed, replayed / elapsed
 
 
+# The issue's fsync=batch target, 150 µs, is its floors (echo ~31 µs + fsync ~62 µs, where
+# they were measured) plus 57 µs for the matcher's own work. Where the floors are slower,
+# that budget is the part of the target this process controls: it is checked against the
+# floors measured in the same run.
+OWN_BUDGET_US = 150 - 31 - 62
+
+
 # -- the run --------------------------------------------------------------------------
 
 
@@ -419,6 +430,12 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         rows.append((f"matcher fsync={fsync}: one in flight",
                      f"p50 {p50:.0f} µs, p99 {p99:.0f} µs", target, f"{p50 / echo_p50:.2f}",
                      "" if ok is None else verdict(ok)))
+    own = figures["batch_own_p50_us"]
+    rows.insert(2, ("fsync floor: 100-byte append + fsync",
+                    f"p50 {figures['fsync_p50_us']:.0f} µs, p99 {figures['fsync_p99_us']:.0f} µs",
+                    "", "", ""))
+    rows.append(("fsync=batch p50 − echo p50 − fsync p50", f"{own:.0f} µs",
+                 f"≤ {OWN_BUDGET_US} µs", "", verdict(own <= OWN_BUDGET_US)))
     rate = figures["batch_orders_per_s"]
     rows.append(("matcher fsync=batch: pipelined", f"{rate:,.0f} orders/s",
                  "≥ 80,000 and ≥ 70% of echo", f"{rate / echo_rate:.2f}",
@@ -468,10 +485,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         frames = order_frames(args.orders)
         latency_frames = order_frames(args.samples, start_id=20_000_000)
         figures.update(measure_echo(frames, latency_frames, args.window, work))
+        floor = fsync_latency(work, 50 if args.quick else 1000)
+        figures["fsync_p50_us"], figures["fsync_p99_us"] = floor["p50_us"], floor["p99_us"]
         for fsync in ("always", "batch", "off"):
             figures.update(measure_matcher(fsync, latency_frames,
                                            frames if fsync == "batch" else None,
                                            args.window, work))
+        figures["batch_own_p50_us"] = (figures["batch_p50_us"] - figures["echo_p50_us"]
+                                       - figures["fsync_p50_us"])
         gc.collect()
         figures.update(measure_recovery(args.restart_orders, args.snapshot_every, work))
         report(figures, args)

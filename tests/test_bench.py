@@ -14,8 +14,8 @@ from tests.support import REPO
 EXPECTED = {  # a few figures each benchmark must print, by (benchmark, figure)
     ("core", "core_ops_per_s"), ("core", "bare_ops_per_s"), ("core", "bytes_per_resting_order"),
     ("peers", "matchwire core.ops_per_s"),
-    ("zmq", "echo_p50_us"), ("zmq", "batch_p50_us"), ("zmq", "batch_orders_per_s"),
-    ("zmq", "replay_records_per_s"), ("zmq", "restart_s"),
+    ("zmq", "echo_p50_us"), ("zmq", "fsync_p50_us"), ("zmq", "batch_p50_us"),
+    ("zmq", "batch_orders_per_s"), ("zmq", "replay_records_per_s"), ("zmq", "restart_s"),
     ("rest", "floor_p50_us"), ("rest", "gateway_p50_us"), ("rest", "gateway_req_s"),
     ("ws", "trade_p50_us_1c"), ("ws", "book_p50_us_1c"), ("ws", "deliveries_per_s"),
 }
