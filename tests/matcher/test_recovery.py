@@ -374,6 +374,60 @@ def test_a_clean_restart_keeps_everything(tmp_path: Path, spawn: Spawn) -> None:
     matcher.stop()
 
 
+PIDS_CGROUPS = Path("/sys/fs/cgroup/pids")  # cgroup v1 "pids" controller
+
+
+def place_passive_orders(matcher: MatcherProcess, count: int) -> None:
+    """`count` resting orders that never cross, one request (one loop batch) each."""
+    for i in range(count):
+        side = "buy" if i % 2 else "sell"
+        price = 30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9
+        order = matcher.request("new_order", order_type="limit", side=side, price=str(price),
+                                quantity="0.01")
+        assert order["status"] == "new"
+
+
+def test_a_snapshot_child_that_cannot_be_forked_is_logged_and_serving_goes_on(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """fork() really fails (EAGAIN): the matcher is put in a pids cgroup with no room for
+    one more task. It must answer every request, log each failed snapshot, retry a
+    `snapshot_every` later, and lose nothing across a restart."""
+    data_dir = tmp_path / "data"
+    matcher = spawn(data_dir, fsync="batch", snapshot_every=50).start()
+    assert matcher.child is not None and matcher.child.process is not None
+    group = PIDS_CGROUPS / f"matchwire-test-{os.getpid()}-{matcher.child.process.pid}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        matcher.stop()
+        pytest.skip(f"needs a writable cgroup v1 pids hierarchy to make fork() fail: {exc}")
+    try:
+        (group / "cgroup.procs").write_text(str(matcher.child.process.pid))
+        (group / "pids.max").write_text((group / "pids.current").read_text())
+        place_passive_orders(matcher, 120)
+        log = matcher.log()
+        assert "cannot fork a snapshot child at seq 50" in log
+        assert "cannot fork a snapshot child at seq 100" in log
+        assert list_snapshots(snapshot_dir(data_dir, SYMBOL)) == []
+        (group / "pids.max").write_text("max")
+        place_passive_orders(matcher, 40)  # seq 160: the retry at 150 forks
+        wait_until(lambda: [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
+                   == [150], timeout=30)
+        assert "snapshot at seq 150" in matcher.log()
+        before = matcher.state()
+        matcher.kill()
+    finally:
+        matcher.kill()
+        wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), timeout=10)
+        group.rmdir()
+    matcher.start()
+    assert "recovered to seq 160 (10 records replayed)" in matcher.log()
+    assert matcher.state() == before
+    assert offline_hash(data_dir) == (160, before[2])
+    matcher.stop()
+
+
 def test_a_restart_replays_only_the_records_after_the_snapshot(
     tmp_path: Path, spawn: Spawn
 ) -> None:
