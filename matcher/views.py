@@ -6,7 +6,8 @@ hub pass the matcher's answers through without re-formatting them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
+from functools import lru_cache
 from typing import Any
 
 from matcher.book import Order
@@ -19,13 +20,21 @@ from matcher.protocol import (
 )
 from matcher.units import Units
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+@lru_cache(maxsize=4)
+def _second_prefix(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
 
 
 def iso_timestamp(micros: int) -> str:
-    """ISO 8601 UTC with microseconds: 2026-11-26T11:29:05.123456Z."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds: 2026-11-26T11:29:05.123456Z.
+
+    Formatting a whole datetime costs ~3.5 us, paid by every request when one is in
+    flight (each has its own timestamp); the date and time up to the second change at
+    most once a second, so only they go through strftime, cached.
+    """
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_second_prefix(seconds)}{fraction:06d}Z"
 
 
 CACHE_ENTRIES = 1 << 16  # texts kept per cache; cleared when full (bounded memory)
