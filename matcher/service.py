@@ -84,14 +84,16 @@ def recover(
 def replay_into(
     engine: Engine, journal: Journal, progress: Any = None, until_seq: int | None = None
 ) -> int:
-    """Apply the journal's records after engine.seq; a gap or a refusal is an error."""
+    """Apply the journal's records after engine.seq; a gap or a refusal is an error, and
+    so is a journal that ends before engine.seq (a snapshot ahead of the journal)."""
     replayed = 0
     start_seq = engine.seq
     apply = engine.apply
     decode = codec.decode_command
+    last_seq = 0
     for payload in journal.records(after_seq=start_seq):
         command = decode(payload)
-        seq = command[1]
+        seq = last_seq = command[1]
         if seq <= engine.seq:
             continue
         if until_seq is not None and seq > until_seq:
@@ -105,6 +107,13 @@ def replay_into(
         replayed += 1
         if progress is not None and not replayed % 100_000:
             progress(replayed, seq)
+    if last_seq < start_seq:
+        # Its records after last_seq would be in no journal: new ones would follow a hole.
+        raise RecoveryError(
+            f"the journal ends at seq {last_seq}, before the newest snapshot (seq "
+            f"{start_seq}): the snapshot holds commands the journal lacks; move that "
+            f"snapshot aside to recover from the journal and an older snapshot"
+        )
     return replayed
 
 
@@ -142,6 +151,7 @@ class MatcherService:
         # failed: a snapshot must never hold a command the journal may lack.
         self.journaled_seq = 0
         self.journal_failed = False
+        self.engine_suspect = False  # a core bug's half-changed engine that recovery failed to replace
         self.last_ts = 0
         self.topic_heartbeat = f"hb.{self.symbol}".encode()
         # A PUB frame is topic + TOPIC_END + msgpack body (codec.encode_pub): the hot
@@ -236,12 +246,22 @@ class MatcherService:
 
     def shutdown(self) -> None:
         self.reap_snapshot(wait=True)
-        if self.journal_failed or self.journaled_seq != self.engine.seq:
-            # A failed write/fsync, or an exit between apply and append: the journal may
-            # lack commands the engine holds, so a snapshot now would run ahead of it.
+        if not self.journal_failed:
+            # A second signal can stop a batch between its appends and its group commit:
+            # those records must be on disk before a snapshot that holds them is, or a
+            # crash between the two would leave the snapshot ahead of the journal.
+            try:
+                self.journal.commit()
+            except Exception as exc:
+                self.journal_failed = True
+                log.error("%s journal commit at shutdown failed: %s", self.symbol, exc)
+        if self.journal_failed or self.journaled_seq != self.engine.seq or self.engine_suspect:
+            # A failed write/fsync, an exit between apply and append, or an engine a core
+            # bug left half-changed: a snapshot now could hold what the journal lacks.
             log.error("%s no shutdown snapshot: engine at seq %d, journal at seq %d%s",
                       self.symbol, self.engine.seq, self.journaled_seq,
-                      " (a commit failed)" if self.journal_failed else "")
+                      " (a commit failed)" if self.journal_failed else
+                      " (the engine could not be rebuilt)" if self.engine_suspect else "")
         elif self.engine.seq > self.last_snapshot_seq:
             self.take_snapshot()
         self.journal.close()
@@ -437,9 +457,19 @@ class MatcherService:
     def _rebuild_after_fault(self) -> None:
         """An unexpected error inside the engine may have left it half-changed: rebuild it
         from the durable journal (the failed command was never journaled), so the book
-        that serves the next request is exactly the replayed one."""
-        self.journal.commit()
-        self.engine, _ = recover(self.units, self.data_dir, self.journal)
+        that serves the next request is exactly the replayed one.
+
+        If the rebuild fails too, the engine in memory cannot be trusted: the process
+        stops (SystemExit passes `handle`'s catch-all) with no shutdown snapshot, and a
+        restart recovers from the journal."""
+        try:
+            self.journal.commit()
+            self.engine, _ = recover(self.units, self.data_dir, self.journal)
+        except Exception:
+            self.engine_suspect = True
+            log.critical("%s cannot rebuild the state after an internal error: stopping",
+                         self.symbol, exc_info=True)
+            raise SystemExit(3) from None
         log.error("%s state rebuilt from the journal at seq %d after an internal error",
                   self.symbol, self.engine.seq)
 

@@ -116,10 +116,15 @@ def load_latest(
         return None
     for name in os.listdir(folder):
         if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-            (folder / name).unlink()
+            # missing_ok: the snapshot child of a matcher killed just before may still
+            # be running, and rename its temporary file meanwhile.
+            (folder / name).unlink(missing_ok=True)
             report(f"snapshot: removed leftover temporary file {folder / name}")
     for seq, path in reversed(list_snapshots(folder)):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # pruned meanwhile
+            continue
         problem = _check(seq, data)
         if problem:
             report(f"snapshot: skipping invalid {path}: {problem}")

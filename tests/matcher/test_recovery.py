@@ -428,6 +428,30 @@ def test_a_snapshot_child_that_cannot_be_forked_is_logged_and_serving_goes_on(
     matcher.stop()
 
 
+def test_a_snapshot_ahead_of_the_journal_refuses_to_start(tmp_path: Path, spawn: Spawn) -> None:
+    """A snapshot holding commands the journal lacks (a crash between a shutdown snapshot
+    and the journal's commit, or a lost journal tail) must not be served from: the next
+    records would follow a hole in the history."""
+    data_dir = tmp_path / "data"
+    matcher = spawn(data_dir, fsync="batch").start()
+    place_passive_orders(matcher, 5)
+    assert matcher.stop() == 0  # the shutdown snapshot is at seq 5
+    [(_, segment)] = list_segments(journal_dir(data_dir, SYMBOL))
+    spans = record_spans(segment)
+    os.truncate(segment, spans[3][0])  # the journal now ends at seq 3, on a record boundary
+
+    matcher.start(wait=False)
+    assert matcher.child is not None and matcher.child.process is not None
+    assert matcher.child.process.wait(timeout=30) == 2
+    assert ("the journal ends at seq 3, before the newest snapshot (seq 5)"
+            in matcher.log())
+    [(_, snapshot)] = list_snapshots(snapshot_dir(data_dir, SYMBOL))
+    snapshot.rename(tmp_path / snapshot.name)  # what the message tells an operator to do
+    matcher.start()
+    assert matcher.request("ping")["seq"] == 3
+    matcher.stop()
+
+
 def test_a_restart_replays_only_the_records_after_the_snapshot(
     tmp_path: Path, spawn: Spawn
 ) -> None:

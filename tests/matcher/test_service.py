@@ -661,6 +661,78 @@ def test_an_internal_error_inside_the_engine_rebuilds_it_from_the_journal(tmp_pa
     service.journal.close()
 
 
+def _service_with_one_order(tmp_path: Path) -> tuple[Any, Callable[[dict[str, Any]], bytes]]:
+    """An in-process MatcherService (no sockets) on a real journal, one order committed;
+    and a `handle` that leaves what it appends uncommitted, like a batch cut short."""
+    from matcher.config import load_config
+    from matcher.service import MatcherService
+
+    config = load_config(symbols=["BTC-USDT"])
+    service = MatcherService(config.symbols["BTC-USDT"], tmp_path, fsync="batch")
+    service.journal.open()
+    published: list[bytes] = []
+
+    def handle(request: dict[str, Any]) -> bytes:
+        return service.handle(codec.encode_request(request), 1, published)
+
+    handle({"op": "new_order", **limit("buy", "100", "1")})
+    service.journal.commit()
+    return service, handle
+
+
+def _snapshot_seqs(tmp_path: Path) -> list[int]:
+    from matcher.service import snapshot_dir
+    from matcher.snapshot import list_snapshots
+
+    return [seq for seq, _ in list_snapshots(snapshot_dir(tmp_path, "BTC-USDT"))]
+
+
+def test_shutdown_commits_the_batch_before_its_snapshot_or_writes_none(tmp_path: Path) -> None:
+    """A second signal can stop a batch after its appends, before its commit. Shutdown
+    must make those records durable first; when it cannot (here the journal's file
+    descriptor is swapped for a read-only one: a real EBADF on write), no snapshot."""
+    import os
+
+    service, handle = _service_with_one_order(tmp_path)
+    handle({"op": "new_order", **limit("buy", "99", "1")})  # appended, not committed
+    service.shutdown()
+    assert _snapshot_seqs(tmp_path) == [2]
+
+    failing, handle = _service_with_one_order(tmp_path / "failing")
+    handle({"op": "new_order", **limit("buy", "99", "1")})
+    read_only = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(read_only, failing.journal._fd)
+    os.close(read_only)
+    failing.shutdown()
+    assert _snapshot_seqs(tmp_path / "failing") == []  # nothing ahead of the journal
+
+
+def test_an_engine_that_cannot_be_rebuilt_stops_the_matcher_without_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A core bug, and then the journal cannot be replayed (damaged on disk): the
+    half-changed engine must neither serve on nor be snapshotted."""
+    from matcher.protocol import CMD_NEW_ORDER
+    from matcher.service import journal_dir
+
+    service, handle = _service_with_one_order(tmp_path)
+    [segment] = sorted(journal_dir(tmp_path, "BTC-USDT").iterdir())
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 0xFF  # the only record's CRC no longer matches
+    segment.write_bytes(bytes(data))
+
+    def half_then_crash(command: tuple) -> list:
+        service.engine.book.bids.levels[10_000].total += 7
+        raise RuntimeError("injected bug")
+
+    service.engine._handlers[CMD_NEW_ORDER] = half_then_crash
+    with pytest.raises(SystemExit) as stopped:
+        handle({"op": "new_order", **limit("buy", "100", "1")})
+    assert stopped.value.code == 3
+    service.shutdown()
+    assert _snapshot_seqs(tmp_path) == []
+
+
 def test_a_busy_endpoint_is_refused_with_one_clear_line(tmp_path: Path) -> None:
     taken = zmq.Context.instance().socket(zmq.ROUTER)
     port = taken.bind_to_random_port("tcp://127.0.0.1")
