@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from feedhub.replica import Replica, dumps
 from feedhub.wire import FeedProtocol, text_frame
 from matcher.config import SymbolConfig
+from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
 
@@ -311,7 +312,7 @@ class Hub:
         if op == "ping":
             self._reply(client, frame=PONG)
         else:
-            self._reply(client, error=f"unknown op {str(op)[:40]!r}: the only op is \"ping\"")
+            self._reply(client, error=f"unknown op {shown(op)}: the only op is \"ping\"")
 
     def _reply(self, client: Client, *, frame: bytes | None = None, error: str = "") -> None:
         """In order with the feed: after whatever the client's backlog holds."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import ApiError, invalid_field
-from matcher.protocol import Code
+from matcher.protocol import Code, shown
 
 # Field kinds.
 DECIMAL = 0  # price, quantity, stop_price: a decimal string or a JSON number
@@ -58,7 +58,7 @@ def order_id(value: Any, field: str = "order_id") -> int:
         number = int(value)
         if 0 < number <= MAX_ORDER_ID:
             return number
-    raise invalid_field(f"{field} must be a positive integer, not {str(value)[:40]!r}")
+    raise invalid_field(f"{field} must be a positive integer, not {shown(value)}")
 
 
 def bounded(value: str | None, field: str, default: int, low: int = 1, high: int = 1000) -> int:
@@ -82,7 +82,7 @@ def build_message(body: dict[str, Any], fields: dict[str, int]) -> dict[str, Any
         kind = fields.get(name)
         if kind is None:
             raise invalid_field(
-                f"unknown field {str(name)[:40]!r}; this endpoint takes {', '.join(fields)}"
+                f"unknown field {shown(name)}; this endpoint takes {', '.join(fields)}"
             )
         if value is None:
             continue

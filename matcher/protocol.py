@@ -30,6 +30,8 @@ currency: fee = price * quantity * rate, with rate an integer over FEE_RATE_SCAL
 
 from __future__ import annotations
 
+from typing import Any
+
 PROTOCOL_VERSION = 1
 
 # Fee rates are integers over this scale: 0.0001 -> 10_000.
@@ -129,3 +131,14 @@ class CommandError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """`value` as an error message quotes it: a string's first `limit` characters, a
+    number as it is, anything else by its type. Never the repr of a container: a deeply
+    nested one raises RecursionError, and a huge one costs time."""
+    if isinstance(value, str):
+        return repr(value[:limit])
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    return type(value).__name__

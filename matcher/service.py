@@ -33,7 +33,15 @@ from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt
 from matcher.packed_views import PackedViews
-from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, Code, CommandError
+from matcher.protocol import (
+    CMD_NEW_ORDER,
+    CMD_NEW_STOP,
+    EV_LEVEL,
+    EV_TRADE,
+    Code,
+    CommandError,
+    shown,
+)
 from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import CachedUnits, Units
 from matcher.validation import Validator, account_of, bounded_int, order_id_of
@@ -159,6 +167,7 @@ class MatcherService:
         self.book_prefix = f"book.{self.symbol}".encode() + codec.TOPIC_END
         self.trade_prefix = f"trade.{self.symbol}".encode() + codec.TOPIC_END
         self.bad_requests = 0
+        self.internal_errors = 0
         self.context: zmq.Context | None = None
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
@@ -390,8 +399,8 @@ class MatcherService:
                 break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
         for identity, frames in requests:
             delimiter: bytes | None = None
-            if len(frames) == 2 and frames[0] == b"":
-                delimiter = b""  # a REQ client's envelope: mirror it
+            if len(frames) >= 2 and frames[0] == b"":
+                delimiter = b""  # a REQ client's envelope: mirror it, even on an error
                 frames = frames[1:]
             if len(frames) != 1:
                 reply = self._bad(None, f"expected one request frame, got {len(frames)}")
@@ -437,7 +446,7 @@ class MatcherService:
         try:
             symbol = message.get("symbol")
             if symbol is not None and symbol != self.symbol:
-                raise CommandError(Code.UNKNOWN_SYMBOL, f"this matcher serves {self.symbol}, not {str(symbol)[:40]!r}")
+                raise CommandError(Code.UNKNOWN_SYMBOL, f"this matcher serves {self.symbol}, not {shown(symbol)}")
             if not isinstance(op, str):  # a list or map op is unhashable: no dict lookup
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
@@ -446,12 +455,14 @@ class MatcherService:
                 return self.packed.reply(req_id, self._mutate(command, published))
             query = self._queries.get(op)
             if query is None:
-                raise CommandError(Code.UNKNOWN_OP, f"unknown op {str(op)[:40]!r}")
+                raise CommandError(Code.UNKNOWN_OP, f"unknown op {shown(op)}")
             return codec.encode_reply(req_id, query(message))
         except CommandError as exc:
             return codec.encode_error(req_id, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the matcher: answer and log it
-            log.exception("internal error on op %r", op)
+            self.internal_errors += 1
+            if self.internal_errors <= 100 or not self.internal_errors % 10_000:
+                log.exception("internal error #%d on op %s", self.internal_errors, shown(op))
             return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
 
     def _rebuild_after_fault(self) -> None:

@@ -28,6 +28,7 @@ from matcher.protocol import (
     TIF_NAMES,
     Code,
     CommandError,
+    shown,
 )
 from matcher.units import Units
 
@@ -39,8 +40,29 @@ TIFS = {name: code for code, name in enumerate(TIF_NAMES)}
 STPS = {name: code for code, name in enumerate(STP_NAMES)}
 
 
+# The fields each order op takes (docs/protocol.md), after "op" and "req_id". Anything
+# else is refused, as the REST API does: a typo such as "postonly" must not quietly place
+# an order that takes liquidity.
+NEW_ORDER_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "price",
+                    "time_in_force", "post_only", "client_order_id", "stp")
+NEW_STOP_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "stop_price",
+                   "price", "client_order_id", "stp")
+CANCEL_FIELDS = ("symbol", "account", "order_id")
+AMEND_FIELDS = ("symbol", "account", "order_id", "quantity", "price")
+
+
+def _accepted(fields: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(("op", "req_id", *fields))
+
+
 def _invalid(message: str) -> CommandError:
     return CommandError(Code.INVALID_FIELD, message)
+
+
+def _unknown_field(message: dict[str, Any], op: str, fields: tuple[str, ...]) -> CommandError:
+    accepted = _accepted(fields)
+    unknown = next(key for key in message if key not in accepted)
+    return _invalid(f"unknown field {shown(unknown)}; {op} takes {', '.join(fields)}")
 
 
 def _name(message: dict[str, Any], field: str, choices: dict[str, int], default: int | None = None) -> int:
@@ -54,7 +76,7 @@ def _name(message: dict[str, Any], field: str, choices: dict[str, int], default:
             raise _invalid(f"{field} is required ({', '.join(choices)})")
         return default
     if not isinstance(value, str) or value not in choices:
-        raise _invalid(f"{field} must be one of {', '.join(choices)}, not {str(value)[:40]!r}")
+        raise _invalid(f"{field} must be one of {', '.join(choices)}, not {shown(value)}")
     return choices[value]
 
 
@@ -105,10 +127,16 @@ class Validator:
 
     def __init__(self, units: Units) -> None:
         self.units = units
+        self._new_order_fields = _accepted(NEW_ORDER_FIELDS)
+        self._new_stop_fields = _accepted(NEW_STOP_FIELDS)
+        self._cancel_fields = _accepted(CANCEL_FIELDS)
+        self._amend_fields = _accepted(AMEND_FIELDS)
 
     def new_order(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         # The hot path of the matcher: optional fields that are absent (most of them, most
         # of the time) cost one dict lookup each, not a checking call.
+        if not message.keys() <= self._new_order_fields:
+            raise _unknown_field(message, "new_order", NEW_ORDER_FIELDS)
         units = self.units
         get = message.get
         order_type = _name(message, "order_type", ORDER_TYPES)
@@ -145,6 +173,8 @@ class Validator:
                 post_only, stp, client_order_id)
 
     def new_stop(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        if not message.keys() <= self._new_stop_fields:
+            raise _unknown_field(message, "new_stop_order", NEW_STOP_FIELDS)
         units = self.units
         order_type = _name(message, "order_type", ORDER_TYPES)
         if order_type not in STOP_TYPES:
@@ -165,9 +195,13 @@ class Validator:
                 quantity, stp, _text(message, "client_order_id"))
 
     def cancel(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        if not message.keys() <= self._cancel_fields:
+            raise _unknown_field(message, "cancel_order", CANCEL_FIELDS)
         return (CMD_CANCEL, seq, ts, account_of(message), order_id_of(message))
 
     def amend(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        if not message.keys() <= self._amend_fields:
+            raise _unknown_field(message, "amend_order", AMEND_FIELDS)
         order_id = order_id_of(message)
         raw_quantity, raw_price = message.get("quantity"), message.get("price")
         if raw_quantity is None and raw_price is None:

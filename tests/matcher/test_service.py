@@ -376,6 +376,33 @@ def garbage_requests() -> list[tuple[str, dict[str, Any]]]:
     for op in odd_ops:
         cases.append((f"op={op!r}", {"op": op}))
     cases.append(("no op at all", {"req_id": 1}))
+    # Unknown fields are refused, not ignored: a typo must not change what an order does.
+    cases.append(("new_order with a typo'd field", {**good_order, "postonly": True}))
+    cases.append(("new_order with a stop_price", {**good_order, "stop_price": "900"}))
+    cases.append(("new_stop_order with time_in_force", {**good_stop, "time_in_force": "fok"}))
+    cases.append(("new_stop_order with post_only", {**good_stop, "post_only": True}))
+    cases.append(("cancel_order with a quantity",
+                  {"op": "cancel_order", "order_id": 1, "quantity": "1"}))
+    cases.append(("amend_order with a side", {"op": "amend_order", "order_id": 1, "side": "sell",
+                                              "quantity": "0.5"}))
+    cases.append(("new_order with an int key", {**good_order, 7: "x"}))
+    return cases
+
+
+def deeply_nested_requests() -> list[tuple[str, bytes]]:
+    """(label, frame): a value nested 1,000 deep, within what msgpack decodes (a Python
+    repr of it raises RecursionError: an error message must not quote it)."""
+    deep_list = b"\x91" * 1000 + b"\xc0"
+    deep_map = (b"\x81" + msgpack.packb("k")) * 1000 + b"\xc0"
+    order = {"op": "new_order", "req_id": 1, **limit("buy", "1000", "1")}
+    cases = []
+    for field in ("order_type", "side", "time_in_force", "stp", "symbol"):
+        for kind, deep in (("list", deep_list), ("map", deep_map)):
+            fields = {k: v for k, v in order.items() if k != field}
+            frame = (codec.map_header(len(fields) + 1)
+                     + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
+                     + msgpack.packb(field) + deep)
+            cases.append((f"{field} = a {kind} 1,000 deep", frame))
     return cases
 
 
@@ -421,7 +448,8 @@ def test_garbage_requests_are_refused_and_change_nothing(shared_matcher: Matcher
     assert before[4]["trades"], "the fixture made trades"
     codes: set[str] = set()
     for label, request in garbage_requests():
-        reply = shared_matcher.raw(**request) if isinstance(request.get("op"), str) else None
+        keywords = isinstance(request.get("op"), str) and all(isinstance(k, str) for k in request)
+        reply = shared_matcher.raw(**request) if keywords else None
         if reply is None:
             assert shared_matcher.client is not None
             req_id = 777_000 + len(codes)
@@ -440,6 +468,38 @@ def test_garbage_requests_are_refused_and_change_nothing(shared_matcher: Matcher
     assert "Traceback" not in shared_matcher.log()
 
 
+def test_a_req_client_sending_extra_frames_gets_its_error_reply(
+    shared_matcher: MatcherProcess,
+) -> None:
+    """libzmq's REQ drops a reply without its empty delimiter, and then refuses to send:
+    the error for a multi-frame request must carry the envelope like any other reply."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(shared_matcher.router)
+    try:
+        for extra in ([b"extra"], [b"", b"more"]):
+            sock.send_multipart([codec.encode_request({"op": "ping", "req_id": 5}), *extra])
+            assert sock.poll(5000), f"no reply to a request with {len(extra)} extra frame(s)"
+            reply = codec.decode_reply(sock.recv())
+            assert reply["ok"] is False and reply["error"]["code"] == "invalid_request", reply
+        sock.send(codec.encode_request({"op": "ping", "req_id": 6}))  # the socket still works
+        assert sock.poll(5000) and codec.decode_reply(sock.recv())["ok"] is True
+    finally:
+        sock.close(0)
+
+
+def test_deeply_nested_values_are_refused_as_invalid(shared_matcher: MatcherProcess) -> None:
+    before = shared_matcher.state()
+    assert shared_matcher.client is not None
+    for label, frame in deeply_nested_requests():
+        shared_matcher.client.send_raw(frame)
+        reply = shared_matcher.client.recv_reply()
+        assert reply["ok"] is False, f"{label}: {reply}"
+        assert reply["error"]["code"] in ("invalid_field", "unknown_symbol"), f"{label}: {reply}"
+    assert shared_matcher.state() == before
+    assert "Traceback" not in shared_matcher.log()
+
+
 def test_garbage_frames_are_answered_or_dropped(shared_matcher: MatcherProcess) -> None:
     before = shared_matcher.state()
     context: zmq.Context = zmq.Context.instance()
@@ -451,7 +511,7 @@ def test_garbage_frames_are_answered_or_dropped(shared_matcher: MatcherProcess) 
             sock.send_multipart(frames)
             reply_frames = _reply_frames(sock)
             assert reply_frames is not None, f"{label}: no reply"
-            if frames[0] == b"" and len(frames) == 2:
+            if frames[0] == b"" and len(frames) >= 2:
                 assert reply_frames[0] == b"", f"{label}: REQ envelope not mirrored"
                 reply_frames = reply_frames[1:]
             assert len(reply_frames) == 1, label
