@@ -50,6 +50,7 @@ from matcher.views import Views
 log = logging.getLogger("matchwire.matcher")
 
 MAX_BATCH = 512
+MAX_FRAME_BYTES = 2 * 1024 * 1024
 GC_THRESHOLD = 100_000
 HEARTBEAT_SECONDS = 1.0
 PUB_HWM = 1_000_000
@@ -218,6 +219,10 @@ class MatcherService:
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
+        # A frame over this closes its connection inside libzmq, before it is buffered
+        # whole: bounded memory. Under it, a frame over codec.MAX_REQUEST_BYTES is
+        # answered with invalid_request.
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.bind(self.router_endpoint)

@@ -500,6 +500,24 @@ def test_deeply_nested_values_are_refused_as_invalid(shared_matcher: MatcherProc
     assert "Traceback" not in shared_matcher.log()
 
 
+def test_a_frame_over_the_socket_limit_closes_only_its_connection(
+    shared_matcher: MatcherProcess,
+) -> None:
+    before = shared_matcher.state()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(shared_matcher.router)
+    try:
+        sock.send(bytes(3 * 1024 * 1024))
+        assert _reply_frames(sock, timeout_ms=1000) is None  # dropped by libzmq, unread
+        sock.send(codec.encode_request({"op": "ping", "req_id": 1}))  # after a reconnect
+        reply_frames = _reply_frames(sock, timeout_ms=10_000)
+        assert reply_frames is not None and codec.decode_reply(reply_frames[0])["ok"]
+    finally:
+        sock.close(0)
+    assert shared_matcher.state() == before
+
+
 def test_garbage_frames_are_answered_or_dropped(shared_matcher: MatcherProcess) -> None:
     before = shared_matcher.state()
     context: zmq.Context = zmq.Context.instance()
