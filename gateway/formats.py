@@ -66,6 +66,10 @@ async def read_body(receive: Receive, content_length: bytes | None) -> bytes:
         raise ClientDisconnect()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        # A chunked body can arrive whole in one message (uvicorn buffers up to ~100 KB
+        # of a fast sender before it pauses reading): count it too.
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(Code.TOO_LARGE, f"the body exceeds {MAX_BODY_BYTES} bytes")
         return body
     chunks = [body]
     size = len(body)

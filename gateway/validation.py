@@ -72,6 +72,16 @@ def bounded(value: str | None, field: str, default: int, low: int = 1, high: int
     raise invalid_field(f"{field} must be an integer in {low}..{high}, not {value[:40]!r}")
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a string JSON decoded from a lone surrogate escape such as "\\ud800": it
+    cannot be encoded as UTF-8 (msgpack, the matcher), so it is refused here."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_message(body: dict[str, Any], fields: dict[str, int]) -> dict[str, Any]:
     """The matcher request fields of one POST body; raises ApiError for a bad shape.
 
@@ -97,6 +107,8 @@ def build_message(body: dict[str, Any], fields: dict[str, int]) -> dict[str, Any
             ok = True
         if not ok:
             raise invalid_field(f"{name} must be {_KIND_TEXT[kind]}, not {_json_type(value)}")
+        if type(value) is str and not value.isascii() and not _is_unicode(value):
+            raise invalid_field(f"{name} is not valid Unicode text (a lone surrogate escape)")
         message[name] = value
     return message
 

@@ -9,6 +9,7 @@ gateway/validation.py's helpers.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,13 @@ CASES: list[tuple[Any, ...]] = [
     ("NaN", "POST", "/submit_order", raw_order("NaN"), 400, "invalid_request"),
     ("Infinity", "POST", "/submit_order", raw_order("Infinity"), 400, "invalid_request"),
     ("-Infinity", "POST", "/submit_order", raw_order("-Infinity"), 400, "invalid_request"),
+    ("lone-surrogate-account", "POST", "/submit_order",
+     b'{"symbol":"BTC-USDT","order_type":"limit","side":"buy","price":"100","quantity":"1",'
+     b'"account":"\\ud800"}', 400, "invalid_field"),
+    ("lone-surrogate-price", "POST", "/submit_order", raw_order('"1\\udfff"'), 400,
+     "invalid_field"),
+    ("lone-surrogate-cancel", "POST", "/cancel_order",
+     b'{"symbol":"BTC-USDT","order_id":1,"account":"a\\udc00"}', 400, "invalid_field"),
     ("too-large", "POST", "/submit_order",
      json.dumps(with_(ORDER, client_order_id="x" * 70_000)).encode(), 413, "request_too_large"),
     # Missing fields.
@@ -269,6 +277,30 @@ def test_chunked_body_over_the_limit_is_413(http: httpx.Client, resting: None) -
     response = http.post("/submit_order", content=chunks())
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+    assert state(http) == before
+
+
+def test_chunked_body_over_the_limit_in_one_write_is_413(
+    http: httpx.Client, resting: None
+) -> None:
+    """A chunked body sent in one write can reach the app whole, as one ASGI message
+    (uvicorn buffers ~100 KB before it pauses reading): the limit must count it too."""
+    before = state(http)
+    order = json.dumps(ORDER).encode()
+    body = order + b" " * (100_000 - len(order))  # a valid order, padded past 64 KiB
+    url = httpx.URL(str(http.base_url))
+    request = (f"POST /submit_order HTTP/1.1\r\nHost: {url.host}\r\n"
+               f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+               f"Connection: close\r\n\r\n{len(body):x}\r\n").encode() + body + b"\r\n0\r\n\r\n"
+    for _ in range(5):  # whether it arrives as one message is up to the kernel: try a few
+        with socket.create_connection((url.host, url.port), timeout=10) as sock:
+            sock.sendall(request)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+        assert json.loads(payload)["error"]["code"] == "request_too_large"
     assert state(http) == before
 
 
