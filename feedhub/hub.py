@@ -87,6 +87,21 @@ class Client:
         self.closer: asyncio.Task[None] | None = None
 
 
+
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with `reason` cut to what a close frame holds; a client that is gone already
+    (or closed first) is not an error: there is nothing left to tell it."""
+    encoded = reason.encode()
+    if len(encoded) > MAX_CLOSE_REASON_BYTES:
+        reason = encoded[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+    try:
+        await websocket.close(code, reason)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+
 class Hub:
     """Every replica and every client of one feed hub process."""
 
@@ -158,7 +173,7 @@ class Hub:
                 elif not self._enqueue(client, frame):
                     self.drops[Feed.TRADES, "close"] += 1
                     self._close(client, CLOSE_TOO_SLOW,
-                                f"too slow: more than {self.queue_size} trades behind")
+                                f"too slow: more than {self.queue_size} messages behind")
 
     def _enqueue(self, client: Client, item: bytes | _Marker) -> bool:
         """Add to the client's backlog for its sender; False when the backlog is full."""
@@ -189,9 +204,14 @@ class Hub:
             if not client.backlog and link.writable:
                 link.write(self._depth_frame(replica, client.depth))
                 client.sent += 1
-            elif self._enqueue(client, DEPTH):
-                client.depth_pending = True
-            # else: full of replies it does not read; this state is skipped
+            else:
+                if len(client.backlog) >= self.queue_size:
+                    # Full of replies (pongs, errors) it has not read: drop the newest one
+                    # rather than this view, or the client would be left with a stale
+                    # book once the book goes quiet.
+                    client.backlog.pop()
+                if self._enqueue(client, DEPTH):
+                    client.depth_pending = True
 
     def _depth_frame(self, replica: Replica, depth: int) -> bytes:
         """The top `depth` levels, framed once per book version and depth."""
@@ -221,10 +241,7 @@ class Hub:
 
     @staticmethod
     async def _send_close(client: Client, code: int, reason: str) -> None:
-        try:
-            await client.websocket.close(code, reason)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass  # gone already: nothing left to tell it
+        await close_quietly(client.websocket, code, reason)
 
     # -- clients -------------------------------------------------------------------------
 
@@ -302,7 +319,7 @@ class Hub:
             return
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             self._reply(client, error=f"not JSON: {text[:60]!r}")
             return
         if not isinstance(message, dict):

@@ -33,9 +33,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from feedhub.hub import CLIENT_QUEUE, Feed, Hub
+from feedhub.hub import CLIENT_QUEUE, Feed, Hub, close_quietly
 from feedhub.wire import LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
+from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
 
@@ -125,9 +126,12 @@ class WebSocketEndpoint:
 
 
 def _depth(value: str | None) -> int | None:
-    """The ?depth= parameter: None when absent; ValueError unless an integer 1..1000."""
+    """The ?depth= parameter: None when absent; ValueError unless an integer 1..1000
+    written in ASCII digits (int() would also take "+5", "1_000" and other scripts' digits)."""
     if value is None:
         return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 4):
+        raise ValueError(value)
     depth = int(value)
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(depth)
@@ -149,13 +153,13 @@ def create_app(
         symbol = websocket.path_params["symbol"]
         await websocket.accept()
         if symbol not in hub.replicas:
-            await websocket.close(CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}")
+            await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
         try:
             depth = _depth(websocket.query_params.get("depth"))
         except ValueError:
-            await websocket.close(CLOSE_BAD_REQUEST,
-                                  f"depth must be an integer from 1 to {MAX_DEPTH}")
+            await close_quietly(websocket, CLOSE_BAD_REQUEST,
+                                f"depth must be an integer from 1 to {MAX_DEPTH}")
             return
         if depth is None:
             await hub.serve(websocket, link, Feed.BOOK, symbol)
@@ -166,7 +170,7 @@ def create_app(
         symbol = websocket.query_params.get("symbol")
         await websocket.accept()
         if symbol is not None and symbol not in hub.replicas:
-            await websocket.close(CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {symbol[:40]!r}")
+            await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
         await hub.serve(websocket, link, Feed.TRADES, symbol)
 

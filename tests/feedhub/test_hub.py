@@ -209,3 +209,42 @@ def test_a_trade_client_too_far_behind_is_closed_with_1013(tmp_path: Path) -> No
             reader.close()
     finally:
         system.stop()
+
+
+def test_a_depth_client_full_of_unread_replies_still_gets_the_newest_view(
+    tmp_path: Path,
+) -> None:
+    """A depth client that floods pings and reads nothing fills its backlog with pongs.
+    A book change must still reach it once it reads: the view goes in, the newest reply
+    goes out. Before, the change was skipped and the client kept a stale book."""
+    system = System(tmp_path)
+    try:
+        system.start_matcher()
+        system.start_hub("--queue-size", "100", "--client-sndbuf", "16384")
+        client = system.client()
+        flooder = RawWebSocket(system.ws_port, f"/ws/market_data/{SYMBOL}?depth=5")
+        try:
+            first = flooder.recv()
+            assert first is not None and first["type"] == "depth"
+            ping = b'{"op":"ping"}'
+            mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+            frame = bytes((0x81, 0x80 | len(ping))) + mask + ping
+            flooder.sock.sendall(frame * 20_000)  # far more pongs than socket + backlog hold
+            time.sleep(1.0)  # let the hub read them all and fill the backlog
+            for price in ("29000", "29001", "29002"):
+                client.request("new_order", side="buy", order_type="limit", price=price,
+                               quantity="1")
+            final = matcher_book_seq(system)
+            views = []
+            flooder.sock.settimeout(3)
+            try:
+                while (message := flooder.recv()) is not None:
+                    if message["type"] == "depth":
+                        views.append(message)
+            except TimeoutError:
+                pass  # read everything the hub had for it
+            assert views and views[-1]["book_seq"] == final, [v["book_seq"] for v in views]
+        finally:
+            flooder.close()
+    finally:
+        system.stop()

@@ -153,3 +153,33 @@ def test_garbage_frames_are_dropped_not_fatal() -> None:
                   codec.encode_pub(b"book.BTC-USDT", [1, 2])):
         handle(replica, frame)
     assert recorder.events == [("reset", SYMBOL)] and replica.synced
+
+
+def test_depth_texts_equal_the_whole_encoding_at_every_depth_and_version() -> None:
+    """depth_text encodes each level once per version and joins per depth: the text must
+    stay exactly dumps() of the whole message, whatever order the depths are asked in."""
+    import copy
+    import random
+
+    from feedhub.replica import dumps
+
+    replica, _ = live_replica()
+    rng = random.Random(5)
+    for book_seq in range(11, 41):
+        changes = []
+        for _ in range(rng.randint(1, 40)):
+            side = rng.choice(("buy", "sell"))
+            price = 95 - rng.randint(0, 80) if side == "buy" else 105 + rng.randint(0, 80)
+            changes.append([side, f"{price}.00", rng.choice(("0", "1.0000", "2.5000"))])
+        mirror = copy.deepcopy(replica.book)
+        for side, price, quantity in changes:
+            (mirror.bids if side == "buy" else mirror.asks).set(price, quantity)
+        handle(replica, book_frame(book_seq, changes, mirror.bids.best(), mirror.asks.best()))
+        book = replica.book
+        for depth in rng.sample(range(1, 130), 12):
+            expected = dumps({
+                "type": "depth", "timestamp": replica.timestamp, "symbol": SYMBOL,
+                "book_seq": book.book_seq, "bids": book.bids.top(depth),
+                "asks": book.asks.top(depth), "bbo": replica.bbo,
+            })
+            assert replica.depth_text(depth) == expected, (book_seq, depth)

@@ -32,12 +32,21 @@ def test_unknown_symbols_and_bad_depths_are_closed_with_a_reason(system: System)
             await close_code_of(f"{system.url}/ws/trades?symbol=NOPE-USDT"),
             await close_code_of(f"{system.url}/ws/market_data/{SYMBOL}?depth=0"),
             await close_code_of(f"{system.url}/ws/market_data/{SYMBOL}?depth=ten"),
+            # A reason must fit a close frame (123 bytes), however long the name's UTF-8.
+            await close_code_of(f"{system.url}/ws/market_data/{'%F0%9F%98%80' * 40}"),
+            await close_code_of(f"{system.url}/ws/trades?symbol={'%00' * 40}"),
+            # int() would take these; the API says ASCII digits.
+            await close_code_of(f"{system.url}/ws/market_data/{SYMBOL}?depth=%2B5"),
+            await close_code_of(f"{system.url}/ws/market_data/{SYMBOL}?depth=1_000"),
+            await close_code_of(f"{system.url}/ws/market_data/{SYMBOL}?depth=%D9%A5"),
         ]
 
     closes = asyncio.run(scenario())
-    assert [code for code, _ in closes] == [4404, 4404, 4404, 4400, 4400]
+    assert [code for code, _ in closes] == [4404, 4404, 4404, 4400, 4400, 4404, 4404, 4400,
+                                            4400, 4400]
     assert "unknown symbol 'NOPE-USDT'" in closes[0][1]
     assert "depth must be an integer from 1 to 1000" in closes[3][1]
+    assert closes[5][1].startswith("unknown symbol '\U0001f600")  # cut, not dropped
 
 
 def test_a_book_feed_of_an_unknown_symbol_fails_instead_of_retrying(system: System) -> None:
@@ -57,10 +66,10 @@ def test_client_messages_get_replies_and_never_break_the_feed(system: System, pa
             if "market_data" in path:
                 assert json.loads(await ws.recv())["type"] in ("snapshot", "depth")
             for garbage in ("not json", "[1, 2]", '{"op": "subscribe"}', '{"no": "op"}', "",
-                            "\x00\xff", '{"op": "ping"}'):
+                            "\x00\xff", "[" * 50_000, '{"op": "ping"}'):
                 await ws.send(garbage)
             await ws.send(b"\x00binary")
-            replies = [json.loads(await ws.recv()) for _ in range(8)]
+            replies = [json.loads(await ws.recv()) for _ in range(9)]
             # Still a working subscription: an order reaches it.
             system.client().request("new_order", side="buy", order_type="limit",
                                     price="100", quantity="1")
@@ -71,11 +80,11 @@ def test_client_messages_get_replies_and_never_break_the_feed(system: System, pa
             return replies
 
     replies = asyncio.run(scenario())
-    assert [r["type"] for r in replies] == ["error"] * 6 + ["pong", "error"]
+    assert [r["type"] for r in replies] == ["error"] * 7 + ["pong", "error"]
     assert all(isinstance(r.get("message"), str) and r["message"] for r in replies if
                r["type"] == "error")
     assert "not JSON" in replies[0]["message"]
-    assert "binary" in replies[7]["message"]
+    assert "binary" in replies[8]["message"]
     assert system.hub is not None and system.hub.alive
 
 
