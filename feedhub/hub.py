@@ -87,7 +87,6 @@ class Client:
         self.closer: asyncio.Task[None] | None = None
 
 
-
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 
 
@@ -101,6 +100,7 @@ async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, reason)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
+
 
 class Hub:
     """Every replica and every client of one feed hub process."""

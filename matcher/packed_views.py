@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from matcher.book import Order
+from matcher.caches import remember
 from matcher.codec import array_header, map_header, pack
 from matcher.protocol import ORDER_TYPE_NAMES, SIDE_NAMES, STATUS_NAMES, TIF_NAMES
-from matcher.views import CACHE_ENTRIES, Views
+from matcher.views import Views
 
 _NONE = pack(None)
 
@@ -84,21 +85,18 @@ class PackedViews:
     # -- cached pieces ---------------------------------------------------------------
 
     def price(self, ticks: int) -> bytes:
-        return self._prices.get(ticks) or _remember(self._prices, ticks, pack(self.views.price(ticks)))
+        return self._prices.get(ticks) or remember(self._prices, ticks, pack(self.views.price(ticks)))
 
     def quantity(self, lots: int) -> bytes:
         return (self._quantities.get(lots)
-                or _remember(self._quantities, lots, pack(self.views.quantity(lots))))
+                or remember(self._quantities, lots, pack(self.views.quantity(lots))))
 
     def fee(self, fee_units: int) -> bytes:
         return (self._fees.get(fee_units)
-                or _remember(self._fees, fee_units, pack(self.views.fee(fee_units))))
+                or remember(self._fees, fee_units, pack(self.views.fee(fee_units))))
 
     def _account(self, account: str) -> bytes:
-        if len(self._accounts) >= CACHE_ENTRIES:
-            self._accounts.clear()
-        packed = self._accounts[account] = pack(account)
-        return packed
+        return remember(self._accounts, account, pack(account))
 
     def timestamp(self, micros: int) -> bytes:
         # A batch shares one timestamp: pack it once.
@@ -189,10 +187,3 @@ class PackedViews:
             ))
             self._last_bbo = bbo
         return b"".join((self._bbo_head, pack(book_seq), self._last_bbo_tail))
-
-
-def _remember(cache: dict[int, bytes], value: int, packed: bytes) -> bytes:
-    if len(cache) >= CACHE_ENTRIES:
-        cache.clear()
-    cache[value] = packed
-    return packed

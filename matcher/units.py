@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
+from matcher.caches import remember
 from matcher.config import SymbolConfig
 from matcher.protocol import FEE_RATE_SCALE, Code, CommandError
 
@@ -164,12 +165,11 @@ class CachedUnits(Units):
     Parsing a decimal string costs ~1.5 us (Decimal); a dict hit is ~50 ns (measured:
     validation 3.4 -> 1.5 us per new order). Only successful conversions of `str` input
     are cached (no 1 == 1.0 == True key clash; refusals keep their field-specific
-    messages). Each cache is cleared when it reaches CACHE_ENTRIES, which bounds memory
-    whatever clients send. (Views caches the texts going the other way.)
+    messages). Each cache is bounded (matcher/caches.py). (Views caches the texts going
+    the other way.)
     """
 
     __slots__ = ("_ticks", "_lots")
-    CACHE_ENTRIES = 1 << 16
 
     def __init__(self, config: SymbolConfig) -> None:
         self._ticks: dict[str, int] = {}
@@ -181,10 +181,7 @@ class CachedUnits(Units):
             return super().price_ticks(value, field)
         ticks = self._ticks.get(value)
         if ticks is None:
-            ticks = super().price_ticks(value, field)
-            if len(self._ticks) >= self.CACHE_ENTRIES:
-                self._ticks.clear()
-            self._ticks[value] = ticks
+            ticks = remember(self._ticks, value, super().price_ticks(value, field))
         return ticks
 
     def quantity_lots(self, value: Any, field: str = "quantity") -> int:
@@ -192,8 +189,5 @@ class CachedUnits(Units):
             return super().quantity_lots(value, field)
         lots = self._lots.get(value)
         if lots is None:
-            lots = super().quantity_lots(value, field)
-            if len(self._lots) >= self.CACHE_ENTRIES:
-                self._lots.clear()
-            self._lots[value] = lots
+            lots = remember(self._lots, value, super().quantity_lots(value, field))
         return lots

@@ -55,6 +55,12 @@ def _accepted(fields: tuple[str, ...]) -> frozenset[str]:
     return frozenset(("op", "req_id", *fields))
 
 
+_NEW_ORDER_ACCEPTED = _accepted(NEW_ORDER_FIELDS)
+_NEW_STOP_ACCEPTED = _accepted(NEW_STOP_FIELDS)
+_CANCEL_ACCEPTED = _accepted(CANCEL_FIELDS)
+_AMEND_ACCEPTED = _accepted(AMEND_FIELDS)
+
+
 def _invalid(message: str) -> CommandError:
     return CommandError(Code.INVALID_FIELD, message)
 
@@ -127,15 +133,11 @@ class Validator:
 
     def __init__(self, units: Units) -> None:
         self.units = units
-        self._new_order_fields = _accepted(NEW_ORDER_FIELDS)
-        self._new_stop_fields = _accepted(NEW_STOP_FIELDS)
-        self._cancel_fields = _accepted(CANCEL_FIELDS)
-        self._amend_fields = _accepted(AMEND_FIELDS)
 
     def new_order(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         # The hot path of the matcher: optional fields that are absent (most of them, most
         # of the time) cost one dict lookup each, not a checking call.
-        if not message.keys() <= self._new_order_fields:
+        if not message.keys() <= _NEW_ORDER_ACCEPTED:
             raise _unknown_field(message, "new_order", NEW_ORDER_FIELDS)
         units = self.units
         get = message.get
@@ -173,7 +175,7 @@ class Validator:
                 post_only, stp, client_order_id)
 
     def new_stop(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
-        if not message.keys() <= self._new_stop_fields:
+        if not message.keys() <= _NEW_STOP_ACCEPTED:
             raise _unknown_field(message, "new_stop_order", NEW_STOP_FIELDS)
         units = self.units
         order_type = _name(message, "order_type", ORDER_TYPES)
@@ -195,12 +197,12 @@ class Validator:
                 quantity, stp, _text(message, "client_order_id"))
 
     def cancel(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
-        if not message.keys() <= self._cancel_fields:
+        if not message.keys() <= _CANCEL_ACCEPTED:
             raise _unknown_field(message, "cancel_order", CANCEL_FIELDS)
         return (CMD_CANCEL, seq, ts, account_of(message), order_id_of(message))
 
     def amend(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
-        if not message.keys() <= self._amend_fields:
+        if not message.keys() <= _AMEND_ACCEPTED:
             raise _unknown_field(message, "amend_order", AMEND_FIELDS)
         order_id = order_id_of(message)
         raw_quantity, raw_price = message.get("quantity"), message.get("price")

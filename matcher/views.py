@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from matcher.book import Order
+from matcher.caches import remember
 from matcher.protocol import (
     BUY,
     ORDER_TYPE_NAMES,
@@ -37,16 +38,13 @@ def iso_timestamp(micros: int) -> str:
     return f"{_second_prefix(seconds)}{fraction:06d}Z"
 
 
-CACHE_ENTRIES = 1 << 16  # texts kept per cache; cleared when full (bounded memory)
-
-
 class Views:
     """Formats one symbol's orders, trades, levels and BBO.
 
     The hot path meets the same few prices and quantities again and again, so the texts
     are cached per value: a dict hit (`cache.get(v) or self._miss(v)`, texts are never
     empty) costs ~50 ns where formatting costs ~0.6 us and a fee ~2 us. Each cache is
-    cleared when it reaches CACHE_ENTRIES, whatever clients send.
+    bounded (matcher/caches.py).
     """
 
     def __init__(self, units: Units) -> None:
@@ -68,13 +66,13 @@ class Views:
         return self._last_iso
 
     def _price(self, ticks: int) -> str:
-        return _remember(self._prices, ticks, self.units.format_price(ticks))
+        return remember(self._prices, ticks, self.units.format_price(ticks))
 
     def _quantity(self, lots: int) -> str:
-        return _remember(self._quantities, lots, self.units.format_quantity(lots))
+        return remember(self._quantities, lots, self.units.format_quantity(lots))
 
     def _fee(self, fee_units: int) -> str:
-        return _remember(self._fees, fee_units, self.units.format_fee(fee_units))
+        return remember(self._fees, fee_units, self.units.format_fee(fee_units))
 
     def price(self, ticks: int) -> str:
         return self._prices.get(ticks) or self._price(ticks)
@@ -159,10 +157,3 @@ class Views:
             self._prices.get(price) or self._price(price),
             (self._quantities.get(total) or self._quantity(total)) if total else "0",
         ]
-
-
-def _remember(cache: dict[int, str], value: int, text: str) -> str:
-    if len(cache) >= CACHE_ENTRIES:
-        cache.clear()
-    cache[value] = text
-    return text
