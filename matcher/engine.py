@@ -192,6 +192,9 @@ class Engine:
     def _new_stop(self, command: tuple) -> list[Event]:
         (_, seq, ts, account, side, order_type, stop_price, price, quantity,
          stp, client_order_id) = command
+        # The duplicate check comes first: a retried stop whose original already
+        # triggered must answer 409, not would_trigger_immediately (docs/api.md).
+        self._check_client_id(account, client_order_id)
         if order_type not in STOP_TYPES:
             raise CommandError(Code.INVALID_FIELD, "order_type must be a stop type")
         rising = (order_type != TAKE_PROFIT) == (side == BUY)
@@ -201,7 +204,6 @@ class Engine:
                 Code.WOULD_TRIGGER_IMMEDIATELY,
                 "the stop condition already holds for the last trade price",
             )
-        self._check_client_id(account, client_order_id)
         if client_order_id is not None:
             self.client_ids[(account, client_order_id)] = seq
         self.seq = seq

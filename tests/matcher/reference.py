@@ -281,14 +281,14 @@ class ReferenceMatcher:
     def cmd_new_stop(self, command: tuple) -> list[tuple]:
         (_, seq, ts, account, side, order_type, stop_price, price, quantity,
          stp, client_order_id) = command
+        if self.client_id_taken(account, client_order_id):  # first, before any other check
+            raise CommandError(Code.DUPLICATE_CLIENT_ORDER_ID, "duplicate")
         if order_type not in STOP_TYPES:
             raise CommandError(Code.INVALID_FIELD, "not a stop type")
         order = RefOrder(seq, account, side, order_type, GTC, price, quantity, False, stp,
                          client_order_id, stop_price, PENDING)
         if self.last_price is not None and self.fires(order, self.last_price):
             raise CommandError(Code.WOULD_TRIGGER_IMMEDIATELY, "would trigger")
-        if self.client_id_taken(account, client_order_id):
-            raise CommandError(Code.DUPLICATE_CLIENT_ORDER_ID, "duplicate")
         self.seq = seq
         self.orders[seq] = order
         self.pending.append(order)

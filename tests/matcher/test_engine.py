@@ -476,6 +476,19 @@ def test_triggered_stop_keeps_its_order_id_and_client_id() -> None:
     assert m.refused("limit", BUY, 90, 1, client_order_id="tp") == Code.DUPLICATE_CLIENT_ORDER_ID
 
 
+def test_retried_stop_whose_original_triggered_answers_duplicate() -> None:
+    # The retry arrives after the original triggered: the stop condition now holds for
+    # the last price too, but the duplicate must win (a 409 tells the client its first
+    # attempt went through; would_trigger_immediately would hide it).
+    m = Market()
+    m.limit(SELL, 100, 1)
+    m.stop(BUY, STOP_LOSS, 100, None, 1, client_order_id="s1")  # 2
+    m.market(BUY, 1)  # 3: trades at 100, triggers 2
+    assert m.refused("stop", BUY, STOP_LOSS, 100, None, 1, client_order_id="s1") == (
+        Code.DUPLICATE_CLIENT_ORDER_ID
+    )
+
+
 # -- self-trade prevention -------------------------------------------------------------
 
 
