@@ -334,9 +334,9 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
     return figures
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "run.py replay") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py replay", description="rebuild a symbol's book from its journal (read-only)"
+        prog=prog, description="rebuild a symbol's book from its journal (read-only)"
     )
     parser.add_argument("--data-dir", type=Path, help="data folder (default from config)")
     parser.add_argument("--symbol", required=True)
@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "run.py replay") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.until_seq is not None and args.until_seq < 0:
         print("replay: --until-seq must be >= 0", file=sys.stderr)
         return 2
