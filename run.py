@@ -203,7 +203,12 @@ def run_component(name: str, argv: list[str]) -> int:
 
 
 def run_benchmarks(argv: list[str]) -> int:
-    from clients.bench_suite import main as bench_main
+    """The benchmarks live in the clone's tests/bench/, not in the installed packages."""
+    if not (Path(__file__).resolve().parent / "tests" / "bench" / "suite.py").exists():
+        print("run.py bench: the benchmarks are not installed with the package; run "
+              "`python run.py bench` from a clone of the repository", file=sys.stderr)
+        return 2
+    from tests.bench.suite import main as bench_main
 
     return bench_main(argv)
 

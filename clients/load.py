@@ -6,9 +6,9 @@
 The symbol's tick, lot and matcher endpoint are read from the gateway's GET / unless
 --tick, --lot and --endpoint are given.
 
-The flow is the core benchmark's mix: 55% passive limit orders 1-50 ticks from mid, 25%
-cancels of the generator's own live orders, 15% limit orders crossing 1-5 ticks through
-mid, 5% market orders; quantities 1-100 lots; fixed seed.
+The flow is the core benchmark's (clients/flow.py): 55% passive limit orders 1-50 ticks
+from mid, 25% cancels of the generator's own live orders, 15% limit orders crossing 1-5
+ticks through mid, 5% market orders; quantities 1-100 lots; fixed seed.
 
 Latency is free of coordinated omission: at a fixed `--rate`, each request has an
 intended send time on a fixed schedule and its latency is measured from that time, so a
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,14 +32,17 @@ from typing import Any
 
 import zmq
 
+from clients.flow import CANCEL, MARKET, OrderFlow
 from matcher import codec
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 ANSWER_GRACE_S = 5.0  # after --duration, how long answers to what was sent are awaited
 
 
-class OrderFlow:
-    """Seeded requests for one symbol; learns its live order ids from the replies.
+class RequestFlow:
+    """The standard flow (clients/flow.py) as requests for one symbol; learns its live
+    order ids from the replies. It does not see the book: crossing orders go 1-5 ticks
+    through mid.
 
     The default account is `anonymous`, which never self-trade-prevents, so crossing
     orders trade against the generator's own resting orders as in the core benchmark.
@@ -51,37 +53,27 @@ class OrderFlow:
         self.symbol = symbol
         self.tick = tick
         self.lot = lot
-        self.mid_ticks = int(mid / tick)
-        self.rng = random.Random(seed)
         self.account = account
-        self.live: list[int] = []
+        self.flow = OrderFlow(int(mid / tick), seed)
 
     def next_request(self) -> dict[str, Any]:
-        rng = self.rng
-        if rng.random() < 0.01:
-            self.mid_ticks += rng.choice((-1, 1)) * rng.randint(1, 3)
-        side = "buy" if rng.random() < 0.5 else "sell"
-        sign = -1 if side == "buy" else 1
-        quantity = str(self.lot * rng.randint(1, 100))
-        roll = rng.random()
-        base = {"symbol": self.symbol, "side": side, "quantity": quantity, "account": self.account}
-        if roll < 0.25 and self.live:
-            i = rng.randrange(len(self.live))
-            self.live[i], self.live[-1] = self.live[-1], self.live[i]
+        kind, side, price, quantity, order_id = self.flow.next_step()
+        if kind == CANCEL:
             return {"op": "cancel_order", "symbol": self.symbol, "account": self.account,
-                    "order_id": self.live.pop()}
-        if roll < 0.80:
-            price = self.tick * (self.mid_ticks + sign * rng.randint(1, 50))
-            return {"op": "new_order", **base, "order_type": "limit", "price": str(price)}
-        if roll < 0.95:
-            price = self.tick * (self.mid_ticks - sign * rng.randint(1, 5))
-            return {"op": "new_order", **base, "order_type": "limit", "price": str(price)}
-        return {"op": "new_order", **base, "order_type": "market"}
+                    "order_id": order_id}
+        request = {"op": "new_order", "symbol": self.symbol, "side": side,
+                   "quantity": str(self.lot * quantity), "account": self.account}
+        if kind == MARKET:
+            request["order_type"] = "market"
+        else:
+            request["order_type"] = "limit"
+            request["price"] = str(self.tick * price)  # type: ignore[operator]
+        return request
 
     def learn(self, result: Any) -> None:
         """Remember orders that rest, so later cancels hit live orders."""
         if isinstance(result, dict) and result.get("status") in ("new", "partially_filled"):
-            self.live.append(int(result["order_id"]))
+            self.flow.live.append(int(result["order_id"]))
 
 
 @dataclass
@@ -119,7 +111,7 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[index]
 
 
-def run_zmq(endpoint: str, flow: OrderFlow, count: int, rate: float, duration: float,
+def run_zmq(endpoint: str, flow: RequestFlow, count: int, rate: float, duration: float,
             window: int = 1000) -> Report:
     """One DEALER; fixed-rate schedule or a pipelined window (rate 0)."""
     context: zmq.Context = zmq.Context.instance()
@@ -181,7 +173,7 @@ def run_zmq(endpoint: str, flow: OrderFlow, count: int, rate: float, duration: f
 REST_PATHS = {"new_order": "/submit_order", "cancel_order": "/cancel_order"}
 
 
-async def run_rest(url: str, flow: OrderFlow, count: int, rate: float, duration: float,
+async def run_rest(url: str, flow: RequestFlow, count: int, rate: float, duration: float,
                    concurrency: int = 8, api_key: str | None = None) -> Report:
     """httpx over keep-alive connections; fixed-rate tasks or `concurrency` closed loops.
 
@@ -333,7 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.count < 1 or args.duration <= 0 or args.rate < 0:
         raise LoadError("--count must be >= 1, --duration > 0 and --rate >= 0")
     endpoint, tick, lot = resolve(args)
-    flow = OrderFlow(args.symbol, tick, lot, Decimal(args.mid), args.seed, args.account)
+    flow = RequestFlow(args.symbol, tick, lot, Decimal(args.mid), args.seed, args.account)
     if args.transport == "zmq":
         assert endpoint is not None
         report = run_zmq(endpoint, flow, args.count, args.rate, args.duration, args.window)

@@ -2,7 +2,7 @@
 
 No I/O, no clock. Prices are integer ticks, quantities integer lots.
 
-Layout, chosen for CPython speed and memory (measured in matcher/bench.py):
+Layout, chosen for CPython speed and memory (measured in tests/bench/core.py):
 - each side is a dict price -> Level plus a SortedList of its prices, so the best price
   is `asks.prices[0]` / `bids.prices[-1]` (O(1)) and a new level is O(log n);
 - a Level keeps its orders in a deque (FIFO: append/popleft ~30 ns) and its total;
