@@ -126,7 +126,7 @@ def show_table(rows: list[list[Any]], headers: list[str]) -> str:
 
 ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "order_type", "time_in_force",
                 "price", "stop_price", "quantity", "filled_quantity", "remaining_quantity",
-                "status", "reject_reason", "timestamp")
+                "average_price", "cumulative_quote", "status", "reject_reason", "timestamp")
 TRADE_FIELDS = ["trade_id", "price", "quantity", "aggressor_side", "maker_order_id",
                 "taker_order_id", "maker_fee", "taker_fee", "timestamp"]
 

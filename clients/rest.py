@@ -48,6 +48,8 @@ class Order(TypedDict):
     quantity: str
     filled_quantity: str
     remaining_quantity: str
+    average_price: str | None
+    cumulative_quote: str
     status: str
     reject_reason: str | None
     timestamp: str

@@ -148,6 +148,34 @@ class Units:
         whole, frac = divmod(units, 10**places)
         return f"{whole}.{frac:0{places}d}"
 
+    def format_quote(self, quote_units: int) -> str:
+        """An exact amount of quote currency given in ticks x lots (price x quantity),
+        normalised like a fee ("0", "30000", "0.5")."""
+        places = self.price_places + self.quantity_places
+        units = quote_units * self.price_scale * self.quantity_scale
+        if not places:
+            return str(units)
+        whole, frac = divmod(units, 10**places)
+        digits = f"{frac:0{places}d}".rstrip("0")
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    def format_average_price(self, quote_units: int, lots: int) -> str:
+        """quote / quantity as a price: rounded half-even to the quote's decimals (tick
+        decimals + lot decimals), shown with at least the tick's ("30000.00", "30000.5",
+        "30000.333333"). Integer arithmetic only."""
+        price_places, places = self.price_places, self.price_places + self.quantity_places
+        # price = quote_units x tick / lots; in units of 10**-places of a quote unit:
+        numerator = quote_units * self.price_scale * 10**self.quantity_places
+        units, remainder = divmod(numerator, lots)
+        if 2 * remainder > lots or (2 * remainder == lots and units % 2):
+            units += 1
+        if not places:
+            return str(units)
+        whole, frac = divmod(units, 10**places)
+        digits = f"{frac:0{places}d}"
+        digits = digits[:price_places] + digits[price_places:].rstrip("0")
+        return f"{whole}.{digits}" if digits else str(whole)
+
     def format_fee(self, fee_units: int) -> str:
         """The exact fee in quote currency, normalised ("3", "0.0006"), never in E-notation."""
         return f"{self.fee_decimal(fee_units):f}"
