@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from clients.zmq_client import MatcherClient, MatcherError, MatcherTimeout
+from matcher.protocol import ORDER_FIELDS, TRADE_FIELDS
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN, EXIT_AUTH = 0, 1, 2, 3, 4
 
@@ -124,15 +125,13 @@ def show_table(rows: list[list[Any]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "order_type", "time_in_force",
-                "price", "stop_price", "quantity", "filled_quantity", "remaining_quantity",
-                "average_price", "cumulative_quote", "status", "reject_reason", "timestamp")
-TRADE_FIELDS = ["trade_id", "price", "quantity", "aggressor_side", "maker_order_id",
-                "taker_order_id", "maker_fee", "taker_fee", "timestamp"]
+# The order's fields as the API sends them, its trades shown as a table below it.
+ORDER_LINES = tuple(name for name in ORDER_FIELDS if name != "trades")
+TRADE_COLUMNS = [name for name in TRADE_FIELDS if name != "symbol"]
 
 
 def show_order(order: dict[str, Any]) -> str:
-    lines = [f"{name:>18}  {order.get(name)}" for name in ORDER_FIELDS if order.get(name) is not None]
+    lines = [f"{name:>18}  {order.get(name)}" for name in ORDER_LINES if order.get(name) is not None]
     if order.get("trades"):
         lines.append("")
         lines.append(show_trades(order["trades"]))
@@ -140,7 +139,7 @@ def show_order(order: dict[str, Any]) -> str:
 
 
 def show_trades(trades: list[dict[str, Any]]) -> str:
-    return show_table([[t.get(f) for f in TRADE_FIELDS] for t in trades], TRADE_FIELDS)
+    return show_table([[t.get(f) for f in TRADE_COLUMNS] for t in trades], TRADE_COLUMNS)
 
 
 def show_book(book: dict[str, Any]) -> str:

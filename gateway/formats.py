@@ -23,13 +23,10 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from gateway.errors import ApiError
-from matcher.protocol import Code
+from matcher.protocol import TRADE_FIELDS, Code
 
 MAX_BODY_BYTES = 64 * 1024
-TRADE_CSV_FIELDS = (
-    "trade_id", "symbol", "price", "quantity", "aggressor_side", "maker_order_id",
-    "taker_order_id", "maker_fee", "taker_fee", "timestamp",
-)
+TRADE_CSV_FIELDS = TRADE_FIELDS  # the CSV header is the trade's own field list
 
 
 class JsonNumber(str):

@@ -142,3 +142,58 @@ def shown(value: Any, limit: int = 40) -> str:
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
     return type(value).__name__
+
+
+# -- public shapes (docs/api.md) -----------------------------------------------------
+# Each shape is defined here once, as (field, kind, nullable) in the order the API
+# sends the fields. The views and packed views build exactly these keys (a test checks
+# it), and the trades CSV header, the OpenAPI document, the CLI and the Python
+# client's TypedDicts all follow them. Kinds: "integer", "string", "boolean",
+# "decimal" (a plain decimal string), "timestamp" (ISO 8601 UTC, microseconds), an
+# enum given as its names, or the name of another shape (a list of them).
+Shape = tuple[tuple[str, Any, bool], ...]
+
+TRADE_SHAPE: Shape = (
+    ("trade_id", "integer", False),
+    ("symbol", "string", False),
+    ("price", "decimal", False),
+    ("quantity", "decimal", False),
+    ("aggressor_side", SIDE_NAMES, False),
+    ("maker_order_id", "integer", False),
+    ("taker_order_id", "integer", False),
+    ("maker_fee", "decimal", False),
+    ("taker_fee", "decimal", False),
+    ("timestamp", "timestamp", False),
+)
+ORDER_SHAPE: Shape = (
+    ("order_id", "integer", False),
+    ("client_order_id", "string", True),
+    ("account", "string", False),
+    ("symbol", "string", False),
+    ("side", SIDE_NAMES, False),
+    ("order_type", ORDER_TYPE_NAMES, False),
+    ("time_in_force", TIF_NAMES, False),
+    ("post_only", "boolean", False),
+    ("price", "decimal", True),
+    ("stop_price", "decimal", True),
+    ("quantity", "decimal", False),
+    ("filled_quantity", "decimal", False),
+    ("remaining_quantity", "decimal", False),
+    ("average_price", "decimal", True),
+    ("cumulative_quote", "decimal", False),
+    ("status", STATUS_NAMES, False),
+    ("reject_reason", "string", True),
+    ("timestamp", "timestamp", False),
+    ("trades", "Trade", False),
+)
+BBO_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("book_seq", "integer", False),
+    ("bid_price", "decimal", True),
+    ("bid_quantity", "decimal", True),
+    ("ask_price", "decimal", True),
+    ("ask_quantity", "decimal", True),
+)
+TRADE_FIELDS = tuple(name for name, _, _ in TRADE_SHAPE)  # also the trades CSV header
+ORDER_FIELDS = tuple(name for name, _, _ in ORDER_SHAPE)
+BBO_FIELDS = tuple(name for name, _, _ in BBO_SHAPE)

@@ -38,7 +38,7 @@ from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt, list_segments, verify
-from matcher.protocol import EV_TRADE, CommandError
+from matcher.protocol import EV_TRADE, TRADE_FIELDS, CommandError
 from matcher.service import (
     RecoveryError,
     journal_dir,
@@ -53,10 +53,7 @@ from matcher.units import CachedUnits
 from matcher.views import Views
 
 PROGRESS_EVERY = 100_000
-CSV_HEADER = (
-    "trade_id", "symbol", "price", "quantity", "aggressor_side", "maker_order_id",
-    "taker_order_id", "maker_fee", "taker_fee", "timestamp",
-)
+CSV_HEADER = TRADE_FIELDS  # the same header as GET /trades?format=csv
 
 
 class ReplayFailed(Exception):
