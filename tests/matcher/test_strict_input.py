@@ -9,12 +9,15 @@ integers and floats keep working. Every refusal leaves the state as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import msgpack
 import pytest
 
 from matcher import codec
+from matcher.protocol import Code, CommandError
+from matcher.units import parse_decimal
 from tests.matcher.test_service import MatcherProcess
 
 NEW_ORDER = [("op", "new_order"), ("order_type", "limit"), ("side", "buy"),
@@ -172,3 +175,23 @@ def test_a_repeat_inside_a_nested_map_cannot_change_a_request(
     reply = send(strict_matcher, bytes((0x80 | 5,)) + side + msgpack.packb("side") + nested)
     assert reply["ok"] is False and reply["error"]["code"] == "invalid_field", reply
     assert strict_matcher.state() == before
+
+
+# -- parse_decimal by itself -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", NOT_PLAIN, ids=repr)
+def test_parse_decimal_refuses_text_that_is_not_plain(text: str) -> None:
+    with pytest.raises(CommandError) as refused:
+        parse_decimal(text, "price", Code.INVALID_PRICE)
+    assert refused.value.code == Code.INVALID_PRICE
+    assert refused.value.message.startswith("price must be a plain decimal such as 123 or 0.5")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("123", "123"), ("0.5", "0.5"), ("007.50", "7.50"), ("0", "0"), (100, "100"),
+    (-5, "-5"), (0.1, "0.1"), (1e-05, "0.00001"),
+])
+def test_parse_decimal_reads_plain_text_and_numbers(value: Any, expected: str) -> None:
+    # Signs and zero pass here as numbers: the grid checks (price_ticks) refuse them.
+    assert parse_decimal(value, "price", Code.INVALID_PRICE) == Decimal(expected)
