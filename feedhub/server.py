@@ -125,6 +125,27 @@ class WebSocketEndpoint:
         await self.handler(WebSocket(scope, receive, send), link)
 
 
+# The query parameters each feed takes (docs/feeds.md); any other is refused, naming it,
+# rather than ignored: `?depht=1` must not quietly be the full book feed.
+MARKET_DATA_PARAMETERS = ("depth",)
+TRADES_PARAMETERS = ("symbol",)
+
+
+def _query(websocket: WebSocket, accepted: tuple[str, ...]) -> dict[str, str]:
+    """The feed's query parameters; ValueError (the close reason) for one it does not
+    take or one given twice."""
+    params: dict[str, str] = {}
+    for name, value in websocket.query_params.multi_items():
+        if name not in accepted:
+            raise ValueError(
+                f"unknown query parameter {shown(name)}; this feed takes {', '.join(accepted)}"
+            )
+        if name in params:
+            raise ValueError(f"query parameter {shown(name)} is given more than once")
+        params[name] = value
+    return params
+
+
 def _depth(value: str | None) -> int | None:
     """The ?depth= parameter: None when absent; ValueError unless an integer 1..1000
     written in ASCII digits (int() would also take "+5", "1_000" and other scripts' digits)."""
@@ -152,11 +173,16 @@ def create_app(
     async def market_data(websocket: WebSocket, link: FeedProtocol) -> None:
         symbol = websocket.path_params["symbol"]
         await websocket.accept()
+        try:
+            query = _query(websocket, MARKET_DATA_PARAMETERS)
+        except ValueError as error:
+            await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
+            return
         if symbol not in hub.replicas:
             await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
         try:
-            depth = _depth(websocket.query_params.get("depth"))
+            depth = _depth(query.get("depth"))
         except ValueError:
             await close_quietly(websocket, CLOSE_BAD_REQUEST,
                                 f"depth must be an integer from 1 to {MAX_DEPTH}")
@@ -167,8 +193,12 @@ def create_app(
             await hub.serve(websocket, link, Feed.DEPTH, symbol, depth)
 
     async def trades(websocket: WebSocket, link: FeedProtocol) -> None:
-        symbol = websocket.query_params.get("symbol")
         await websocket.accept()
+        try:
+            symbol = _query(websocket, TRADES_PARAMETERS).get("symbol")
+        except ValueError as error:
+            await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
+            return
         if symbol is not None and symbol not in hub.replicas:
             await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return

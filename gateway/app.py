@@ -56,7 +56,9 @@ from gateway.validation import (
     NEW_STOP_FIELDS,
     bounded,
     build_message,
+    check_query,
     order_id,
+    query_pairs,
     require_symbol,
     unknown_symbol,
 )
@@ -410,14 +412,28 @@ def failure(name: str, error: Exception) -> Response:
     return Response(error_body(Code.INTERNAL, "internal error"), 500, media_type=JSON)
 
 
-def instrument(name: str, handler: Handler, metrics: Metrics) -> Handler:
-    """The handler with error mapping and metrics: every outcome is counted and timed."""
+def query_parameters(handler: Handler) -> frozenset[str]:
+    """The query parameters an endpoint takes: exactly those its docstring's OpenAPI
+    `parameters` list `in: query`, so /openapi.json and the server agree on them."""
+    spec = SchemaGenerator({}).parse_docstring(handler)
+    listed = spec.get("parameters", []) if isinstance(spec, dict) else []
+    return frozenset(p["name"] for p in listed if p.get("in") == "query")
+
+
+def instrument(
+    name: str, handler: Handler, metrics: Metrics, query: frozenset[str] = frozenset()
+) -> Handler:
+    """The handler with error mapping and metrics: every outcome is counted and timed.
+    A query parameter not in `query`, or given twice, is refused before the handler runs
+    (docs/api.md, "Strict input")."""
     observe = metrics.observe
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         started = perf_counter()
         try:
+            if request.scope["query_string"]:
+                check_query(request.query_params.multi_items(), query)
             response = await handler(request)
         except Exception as error:
             response = failure(name, error)
@@ -462,6 +478,8 @@ class GatewayApp:
         name, op, fields = endpoint
         started = perf_counter()
         try:
+            if scope["query_string"]:  # the order endpoints take none: all in the body
+                check_query(query_pairs(scope["query_string"]), ())
             body = await self.gateway.order(scope["headers"], receive, op, fields)
         except Exception as error:
             response = failure(name, error)
@@ -573,8 +591,8 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
     gateway = Gateway(config, matcher_timeout)
 
     def route(path: str, handler: Handler, name: str, method: str = "GET") -> Route:
-        return Route(path, instrument(name, handler, gateway.metrics), methods=[method],
-                     name=name)
+        endpoint = instrument(name, handler, gateway.metrics, query_parameters(handler))
+        return Route(path, endpoint, methods=[method], name=name)
 
     # The order endpoints first: routes are matched in order.
     routes: list[BaseRoute] = [

@@ -2,18 +2,20 @@
 
 Inside the matcher prices are integer ticks and quantities integer lots; decimal text
 exists only at the edges. Conversion is exact or refused: a price off the tick grid,
-NaN, infinities, booleans, negative or zero values and absurdly long numbers are
-rejected with a result code, never rounded.
+text that is not a plain decimal ("1e3", " 1", "+1", "NaN"), infinities, booleans,
+negative or zero values and absurdly long numbers are rejected with a result code,
+never rounded.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from matcher.caches import remember
 from matcher.config import SymbolConfig
-from matcher.protocol import FEE_RATE_SCALE, Code, CommandError
+from matcher.protocol import FEE_RATE_SCALE, Code, CommandError, shown
 
 # Longer inputs than this are refused before Decimal parses them (cheap DoS guard).
 MAX_NUMBER_CHARS = 40
@@ -25,28 +27,43 @@ def _places(step: Decimal) -> int:
     return max(0, -exponent)
 
 
+# A plain decimal: ASCII digits, optionally a "." and more digits ("123", "0.5"). Decimal()
+# would also take a sign, spaces around, an exponent, "_" between digits, other scripts'
+# digits, "NaN" and "Infinity": none of them is how a price or quantity is written, and a
+# client that sends "1e3" or " 1000" has a bug worth hearing about (docs/api.md).
+_plain = re.compile(r"[0-9]+(?:\.[0-9]+)?").fullmatch
+
+
 def parse_decimal(value: Any, field: str, code: str) -> Decimal:
-    """A finite Decimal from a JSON/msgpack string or number, or CommandError(code)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    """A finite Decimal from a plain decimal string or a number, or CommandError(code).
+
+    Strings must be plain (`_plain`); this is the one parser for decimal text from REST
+    (JSON strings, and JSON numbers as the text the client wrote: gateway/formats.py) and
+    ZeroMQ. msgpack integers and floats are numbers, not text: they keep being accepted
+    (a float by its shortest repr), NaN and infinities refused.
+    """
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_CHARS:
+            raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
+        if _plain(value) is None:
+            raise CommandError(
+                code, f"{field} must be a plain decimal such as 123 or 0.5, not {shown(value)}"
+            )
+        return Decimal(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CommandError(code, f"{field} must be a decimal string or number")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise CommandError(code, f"{field} must be a finite number")
         text = repr(value)
     else:
-        text = str(value).strip()
-    if not text or len(text) > MAX_NUMBER_CHARS:
+        text = str(value)
+    if len(text) > MAX_NUMBER_CHARS:
         raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
-    if not text.isascii() or "_" in text:
-        # Decimal() also takes "1_000" and non-ASCII digits ("١٢"): not decimal text here.
-        raise CommandError(code, f"{field} is not a decimal number: {text[:40]!r}")
     try:
-        number = Decimal(text)
-    except InvalidOperation:
+        return Decimal(text)
+    except InvalidOperation:  # not expected from int/float text: refused all the same
         raise CommandError(code, f"{field} is not a decimal number: {text[:40]!r}") from None
-    if not number.is_finite():
-        raise CommandError(code, f"{field} must be a finite number")
-    return number
 
 
 class Units:
