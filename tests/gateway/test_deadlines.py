@@ -1,0 +1,152 @@
+"""A 503 from an order endpoint means "not executed": deadlines, with a stopped matcher.
+
+The gateway sends each command with a deadline (its send time + --matcher-timeout) and
+answers 503 only once that deadline (and a grace for a reply in flight) has passed; the
+matcher refuses a command it reaches after its deadline. So orders answered 503 while the
+matcher is frozen (SIGSTOP) are not executed when it resumes (SIGCONT), however many
+reached its socket meanwhile. Its own system: one matcher, no feed hub, a short timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clients.zmq_client import MatcherClient
+from tests.gateway.conftest import BTC, GatewaySystem
+from tests.support import Child, wait_until
+
+TIMEOUT = 0.3  # the gateway's --matcher-timeout here: short, so the test is quick
+ORDERS = 12  # orders sent while the matcher is frozen
+
+
+@pytest.fixture(scope="module")
+def frozen_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySystem]:
+    running = GatewaySystem(
+        tmp_path_factory.mktemp("deadlines"), (BTC,), matcher_timeout=TIMEOUT
+    ).start()
+    yield running
+    running.stop()
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat: T once a SIGSTOP has taken effect."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+@contextmanager
+def frozen(child: Child) -> Iterator[None]:
+    """The child stopped by SIGSTOP for the body, resumed by SIGCONT whatever happens."""
+    assert child.process is not None
+    pid = child.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: process_state(pid) == "T", timeout=10)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def answers(http: httpx.Client) -> bool:
+    return http.get("/bbo/BTC-USDT").status_code == 200
+
+
+def post(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
+    return http.post(path, json={"symbol": BTC, **body})
+
+
+def test_orders_answered_503_while_the_matcher_is_stopped_are_never_executed(
+    frozen_system: GatewaySystem,
+) -> None:
+    matcher = frozen_system.matchers[BTC]
+    raw = MatcherClient(frozen_system.endpoints[BTC][0], timeout=10)
+    with frozen_system.http() as http:
+        wait_until(lambda: answers(http))
+        resting = post(http, "/submit_order", {
+            "order_type": "limit", "side": "sell", "price": "42000", "quantity": "1",
+            "account": "maker", "client_order_id": "resting"}).json()
+        assert resting["status"] == "new"
+        seq_before = raw.request("ping")["seq"]
+        book_before = http.get("/orderbook/BTC-USDT").json()
+        trades_before = http.get("/trades/BTC-USDT").json()["trades"]
+
+        # Each of these would change the book if it were executed: buys that cross the
+        # resting sell, a stop, a cancel and an amend of the resting order.
+        requests: list[tuple[str, dict[str, Any]]] = [
+            ("/submit_order", {"order_type": "limit", "side": "buy", "price": "42000",
+                               "quantity": "0.01", "account": "taker",
+                               "client_order_id": f"late-{i}"})
+            for i in range(ORDERS)
+        ]
+        requests += [
+            ("/submit_stop_order", {"order_type": "stop_loss", "side": "sell",
+                                    "stop_price": "100", "quantity": "0.01",
+                                    "account": "taker", "client_order_id": "late-stop"}),
+            ("/cancel_order", {"order_id": resting["order_id"], "account": "maker"}),
+            ("/amend_order", {"order_id": resting["order_id"], "account": "maker",
+                              "quantity": "0.5"}),
+        ]
+        with frozen(matcher), ThreadPoolExecutor(len(requests)) as pool:
+            responses = list(pool.map(lambda r: post(http, *r), requests))
+            # Still frozen here: every answer came while the matcher could not run.
+            assert process_state(matcher.process.pid) == "T"  # type: ignore[union-attr]
+        assert [r.status_code for r in responses] == [503] * len(requests), \
+            [r.text for r in responses]
+        for response in responses:
+            error = response.json()["error"]
+            assert error["code"] == "matcher_timeout"
+            assert error["message"].startswith("not executed: ")
+
+        # The matcher runs again and reaches the frozen requests: it refuses them all.
+        wait_until(lambda: answers(http), timeout=30)
+        later = post(http, "/submit_order", {
+            "order_type": "limit", "side": "buy", "price": "41000", "quantity": "0.02",
+            "account": "taker", "client_order_id": "after"})
+        assert later.status_code == 200, later.text
+        assert later.json()["status"] == "new"
+
+        assert raw.request("ping")["seq"] == seq_before + 1  # only `later` was journaled
+        taker = http.get("/orders/BTC-USDT?account=taker&status=all").json()["orders"]
+        assert [o["client_order_id"] for o in taker] == ["after"]
+        maker = http.get(f"/orders/BTC-USDT/{resting['order_id']}?account=maker").json()
+        assert maker["status"] == "new" and maker["quantity"] == "1.0000"
+        assert maker["filled_quantity"] == "0.0000"
+        assert http.get("/trades/BTC-USDT").json()["trades"] == trades_before
+        book = http.get("/orderbook/BTC-USDT").json()
+        assert book["asks"] == book_before["asks"] == [["42000.00", "1.0000"]]
+        assert book["bids"] == [["41000.00", "0.0200"]]
+
+        # Later orders work as usual, including one that trades.
+        taken = post(http, "/submit_order", {
+            "order_type": "limit", "side": "buy", "price": "42000", "quantity": "0.01",
+            "account": "taker"}).json()
+        assert taken["status"] == "filled" and len(taken["trades"]) == 1
+        for order_id in (resting["order_id"], later.json()["order_id"]):
+            account = "maker" if order_id == resting["order_id"] else "taker"
+            cancelled = post(http, "/cancel_order", {"order_id": order_id, "account": account})
+            assert cancelled.status_code == 200, cancelled.text
+    raw.close()
+
+
+def test_reads_answered_503_while_the_matcher_is_stopped_say_retry(
+    frozen_system: GatewaySystem,
+) -> None:
+    matcher = frozen_system.matchers[BTC]
+    with frozen_system.http() as http:
+        wait_until(lambda: answers(http))
+        with frozen(matcher):
+            response = http.get("/bbo/BTC-USDT")
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "matcher_timeout"
+        assert "retry" in error["message"] and "not executed" not in error["message"]
+        wait_until(lambda: answers(http), timeout=30)
