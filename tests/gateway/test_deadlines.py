@@ -9,8 +9,10 @@ reached its socket meanwhile. Its own system: one matcher, no feed hub, a short 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,6 +23,9 @@ import httpx
 import pytest
 
 from clients.zmq_client import MatcherClient
+from gateway.errors import ApiError
+from gateway.matchers import Matchers
+from matcher.config import load_config
 from tests.gateway.conftest import BTC, GatewaySystem
 from tests.support import Child, wait_until
 
@@ -150,3 +155,35 @@ def test_reads_answered_503_while_the_matcher_is_stopped_say_retry(
         assert error["code"] == "matcher_timeout"
         assert "retry" in error["message"] and "not executed" not in error["message"]
         wait_until(lambda: answers(http), timeout=30)
+
+
+def test_a_refusal_within_the_grace_is_passed_on_as_deadline_exceeded(
+    frozen_system: GatewaySystem,
+) -> None:
+    """The matcher resumes after the request's deadline but within the gateway's grace:
+    its refusal arrives in time and is the answer (503 deadline_exceeded, not executed)."""
+    matcher = frozen_system.matchers[BTC]
+    symbols = load_config(frozen_system.config_path).symbols
+    raw = MatcherClient(frozen_system.endpoints[BTC][0], timeout=10)
+    seq_before = raw.request("ping")["seq"]
+
+    async def scenario() -> None:
+        matchers = Matchers(symbols, timeout=0.2, grace=60.0)
+        assert await matchers.ping(BTC) is not None  # connected
+        with frozen(matcher):
+            sent = time.monotonic()
+            request = asyncio.ensure_future(matchers.request(BTC, "new_order", {
+                "order_type": "limit", "side": "buy", "price": "100", "quantity": "1",
+                "account": "grace"}))
+            while time.monotonic() - sent < 1.0:  # well past its 0.2 s deadline
+                await asyncio.sleep(0.05)
+            assert not request.done()  # waiting within the grace
+        with pytest.raises(ApiError) as refused:
+            await asyncio.wait_for(request, 50)
+        assert refused.value.code == "deadline_exceeded" and refused.value.status == 503
+        assert refused.value.message.startswith("not executed: ")
+        await matchers.close()
+
+    asyncio.run(scenario())
+    assert raw.request("ping")["seq"] == seq_before
+    raw.close()
