@@ -87,7 +87,8 @@ CMD_NEW_STOP = 2
 CMD_CANCEL = 3
 CMD_AMEND = 4
 
-# The ops that change state: the ones a `deadline` applies to (docs/protocol.md).
+# The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
+# op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
 MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order",
                           "cancel_all"))
 

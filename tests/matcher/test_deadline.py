@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from clients.zmq_client import AsyncMatcherClient, MatcherClient, MatcherTimeout, deadline_after
+from matcher.config import load_config
 from matcher.protocol import MUTATING_OPS
-from matcher.service import journal_dir
+from matcher.service import MatcherService, journal_dir
 from tests.matcher.test_service import MatcherProcess, limit, spawner
 from tests.support import free_port
 
@@ -95,6 +96,15 @@ def test_every_mutating_op_the_matcher_serves_checks_the_deadline(
             continue
         assert reply["error"]["code"] == "deadline_exceeded", (op, reply)
     check()
+
+
+def test_the_ops_the_matcher_parses_as_commands_are_the_mutating_ones(tmp_path: Path) -> None:
+    """The gateway gives MUTATING_OPS the grace and says "not executed" for them: every
+    op the matcher applies as a command must be listed there."""
+    config = load_config(None, symbols=["BTC-USDT"]).symbols["BTC-USDT"]
+    service = MatcherService(config, tmp_path)
+    assert set(service._parsers) <= MUTATING_OPS
+    assert not set(service._queries) & MUTATING_OPS
 
 
 def test_a_bad_deadline_is_an_invalid_field(matcher: MatcherProcess) -> None:
