@@ -58,7 +58,8 @@ def frozen(child: Child) -> Iterator[None]:
         wait_until(lambda: process_state(pid) == "T", timeout=10)
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        if child.alive:  # not killed meanwhile
+            os.kill(pid, signal.SIGCONT)
 
 
 def answers(http: httpx.Client) -> bool:
@@ -187,3 +188,45 @@ def test_a_refusal_within_the_grace_is_passed_on_as_deadline_exceeded(
     asyncio.run(scenario())
     assert raw.request("ping")["seq"] == seq_before
     raw.close()
+
+
+def bytes_waiting(port: int) -> int:
+    """Bytes received and not yet read on the established loopback TCP connections whose
+    local port is `port` (/proc/net/tcp): the requests a stopped matcher has not read."""
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            waiting += int(queues.split(":")[1], 16)
+    return waiting
+
+
+def test_a_connection_lost_with_an_order_in_flight_answers_outcome_unknown(
+    tmp_path: Path,
+) -> None:
+    """The matcher dies with an order written to it and unanswered: the gateway cannot
+    know whether it was executed (it may have been committed just before), so it says
+    so at once instead of waiting for the deadline and claiming "not executed"."""
+    system = GatewaySystem(tmp_path, (BTC,), matcher_timeout=60.0).start()
+    try:
+        with system.http() as http:
+            wait_until(lambda: answers(http))
+            matcher = system.matchers[BTC]
+            with frozen(matcher), ThreadPoolExecutor(1) as pool:
+                in_flight = pool.submit(post, http, "/submit_order", {
+                    "order_type": "limit", "side": "buy", "price": "100", "quantity": "1",
+                    "account": "unknown", "client_order_id": "in-flight"})
+                wait_until(lambda: bytes_waiting(system.router_port(BTC)) > 0, timeout=20)
+                matcher.kill()  # SIGKILL: its connections close with the request unread
+                response = in_flight.result(timeout=60)
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "matcher_unavailable"
+            assert error["message"].startswith("outcome unknown: ")
+            system.start_matcher(BTC)  # the journal decides: here it was never read
+            wait_until(lambda: answers(http), timeout=30)
+            orders = http.get("/orders/BTC-USDT?account=unknown&status=all").json()["orders"]
+            assert orders == []
+    finally:
+        system.stop()
