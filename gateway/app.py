@@ -166,7 +166,7 @@ class Gateway:
           409: {description: duplicate client_order_id}
           413: {description: body over 64 KiB}
           429: {description: rate limited}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "new_order", NEW_ORDER_FIELDS)
 
@@ -184,7 +184,7 @@ class Gateway:
           400: {description: invalid field or would_trigger_immediately, content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
           404: {description: unknown symbol}
           409: {description: duplicate client_order_id}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "new_stop_order", NEW_STOP_FIELDS)
 
@@ -207,7 +207,7 @@ class Gateway:
           200: {description: the order, status cancelled, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
           404: {description: unknown symbol, or no such order for this account}
           409: {description: order_not_open (already finished)}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "cancel_order", CANCEL_FIELDS)
 
@@ -236,7 +236,7 @@ class Gateway:
           400: {description: invalid field, stop_not_amendable, post_only_would_take}
           404: {description: unknown symbol or order}
           409: {description: order_not_open}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "amend_order", AMEND_FIELDS)
 

@@ -80,6 +80,7 @@ class SystemConfig:
     snapshot_every: int = 100_000
     prune_segments: bool = False  # keep the full history by default
     segment_bytes: int = 64 * 1024 * 1024
+    matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -186,6 +187,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     fsync = str(server.get("fsync", "batch"))
     if fsync not in ("always", "batch", "off"):
         raise ValueError(f"fsync must be always, batch or off, not {fsync!r}")
+    matcher_timeout = float(server.get("matcher_timeout", 2.0))
+    if not 0 < matcher_timeout < 3600:  # NaN fails too
+        raise ValueError(f"matcher_timeout must be in (0, 3600) seconds, not {matcher_timeout}")
     return SystemConfig(
         host=host,
         http_port=int(server.get("http_port", 8000)),
@@ -196,6 +200,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         snapshot_every=int(server.get("snapshot_every", 100_000)),
         prune_segments=bool(server.get("prune_segments", False)),
         segment_bytes=int(server.get("segment_bytes", 64 * 1024 * 1024)),
+        matcher_timeout=matcher_timeout,
         symbols=symbols,
         api_keys=api_keys,
     )

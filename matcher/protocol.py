@@ -87,6 +87,11 @@ CMD_NEW_STOP = 2
 CMD_CANCEL = 3
 CMD_AMEND = 4
 
+# The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
+# op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
+MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order",
+                          "cancel_all"))
+
 # Event type codes.
 EV_TRADE = 1
 EV_ORDER = 2
@@ -117,7 +122,9 @@ class Code:
     MARKET_REMAINDER = "market_remainder_cancelled"
     USER_CANCELLED = "cancelled_by_user"
     # Service (HTTP 5xx / 429 / 413 / 401).
-    UNAVAILABLE = "matcher_unavailable"
+    UNAVAILABLE = "matcher_unavailable"  # the gateway lost the link: outcome unknown
+    TIMEOUT = "matcher_timeout"  # the gateway got no answer by the deadline: not executed
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # reached after its deadline: not executed
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "request_too_large"
     UNAUTHORIZED = "unauthorized"

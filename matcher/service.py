@@ -44,7 +44,7 @@ from matcher.protocol import (
 )
 from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import CachedUnits, Units
-from matcher.validation import Validator, account_of, bounded_int, order_id_of
+from matcher.validation import Validator, account_of, bounded_int, deadline_refusal, order_id_of
 from matcher.views import Views
 
 log = logging.getLogger("matchwire.matcher")
@@ -456,6 +456,12 @@ class MatcherService:
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
             if parse is not None:
+                # A command this batch reaches after its deadline is refused, so a client
+                # that stopped waiting at the deadline knows it was not executed. `ts` is
+                # the batch's one clock read, which the command would be stamped with.
+                deadline = message.get("deadline")
+                if deadline is not None and (deadline.__class__ is not int or deadline < ts):
+                    raise deadline_refusal(deadline, ts)
                 command = parse(message, self.engine.seq + 1, ts)
                 return self.packed.reply(req_id, self._mutate(command, published))
             query = self._queries.get(op)
