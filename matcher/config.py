@@ -218,6 +218,8 @@ def _server_value(key: str, value: Any, kind: Any, where: str) -> Any:
     if not ok:
         name = getattr(kind, "__name__", str(kind))
         raise ConfigError(f"{where}{key} must be {name}, not {type(value).__name__} {value!r}")
+    if key == "fsync" and value not in FSYNC_POLICIES:
+        raise ConfigError(f"{where}fsync must be always, batch or off, not {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if key.endswith("_port") and not 1 <= value <= 65535:
             raise ConfigError(f"{where}{key} must be a port in 1..65535, not {value!r}")
@@ -279,9 +281,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         if key not in known:
             raise ConfigError(f"unknown setting {key!r}")
         server[key] = _server_value(key, value, known[key], "--")
-    fsync = server.get("fsync", "batch")
-    if fsync not in FSYNC_POLICIES:
-        raise ConfigError(f"fsync must be always, batch or off, not {fsync!r}")
     host = server.get("host", "127.0.0.1")
     zmq_port = server.get("zmq_port", 5555)
     symbol_rules: dict[str, dict[str, Any]] = {}
