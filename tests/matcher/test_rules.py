@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.zmq_client import MatcherClient
 from matcher import codec
 from matcher.config import load_config
 from matcher.engine import Engine
@@ -25,7 +26,7 @@ from matcher.protocol import BUY, CMD_NEW_ORDER, CMD_RULES, GTC, LIMIT, SELL, ST
 from matcher.rules import rules_command, rules_of
 from matcher.service import journal_dir, snapshot_dir
 from tests.matcher.test_service import MatcherProcess, spawner
-from tests.support import REPO, free_ports
+from tests.support import REPO, System, free_ports
 
 Spawn = Callable[..., MatcherProcess]
 BTC, ETH = "BTC-USDT", "ETH-USDT"
@@ -168,6 +169,23 @@ def test_apply_rules_journals_a_fee_change_for_later_trades_only(
     with open(trades_csv, newline="") as handle:
         rows = [(row["maker_fee"], row["taker_fee"]) for row in csv.DictReader(handle)]
     assert rows == [("3", "6"), ("15", "21")]
+
+
+def test_run_py_passes_apply_rules_to_its_matchers(tmp_path: Path, spawn: Spawn) -> None:
+    matcher = spawn(tmp_path / "data").start()  # System's data dir
+    order(matcher, "sell", "30000", "2")
+    assert matcher.stop() == 0
+    config = write_config(tmp_path / "fees.toml", BTC, maker_fee_rate="0.0005",
+                          taker_fee_rate="0.0007")
+    system = System(tmp_path, "--config", str(config), "--apply-rules").start()
+    client = MatcherClient(system.endpoint(0), timeout=10.0)
+    try:
+        taken = client.request("new_order", order_type="market", side="buy", quantity="1")
+        assert (taken["trades"][0]["maker_fee"], taken["trades"][0]["taker_fee"]) == ("15", "21")
+    finally:
+        client.close()
+        system.stop()
+    assert "rules changed at seq" in system.child.log()
 
 
 def test_a_tick_change_is_refused_while_a_resting_order_is_off_the_new_grid(
