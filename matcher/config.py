@@ -213,8 +213,9 @@ def _server_value(key: str, value: Any, kind: Any, where: str) -> Any:
     elif kind is Path:
         ok = isinstance(value, (str, Path))
         value = Path(value) if ok else value
-    else:  # str, and any type this module does not know: exactly that type
-        ok = isinstance(value, kind)
+    else:  # str, and any other type: that type (list for list[str]); unknown: as given
+        origin = typing.get_origin(kind) or kind
+        ok = isinstance(value, origin) if isinstance(origin, type) else True
     if not ok:
         name = getattr(kind, "__name__", str(kind))
         raise ConfigError(f"{where}{key} must be {name}, not {type(value).__name__} {value!r}")

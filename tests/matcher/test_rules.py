@@ -268,6 +268,23 @@ def test_a_finer_tick_and_lot_rescale_the_book_exactly(tmp_path: Path, spawn: Sp
     assert figures(result.stdout)["state_hash"] == live["state_hash"]
 
 
+def test_the_rules_survive_in_snapshots_when_their_record_is_pruned(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    data_dir = tmp_path / "data"
+    flags = ["--prune-segments", "--segment-bytes", "200"]
+    matcher = spawn(data_dir, snapshot_every=5, extra=flags).start()
+    for i in range(30):
+        order(matcher, "buy", str(29_000 + i), "0.01")
+    assert matcher.stop() == 0
+    assert all(command[0] != CMD_RULES for command in journaled_commands(data_dir, BTC))
+    config = write_config(tmp_path / "tick.toml", BTC, tick_size="0.02")
+    result = refused_start(data_dir, BTC, "--config", str(config))
+    assert result.returncode == 2
+    assert "tick_size: journaled 0.01, configured 0.02" in result.stderr
+    assert spawn(data_dir, "again.log", extra=flags).start().stop() == 0
+
+
 # -- replay and old journals ---------------------------------------------------------------
 
 
