@@ -156,6 +156,8 @@ def run_system(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_system_flags(parser)
+    parser.add_argument("--apply-rules", action="store_true",
+                        help="matchers journal configured rules that differ from the journal's")
     args = parser.parse_args(argv)
     try:
         config = config_from(args)
@@ -168,7 +170,8 @@ def run_system(argv: list[str]) -> int:
         return 2
     children = [
         Child(f"matcher {symbol}",
-              ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher")])
+              ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher"),
+               *(["--apply-rules"] if args.apply_rules else [])])
         for symbol in config.symbols
     ]
     children.append(Child("feedhub", ["-m", "feedhub.server", *system_flags(args, "feedhub")]))

@@ -18,6 +18,7 @@ import argparse
 import logging
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -285,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    config = load_config(args.config, host=args.host, ws_port=args.ws_port,
-                         zmq_port=args.zmq_port, symbols=symbols)
+    try:
+        config = load_config(args.config, host=args.host, ws_port=args.ws_port,
+                             zmq_port=args.zmq_port, symbols=symbols)
+    except ValueError as exc:  # ConfigError: names the file, section and key
+        print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
+        return 2
     if not config.symbols:
         parser.error("no symbols to serve")
     app = create_app(config, queue_size=args.queue_size)

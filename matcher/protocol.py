@@ -14,8 +14,12 @@ order id of an order the command creates; `ts` is microseconds since the Unix ep
      stp, client_order_id)
     (CMD_CANCEL,    seq, ts, account, order_id)
     (CMD_AMEND,     seq, ts, account, order_id, quantity, price)   # None = unchanged
+    (CMD_RULES,     seq, ts, tick_size, lot_size, min_quantity, max_price, max_quantity,
+     maker_fee_rate, taker_fee_rate)   # decimal texts; matcher/rules.py
 
-Prices are integer ticks, quantities integer lots; `price` is None for market orders.
+Prices are integer ticks, quantities integer lots (strictly: grid units, which are the
+tick and the lot unless a rules change made them finer, matcher/rules.py); `price` is
+None for market orders.
 
 Events (output of `Engine.apply`, in the order they happened):
 
@@ -86,6 +90,7 @@ CMD_NEW_ORDER = 1
 CMD_NEW_STOP = 2
 CMD_CANCEL = 3
 CMD_AMEND = 4
+CMD_RULES = 5  # the symbol's rules: first record of a journal, and every change
 
 # The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
 # op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
@@ -115,6 +120,7 @@ class Code:
     WOULD_TRIGGER_IMMEDIATELY = "would_trigger_immediately"
     STOP_NOT_AMENDABLE = "stop_not_amendable"
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    RULES_REFUSED = "rules_refused"  # a rules change the state cannot take (at start only)
     # Reasons carried by cancelled or rejected orders (not errors).
     SELF_TRADE_PREVENTED = "self_trade_prevented"
     FOK_NOT_FILLABLE = "fok_not_fillable"

@@ -73,26 +73,36 @@ class Units:
         "symbol", "tick_size", "lot_size", "price_places", "quantity_places",
         "price_scale", "quantity_scale", "max_price_ticks", "max_quantity_lots",
         "min_quantity_lots", "maker_rate", "taker_rate", "_fee_unit",
-        "_max_price", "_max_quantity",
+        "_max_price", "_max_quantity", "_ticks_per_tick", "_lots_per_lot",
     )
 
-    def __init__(self, config: SymbolConfig) -> None:
+    def __init__(
+        self, config: SymbolConfig, grid_units: tuple[str, str] | None = None
+    ) -> None:
+        """`grid_units`: what one integer price and quantity are worth, when a rules change
+        made them finer than the tick and the lot (matcher/rules.py); default: tick, lot."""
         self.symbol = config.symbol
         self.tick_size = config.tick_size
         self.lot_size = config.lot_size
-        self.price_places = _places(config.tick_size)
-        self.quantity_places = _places(config.lot_size)
+        price_unit, quantity_unit = config.tick_size, config.lot_size
+        if grid_units is not None:
+            price_unit, quantity_unit = Decimal(grid_units[0]), Decimal(grid_units[1])
+        # Integers per tick and per lot: 1 unless a rules change refined the grid units.
+        self._ticks_per_tick = int(config.tick_size / price_unit)
+        self._lots_per_lot = int(config.lot_size / quantity_unit)
+        self.price_places = _places(price_unit)
+        self.quantity_places = _places(quantity_unit)
         # Scale such that a tick count becomes a decimal string by integer arithmetic.
-        self.price_scale = int(config.tick_size * 10**self.price_places)
-        self.quantity_scale = int(config.lot_size * 10**self.quantity_places)
-        self.max_price_ticks = int(config.max_price / config.tick_size)
-        self.max_quantity_lots = int(config.max_quantity / config.lot_size)
-        self._max_price = self.max_price_ticks * config.tick_size
-        self._max_quantity = self.max_quantity_lots * config.lot_size
-        self.min_quantity_lots = int(config.min_quantity / config.lot_size)
+        self.price_scale = int(price_unit * 10**self.price_places)
+        self.quantity_scale = int(quantity_unit * 10**self.quantity_places)
+        self.max_price_ticks = int(config.max_price / price_unit)
+        self.max_quantity_lots = int(config.max_quantity / quantity_unit)
+        self._max_price = self.max_price_ticks * price_unit
+        self._max_quantity = self.max_quantity_lots * quantity_unit
+        self.min_quantity_lots = int(config.min_quantity / quantity_unit)
         self.maker_rate = self._rate(config.maker_fee_rate)
         self.taker_rate = self._rate(config.taker_fee_rate)
-        self._fee_unit = config.tick_size * config.lot_size / FEE_RATE_SCALE
+        self._fee_unit = price_unit * quantity_unit / FEE_RATE_SCALE
 
     @staticmethod
     def _rate(rate: Decimal) -> int:
@@ -120,7 +130,7 @@ class Units:
             raise CommandError(
                 Code.INVALID_PRICE, f"{field} {price} is not a multiple of tick_size {self.tick_size}"
             )
-        return int(ticks)
+        return int(ticks) * self._ticks_per_tick
 
     def quantity_lots(self, value: Any, field: str = "quantity") -> int:
         """Lots for an on-grid quantity within [min_quantity, max_quantity]."""
@@ -139,12 +149,13 @@ class Units:
                 Code.INVALID_QUANTITY,
                 f"{field} {quantity} is not a multiple of lot_size {self.lot_size}",
             )
-        if lots < self.min_quantity_lots:
+        units = int(lots) * self._lots_per_lot
+        if units < self.min_quantity_lots:
             raise CommandError(
                 Code.INVALID_QUANTITY,
-                f"{field} {quantity} is below min_quantity {self.min_quantity_lots * self.lot_size}",
+                f"{field} {quantity} is below min_quantity {self.format_quantity(self.min_quantity_lots)}",
             )
-        return int(lots)
+        return units
 
     # -- formatting (core -> edge) ---------------------------------------------------
     # Integer arithmetic and an f-string: about 4x faster than going through Decimal.
@@ -216,10 +227,12 @@ class CachedUnits(Units):
 
     __slots__ = ("_ticks", "_lots")
 
-    def __init__(self, config: SymbolConfig) -> None:
+    def __init__(
+        self, config: SymbolConfig, grid_units: tuple[str, str] | None = None
+    ) -> None:
         self._ticks: dict[str, int] = {}
         self._lots: dict[str, int] = {}
-        super().__init__(config)
+        super().__init__(config, grid_units)
 
     def price_ticks(self, value: Any, field: str = "price") -> int:
         if type(value) is not str:

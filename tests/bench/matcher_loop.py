@@ -366,7 +366,7 @@ def measure_matcher(fsync: str, latency_frames: list[bytes], frames: list[bytes]
             figures[f"{fsync}_orders_per_s"] = pipelined(sock, frames, window, check_ok)
             ping = codec.decode_reply(wait_reply(sock, codec.encode_request(
                 {"op": "ping", "req_id": -1}), 10))
-            expected = len(warm) + len(latency_frames) + len(frames)
+            expected = 1 + len(warm) + len(latency_frames) + len(frames)  # 1: the rules record
             if ping["result"]["seq"] != expected:
                 raise RuntimeError(f"seq {ping['result']['seq']}, expected {expected}")
     finally:
