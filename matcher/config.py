@@ -80,6 +80,7 @@ class SystemConfig:
     snapshot_every: int = 100_000
     prune_segments: bool = False  # keep the full history by default
     segment_bytes: int = 64 * 1024 * 1024
+    ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -186,6 +187,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     fsync = str(server.get("fsync", "batch"))
     if fsync not in ("always", "batch", "off"):
         raise ValueError(f"fsync must be always, batch or off, not {fsync!r}")
+    ws_max_connections = server.get("ws_max_connections", 10_000)
+    if isinstance(ws_max_connections, bool) or not isinstance(ws_max_connections, int) \
+            or ws_max_connections < 1:
+        raise ValueError(f"ws_max_connections must be a whole number of at least 1, "
+                         f"not {ws_max_connections!r}")
     return SystemConfig(
         host=host,
         http_port=int(server.get("http_port", 8000)),
@@ -196,6 +202,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         snapshot_every=int(server.get("snapshot_every", 100_000)),
         prune_segments=bool(server.get("prune_segments", False)),
         segment_bytes=int(server.get("segment_bytes", 64 * 1024 * 1024)),
+        ws_max_connections=ws_max_connections,
         symbols=symbols,
         api_keys=api_keys,
     )
