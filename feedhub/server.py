@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import resource
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -50,6 +51,7 @@ WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
 # Kernel send buffer per client. Left to autotuning, Linux grows it to 4 MiB on loopback:
 # ~13,000 updates a stuck client could sit behind before its queue even starts to fill.
 CLIENT_SNDBUF = 256 * 1024
+DESCRIPTORS_BESIDES_CLIENTS = 256  # ZeroMQ sockets, HTTP requests, logs, the loop's own
 
 
 class HubCollector(Collector):
@@ -263,6 +265,23 @@ def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF) -
     return sock
 
 
+def _fit_descriptor_limit(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard one so the connection cap, not the
+    descriptor limit, is what refuses clients; warn when the hard limit is too low."""
+    wanted = max_connections + DESCRIPTORS_BESIDES_CLIENTS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        except (OSError, ValueError):
+            raised = soft
+        if raised < wanted:
+            log.warning("descriptor limit %d is below ws_max_connections %d + %d: accepting "
+                        "may fail before the cap refuses", raised, max_connections,
+                        DESCRIPTORS_BESIDES_CLIENTS)
+
+
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     """An argparse type: `kind` of the text, and above 0."""
     def parse(text: str) -> Any:
@@ -307,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if not config.symbols:
         parser.error("no symbols to serve")
+    _fit_descriptor_limit(config.ws_max_connections)
     app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers

@@ -212,3 +212,28 @@ def test_bad_connection_settings_stop_the_hub_with_a_reason(
         assert message in hub.log()
     finally:
         hub.stop()
+
+
+@pytest.mark.parametrize("soft, hard, expected_soft, warned", [
+    (64, 4096, 356, False),  # raised to fit 100 connections + 256
+    (64, 128, 128, True),  # as far as the hard limit goes, with a warning
+])
+def test_the_descriptor_limit_is_raised_to_fit_the_cap(
+    tmp_path: Path, soft: int, hard: int, expected_soft: int, warned: bool,
+) -> None:
+    system = System(tmp_path)
+    start = ("import resource, runpy, sys; "
+             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+             "sys.argv = ['feedhub.server', *sys.argv[1:]]; "
+             "runpy.run_module('feedhub.server', run_name='__main__')")
+    hub = Child(["-c", start, "--config", str(system.config_path), "--max-connections", "100"],
+                tmp_path / "hub.log").start()
+    try:
+        wait_until(lambda: "feed hub for" in hub.log(), timeout=30)
+        assert hub.process is not None
+        limits = Path(f"/proc/{hub.process.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert line.split()[3:5] == [str(expected_soft), str(hard)], line
+        assert ("descriptor limit 128 is below ws_max_connections 100" in hub.log()) is warned
+    finally:
+        hub.stop()
