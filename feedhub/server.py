@@ -117,8 +117,8 @@ class HubCollector(Collector):
             trades.add_metric([symbol], replica.trades)
             recovered.add_metric([symbol], replica.trades_recovered)
             lost.add_metric([symbol], replica.trades_lost)
-        yield from (clients, sent, connections, drops, open_connections, refused, resyncs, synced, book_seq, updates,
-                    trades, recovered, lost)
+        yield from (clients, sent, connections, drops, open_connections, refused, resyncs,
+                    synced, book_seq, updates, trades, recovered, lost)
 
 
 class WebSocketEndpoint:
