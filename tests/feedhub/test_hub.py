@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import statistics
@@ -293,6 +294,8 @@ def test_a_client_that_stops_reading_is_closed_and_its_connection_dropped(
                 await asyncio.to_thread(
                     wait_until, lambda: trade_ids and trade_ids[-1] >= last_trade["trade_id"])
                 reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
                 return feed, trades, stuck
 
         feed, trades, stuck = asyncio.run(scenario())
