@@ -84,6 +84,7 @@ class SystemConfig:
     prune_segments: bool = False  # keep the full history by default
     segment_bytes: int = 64 * 1024 * 1024
     matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
+    ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -121,7 +122,7 @@ API_KEY_KEYS = ("account", "rate_limit", "burst")
 # accepted here with no second list to edit); these two are tables of their own.
 NOT_SERVER_KEYS = frozenset(("symbols", "api_keys"))
 FSYNC_POLICIES = ("always", "batch", "off")
-POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes"))
+POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes", "ws_max_connections"))
 
 
 def _decimal(value: Any, name: str) -> Decimal:
