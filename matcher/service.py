@@ -31,6 +31,7 @@ import zmq.backend
 from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
+from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
@@ -161,6 +162,8 @@ class MatcherService:
         self.journaled_seq = 0
         self.journal_failed = False
         self.engine_suspect = False  # a core bug's half-changed engine that recovery failed to replace
+        # One writer per symbol folder: held from start to the end of shutdown.
+        self.lock = FolderLock(self.data_dir / self.symbol)
         self.last_ts = 0
         self.topic_heartbeat = f"hb.{self.symbol}".encode()
         # A PUB frame is topic + TOPIC_END + msgpack body (codec.encode_pub): the hot
@@ -192,6 +195,7 @@ class MatcherService:
 
     def start(self) -> None:
         started = time.perf_counter()
+        self.lock.acquire()  # FolderLocked: before anything reads or repairs the folder
         self.journal.open()
         # Recovery allocates up to millions of objects that all stay alive: cycle
         # collections meanwhile only rescan them (measured: -30% CPU on a 1M-record
@@ -285,6 +289,7 @@ class MatcherService:
         if self.context is not None:
             self.context.term()
         log.info("%s stopped at seq %d", self.symbol, self.engine.seq)
+        self.lock.release()  # last: nothing of this process touches the folder after it
 
     def take_snapshot(self) -> None:
         """Write a snapshot of the current state, here and now (shutdown)."""
@@ -312,6 +317,8 @@ class MatcherService:
             # The child: write and leave at once, whatever happens. It closes what it
             # inherited (the ZeroMQ sockets, the journal) so that a parent that dies
             # meanwhile can be restarted on the same endpoints.
+            # (The folder lock is a POSIX lock: a child never holds it, so the parent's
+            # death frees it even while this child still writes.)
             code = 1
             try:
                 os.closerange(3, CHILD_MAX_FD)
@@ -627,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     service.install_signal_handlers()
     try:
         service.start()
-    except (JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
+    except (FolderLocked, JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
         # Refuse to start with one clear line (file and offset, or the endpoint): serving
         # from a damaged journal or the wrong address must never happen silently.
         endpoint = f" ({service.router_endpoint}, {service.pub_endpoint})" \
