@@ -43,7 +43,7 @@ from matcher.protocol import (
     CommandError,
     shown,
 )
-from matcher.snapshot import list_snapshots, load_latest, write_snapshot
+from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
 from matcher.units import CachedUnits, Units
 from matcher.validation import Validator, account_of, bounded_int, order_id_of
 from matcher.views import Views
@@ -83,12 +83,28 @@ def recover(
     units: Units, data_dir: Path, journal: Journal, progress: Any = None, until_seq: int | None = None
 ) -> tuple[Engine, int]:
     """Newest valid snapshot + replay of the journal after it. Returns (engine, replayed)."""
-    loaded = load_latest(snapshot_dir(data_dir, units.symbol), log=log.warning)
-    if loaded is not None and (until_seq is None or loaded[0] <= until_seq):
-        engine = Engine.from_state(codec.decode_state(loaded[1]))
-    else:
-        engine = new_engine(units)
+    engine = load_snapshot(units, data_dir, until_seq)
     return engine, replay_into(engine, journal, progress, until_seq)
+
+
+def load_snapshot(units: Units, data_dir: Path, until_seq: int | None = None) -> Engine:
+    """The engine of the newest snapshot that reads, checks out and decodes (at or before
+    until_seq); else a fresh engine, for a replay of the whole journal. Each one skipped
+    is logged with its file and the reason (docs/journal.md, "Recovery")."""
+    for seq, path, body in valid_snapshots(snapshot_dir(data_dir, units.symbol), log.warning):
+        if until_seq is not None and seq > until_seq:
+            return new_engine(units)
+        try:
+            engine = Engine.from_state(codec.decode_state(body))
+            if engine.seq != seq:
+                raise ValueError(f"its state is at seq {engine.seq}")
+        except Exception as exc:  # msgpack, a missing key, another state version...
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            log.warning("snapshot: skipping undecodable %s: %s; trying an older one or the "
+                        "whole journal", path, reason)
+            continue
+        return engine
+    return new_engine(units)
 
 
 def replay_into(

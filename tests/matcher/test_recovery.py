@@ -25,7 +25,7 @@ from matcher.config import load_config
 from matcher.journal import HEADER, Journal, list_segments
 from matcher.protocol import EV_TRADE
 from matcher.service import journal_dir, new_engine, snapshot_dir
-from matcher.snapshot import list_snapshots
+from matcher.snapshot import list_snapshots, write_snapshot
 from matcher.units import CachedUnits
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
 from tests.support import REPO, wait_until
@@ -575,3 +575,67 @@ def test_pruning_keeps_what_recovery_needs_and_drops_the_rest(tmp_path: Path) ->
     finally:
         client.close()
         restarted.stop()
+
+
+# -- (e) a snapshot that cannot be used -------------------------------------------------
+
+
+def _spoil(path: Path, how: str) -> str:
+    """Make the snapshot at `path` unusable in a real way (the tests run as root, so not
+    by its mode bits); returns the reason the warning must give."""
+    seq = int(path.name.split("-")[1].split(".")[0])
+    if how == "directory":
+        path.unlink()
+        path.mkdir()
+        (path / "stray").write_text("a directory where the snapshot was")
+        return "Is a directory"
+    if how == "other_version":  # valid by CRC, written by another state version
+        from matcher.snapshot import HEADER as SNAP_HEADER
+
+        state = dict(codec.decode_state(path.read_bytes()[SNAP_HEADER.size:]))
+        state["version"] = 999
+        body = codec.encode_state(state)
+    else:  # valid by CRC, but not msgpack at all
+        body = b"\xc1 this is no msgpack"
+    write_snapshot(path.parent, seq, body)
+    return "snapshot state version 999" if how == "other_version" else "skipping undecodable"
+
+
+@pytest.mark.parametrize("how", ["directory", "other_version", "not_msgpack"])
+def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journal(
+    tmp_path: Path, spawn: Spawn, how: str
+) -> None:
+    data_dir = tmp_path / "data"
+    matcher = spawn(data_dir, fsync="batch").start()
+    place_passive_orders(matcher, 5)
+    assert matcher.stop() == 0  # snapshot at seq 5
+    matcher.start()
+    place_passive_orders(matcher, 5)
+    before = matcher.state()
+    assert matcher.stop() == 0  # snapshot at seq 10; both are kept
+    (_, older), (_, newest) = list_snapshots(snapshot_dir(data_dir, SYMBOL))
+    reason = _spoil(newest, how)
+
+    matcher.start()
+    log = matcher.log()
+    assert f"snapshot: skipping unreadable {newest}" in log or \
+        f"snapshot: skipping undecodable {newest}" in log, log
+    assert reason in log
+    assert "recovered to seq 10 (5 records replayed)" in log
+    assert matcher.state() == before
+    matcher.kill()  # no shutdown snapshot over the spoiled one
+
+    replay = subprocess.run(
+        [sys.executable, "-m", "matcher.replay", "--data-dir", str(data_dir), "--symbol", SYMBOL,
+         "--verify"], capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert str(newest) in replay.stderr and f"state_hash: {before[2]}" in replay.stdout
+    assert "snapshot at seq 5" in replay.stdout
+
+    _spoil(older, how)
+    matcher.start()
+    log = matcher.log()
+    assert "recovered to seq 10 (10 records replayed)" in log  # the whole journal
+    assert matcher.state() == before
+    matcher.kill()
