@@ -38,6 +38,7 @@ HTTP_STATUS: dict[str, int] = {
     Code.RATE_LIMITED: 429,
     Code.INTERNAL: 500,
     Code.UNAVAILABLE: 503,
+    Code.JOURNAL_UNAVAILABLE: 503,
 }
 
 

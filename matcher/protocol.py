@@ -118,6 +118,7 @@ class Code:
     USER_CANCELLED = "cancelled_by_user"
     # Service (HTTP 5xx / 429 / 413 / 401).
     UNAVAILABLE = "matcher_unavailable"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"  # the journal cannot be written (disk full)
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "request_too_large"
     UNAUTHORIZED = "unauthorized"

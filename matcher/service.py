@@ -56,6 +56,7 @@ GC_THRESHOLD = 100_000
 HEARTBEAT_SECONDS = 1.0
 PUB_HWM = 1_000_000
 CHILD_MAX_FD = 65_536  # a snapshot child closes its inherited descriptors up to this
+PROBE_LOG_EVERY = 60  # while the journal cannot be written: one log line per minute of probes
 # pyzmq's Socket.send is a Python wrapper (routing_id/group handling) around the Cython
 # send: calling the latter directly saves ~0.2 us of the ~0.45 us per frame, and the
 # loop sends 4-5 frames per order.
@@ -180,6 +181,12 @@ class MatcherService:
         self.engine_suspect = False  # a core bug's half-changed engine that recovery failed to replace
         # One writer per symbol folder: held from start to the end of shutdown.
         self.lock = FolderLock(self.data_dir / self.symbol)
+        # The journal cannot be written (disk full): mutating ops are refused with
+        # journal_unavailable, reads serve the last durable state, a probe write each
+        # heartbeat tells when to accept again (docs/operations.md, "Disk full").
+        self.journal_down = False
+        self.journal_error = ""
+        self.failed_probes = 0
         self.last_ts = 0
         self.topic_heartbeat = f"hb.{self.symbol}".encode()
         # A PUB frame is topic + TOPIC_END + msgpack body (codec.encode_pub): the hot
@@ -206,6 +213,9 @@ class MatcherService:
             "cancel_order": self.validator.cancel,
             "amend_order": self.validator.amend,
         }
+        # While the journal is down, `_parsers` is this map instead: no per-request check.
+        self._accepting = self._parsers
+        self._refusing = {op: self._refuse_mutation for op in self._parsers}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -271,6 +281,8 @@ class MatcherService:
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._heartbeat()
+                if self.journal_down:
+                    self._probe_journal()
                 next_heartbeat = now + HEARTBEAT_SECONDS
             timeout_ms = max(1, min(100, int((next_heartbeat - now) * 1000)))
             if poller.poll(timeout_ms):
@@ -297,7 +309,11 @@ class MatcherService:
                       " (a commit failed)" if self.journal_failed else
                       " (the engine could not be rebuilt)" if self.engine_suspect else "")
         elif self.engine.seq > self.last_snapshot_seq:
-            self.take_snapshot()
+            try:
+                self.take_snapshot()
+            except OSError as exc:  # a full disk: the journal holds everything anyway
+                log.error("%s no shutdown snapshot at seq %d: %s", self.symbol,
+                          self.engine.seq, exc)
         self.journal.close()
         for sock in (self.router, self.pub):
             if sock is not None:
@@ -340,6 +356,8 @@ class MatcherService:
                 os.closerange(3, CHILD_MAX_FD)
                 self._write_snapshot(f" (child {os.getpid()})")
                 code = 0
+            except OSError as exc:  # a full disk: one line, serving goes on
+                log.error("%s snapshot at seq %d failed: %s", self.symbol, seq, exc)
             except BaseException:
                 log.exception("%s snapshot at seq %d failed", self.symbol, seq)
             finally:
@@ -425,6 +443,7 @@ class MatcherService:
             requests.append((identity, frames))
             if len(requests) == 1 and not int(more(EVENTS)) & POLLIN:
                 break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
+        was_down = self.journal_down
         for identity, frames in requests:
             delimiter: bytes | None = None
             if len(frames) >= 2 and frames[0] == b"":
@@ -435,11 +454,19 @@ class MatcherService:
             else:
                 reply = handle(frames[0], ts, published)
             replies.append((identity, delimiter, reply))
-        try:
-            self.journal.commit()  # group commit: one fsync for the whole batch
-        except BaseException:
-            self.journal_failed = True  # nothing of this batch is acknowledged
-            raise
+        if not self.journal_down:
+            try:
+                self.journal.commit()  # group commit: one fsync for the whole batch
+            except OSError as exc:  # disk full: roll the batch back, refuse until writable
+                self._journal_write_failed(exc)
+            except BaseException:
+                self.journal_failed = True  # nothing of this batch is acknowledged
+                raise
+        if self.journal_down and not was_down:
+            # The batch was rolled back: none of its replies may stand (a query may have
+            # seen its undurable changes), none of its market data is published.
+            replies = self._refused_replies(replies)
+            published = []
         send = raw_send.__get__(router)
         for identity, delimiter, reply in replies:
             send(identity, zmq.SNDMORE)
@@ -457,7 +484,7 @@ class MatcherService:
         gc_freeze()
         if self.snapshot_child is not None:
             self.reap_snapshot()
-        if (self.snapshot_child is None
+        if (self.snapshot_child is None and not self.journal_down
                 and self.engine.seq - self.last_snapshot_seq >= self.snapshot_every):
             self.start_snapshot()
 
@@ -501,8 +528,13 @@ class MatcherService:
         If the rebuild fails too, the engine in memory cannot be trusted: the process
         stops (SystemExit passes `handle`'s catch-all) with no shutdown snapshot, and a
         restart recovers from the journal."""
+        if not self.journal_down:
+            try:
+                self.journal.commit()
+            except OSError as exc:
+                self._journal_write_failed(exc)  # rolls back and rebuilds the engine too
+                return
         try:
-            self.journal.commit()
             self.engine, _ = recover(self.units, self.data_dir, self.journal)
         except Exception:
             self.engine_suspect = True
@@ -511,6 +543,72 @@ class MatcherService:
             raise SystemExit(3) from None
         log.error("%s state rebuilt from the journal at seq %d after an internal error",
                   self.symbol, self.engine.seq)
+
+    # -- a journal that cannot be written (disk full) ---------------------------------
+
+    def _journal_write_failed(self, exc: OSError) -> None:
+        """A commit (or an append under fsync=always) failed: cut the journal back to its
+        last commit, rebuild the engine from disk (the state every acknowledged reply
+        described) and refuse mutating ops until a probe write succeeds.
+
+        If the cut or the rebuild fails, the state on disk or in memory is unknown: stop
+        with exit 3 and no shutdown snapshot; a restart recovers from the journal."""
+        self.journal_down = True
+        self.journal_error = f"{exc.strerror or exc} ({type(exc).__name__})"
+        self._parsers = self._refusing
+        self.failed_probes = 0
+        try:
+            self.journal.rollback()
+            self.engine, _ = recover(self.units, self.data_dir, self.journal)
+        except Exception:
+            self.journal_failed = self.engine_suspect = True
+            log.critical("%s cannot roll back after a failed journal write: stopping",
+                         self.symbol, exc_info=True)
+            raise SystemExit(3) from None
+        self.journaled_seq = self.engine.seq
+        log.error("%s journal write failed: %s; rolled back to seq %d; refusing orders with "
+                  "journal_unavailable and serving reads until the disk takes writes again",
+                  self.symbol, self.journal_error, self.engine.seq)
+
+    def _probe_journal(self) -> None:
+        """Once a heartbeat while the journal is down: one small real write (bounded)."""
+        try:
+            self.journal.probe()
+        except OSError as exc:
+            self.failed_probes += 1
+            if not self.failed_probes % PROBE_LOG_EVERY:
+                log.warning("%s journal still cannot be written: %s", self.symbol,
+                            exc.strerror or exc)
+            return
+        self.journal_down = False
+        self._parsers = self._accepting
+        log.warning("%s journal writable again: accepting orders from seq %d", self.symbol,
+                    self.engine.seq + 1)
+
+    def _refuse_mutation(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        raise self._unavailable()
+
+    def _unavailable(self) -> CommandError:
+        return CommandError(Code.JOURNAL_UNAVAILABLE,
+                            f"the journal cannot be written ({self.journal_error}): orders, "
+                            f"cancels and amends are refused until it can; reads still work")
+
+    def _refused_replies(
+        self, replies: list[tuple[bytes, bytes | None, bytes]]
+    ) -> list[tuple[bytes, bytes | None, bytes]]:
+        """Every reply of a rolled-back batch, as a journal_unavailable error with its
+        req_id. Only on that failure path: it decodes each reply again."""
+        message = (f"the journal cannot be written ({self.journal_error}): this request "
+                   f"was not applied")
+        refused = []
+        for identity, delimiter, reply in replies:
+            try:
+                req_id = codec.decode_reply(reply).get("req_id")
+            except Exception:
+                req_id = None
+            refused.append((identity, delimiter,
+                            codec.encode_error(req_id, Code.JOURNAL_UNAVAILABLE, message)))
+        return refused
 
     def _bad(self, req_id: Any, message: str) -> bytes:
         self.bad_requests += 1
@@ -529,7 +627,11 @@ class MatcherService:
         except Exception:
             self._rebuild_after_fault()  # a core bug may have left a half-changed book
             raise
-        self.journal.append(seq, codec.encode_command(command))
+        try:
+            self.journal.append(seq, codec.encode_command(command))
+        except OSError as exc:  # fsync=always writes here: the disk is full
+            self._journal_write_failed(exc)
+            raise self._unavailable() from None
         self.journaled_seq = seq
         packed = self.packed
         changes: dict[tuple[int, int], int] = {}
