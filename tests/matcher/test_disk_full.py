@@ -245,3 +245,10 @@ def test_a_snapshot_that_cannot_be_written_is_logged_and_serving_goes_on(
     assert journal_dir(data_dir, SYMBOL).is_dir()
     assert matcher.stop() == 0
     assert [seq for seq, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))] == [before["seq"]]
+
+
+def test_the_gateway_answers_journal_unavailable_with_503() -> None:
+    from gateway.errors import status_for
+    from matcher.protocol import Code
+
+    assert status_for(Code.JOURNAL_UNAVAILABLE) == 503
