@@ -97,9 +97,15 @@ class FolderLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise FolderLocked(self.folder, holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            # Over the old bytes, then cut: no new block needed, so a full disk cannot
+            # stop a start here (the matcher serves reads when its journal is full).
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError:
+            pass  # the lock holds anyway; a refused second matcher then says "unknown"
 
     def release(self) -> None:
         """Drop the lock (idempotent). The PID stays in the file: it is only read while

@@ -247,6 +247,36 @@ def test_a_snapshot_that_cannot_be_written_is_logged_and_serving_goes_on(
     assert [seq for seq, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))] == [before["seq"]]
 
 
+@pytest.mark.timeout(300)
+def test_a_matcher_started_on_a_full_disk_serves_reads_and_refuses_orders(
+    disk: Path, spawn: Spawn
+) -> None:
+    data_dir = disk / "data"
+    matcher = spawn(data_dir, fsync="batch").start()
+    for i in range(10):
+        assert matcher.request(**passive_order(i))
+    before = matcher.request("ping", hash=True)
+    matcher.kill()
+    filler = fill(disk)
+
+    matcher.start()  # the lock, the journal's open and recovery need no new block
+    ping = matcher.request("ping", hash=True)
+    assert (ping["seq"], ping["state_hash"]) == (before["seq"], before["state_hash"])
+    refused = None
+    for i in range(2000):  # the segment's last page may still take a few
+        reply = matcher.raw(**passive_order(i, price="20000" if i % 2 else "40000"))
+        if not reply["ok"]:
+            refused = reply
+            break
+    assert refused is not None and refused["error"]["code"] == "journal_unavailable"
+    assert matcher.request("book", depth=5)["bids"]
+    filler.unlink()
+    wait_until(lambda: matcher.raw(**passive_order(3))["ok"], timeout=60, interval=0.2)
+    final = matcher.request("ping", hash=True)
+    assert matcher.stop() == 0
+    assert offline_hash(data_dir) == (final["seq"], final["state_hash"])
+
+
 def test_the_gateway_answers_journal_unavailable_with_503() -> None:
     from gateway.errors import status_for
     from matcher.protocol import Code
