@@ -261,6 +261,7 @@ class Journal:
         self._mark_size = 0
         self._mark_last_seq = -1
         self._created: list[Path] = []
+        self._unmarked = False  # written since the mark (under "always": by append)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -391,19 +392,22 @@ class Journal:
             self._expect(_OPEN, "commit")
         if self._buffered_records or self._sealed:
             self._flush()
-        self._mark()
+        if self._unmarked:  # an empty commit (most of a query-only batch) costs no more
+            self._mark()
 
     def _mark(self) -> None:
         """Remember the disk as it is now as the point `rollback` returns to. O(1)."""
         self._mark_path = self._path
         self._mark_size = self._size
         self._mark_last_seq = self._last_seq
+        self._unmarked = False
         if self._created:
             self._created = []
 
     def _flush(self) -> None:
         """Write and sync what is buffered (the body of `commit`; under fsync="always",
         of every `append`, whose records `rollback` still drops up to the last commit)."""
+        self._unmarked = True
         try:
             # Earlier segments first, each complete and durable before the next file
             # exists: so only the last segment can ever have a torn tail.
