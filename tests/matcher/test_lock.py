@@ -64,7 +64,7 @@ def test_a_second_matcher_on_the_same_folder_refuses_naming_the_holder(
 ) -> None:
     data_dir = tmp_path / "data"
     first = spawn(data_dir, fsync="batch").start()
-    assert place(first, 5) == [1, 2, 3, 4, 5]
+    assert place(first, 5) == [2, 3, 4, 5, 6]  # seq 1 is the rules record
     [(_, segment)] = list_segments(journal_dir(data_dir, SYMBOL))
     journal_before = segment.read_bytes()
     folder = data_dir / SYMBOL
@@ -76,13 +76,13 @@ def test_a_second_matcher_on_the_same_folder_refuses_naming_the_holder(
     assert "Traceback" not in second.stderr
     assert segment.read_bytes() == journal_before  # it opened nothing, repaired nothing
     # The holder goes on, with no seq taken by the other one.
-    assert place(first, 3, first=5) == [6, 7, 8]
-    assert offline_hash(data_dir)[0] == 8
+    assert place(first, 3, first=5) == [7, 8, 9]
+    assert offline_hash(data_dir)[0] == 9
     assert first.stop() == 0
 
-    # A clean stop frees the lock: the next matcher starts and goes on from seq 8.
+    # A clean stop frees the lock: the next matcher starts and goes on from seq 9.
     successor = spawn(data_dir, "successor.log").start()
-    assert place(successor, 1) == [9]
+    assert place(successor, 1) == [10]
     assert (folder / LOCK_NAME).read_text().strip() == str(pid_of(successor))
     assert successor.stop() == 0
 
@@ -93,7 +93,7 @@ def test_kill_9_frees_the_lock(tmp_path: Path, spawn: Spawn) -> None:
     place(first, 4)
     first.kill()
     restarted = spawn(data_dir, "restarted.log").start()
-    assert place(restarted, 1) == [5]
+    assert place(restarted, 1) == [6]
     assert restarted.stop() == 0
 
 
@@ -194,11 +194,11 @@ def test_replay_takes_no_lock_and_leaves_a_live_journal_alone(
             capture_output=True, text=True, timeout=120, cwd=REPO,
         )
         assert replay.returncode == 0, replay.stderr
-        assert "torn tail" in replay.stderr and "seq: 6" in replay.stdout
+        assert "torn tail" in replay.stderr and "seq: 7" in replay.stdout
         assert segment.read_bytes() == torn
         lock = data_dir / SYMBOL / LOCK_NAME
         assert lock.read_text().strip() == str(pid_of(matcher))
     finally:
         os.truncate(segment, committed)  # the matcher appends after it
-    assert place(matcher, 1) == [7]
+    assert place(matcher, 1) == [8]
     assert matcher.stop() == 0
