@@ -32,6 +32,7 @@ from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt
+from matcher.lifeline import exit_with_parent
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
     CMD_NEW_ORDER,
@@ -302,6 +303,7 @@ class MatcherService:
         it. Called between batches, after the journal commit: the snapshot never holds a
         command the journal lacks."""
         seq = self.engine.seq
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:  # no memory or no process slot: serve on, retry later
@@ -314,6 +316,10 @@ class MatcherService:
             # meanwhile can be restarted on the same endpoints.
             code = 1
             try:
+                # A matcher killed meanwhile takes its snapshot child along: an orphan
+                # nobody supervises, holding up to a heap's worth of memory and writing
+                # into the folder the restarted matcher snapshots and cleans.
+                exit_with_parent(parent, signal.SIGKILL)
                 os.closerange(3, CHILD_MAX_FD)
                 self._write_snapshot(f" (child {os.getpid()})")
                 code = 0
@@ -615,10 +621,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
     args = parser.parse_args(argv)
     configure_logging()
-    config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
-                         data_dir=args.data_dir, fsync=args.fsync,
-                         snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
-                         segment_bytes=args.segment_bytes, symbols=[args.symbol])
+    try:
+        config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
+                             data_dir=args.data_dir, fsync=args.fsync,
+                             snapshot_every=args.snapshot_every,
+                             prune_segments=args.prune_segments,
+                             segment_bytes=args.segment_bytes, symbols=[args.symbol])
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("%s bad configuration: %s", args.symbol, exc)
+        return 2
     service = MatcherService(
         config.symbols[args.symbol], config.data_dir, config.fsync, config.snapshot_every,
         router_endpoint=args.router, pub_endpoint=args.pub,
