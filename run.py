@@ -48,6 +48,7 @@ FRONT_END_GRACE = 10.0  # seconds a stopping gateway / feed hub gets before SIGK
 MATCHER_GRACE = 30.0  # a stopping matcher writes its snapshot first
 STDERR_TAIL = 20  # lines of a child's stderr kept to explain its exit
 POLL_SECONDS = 0.2
+PROBE_TIMEOUT = 1.0  # a readiness probe of a starting child (a loaded machine is slow)
 
 
 def add_system_flags(parser: argparse.ArgumentParser) -> None:
@@ -111,15 +112,31 @@ def describe(code: int) -> str:
     return f"exit {code}"
 
 
+HTTP_PROBE = b"GET / HTTP/1.0\r\nHost: run.py\r\n\r\n"
+
+
+def answers(address: tuple[str, int], http: bool) -> bool:
+    """Something accepts connections on `address` (and answers HTTP, if `http`: a front
+    end binds its port before its app has started)."""
+    try:
+        with socket.create_connection(address, timeout=PROBE_TIMEOUT) as sock:
+            if not http:
+                return True
+            sock.sendall(HTTP_PROBE)
+            return sock.recv(5) == b"HTTP/"  # any status: the server is serving
+    except OSError:
+        return False
+
+
 @dataclass
 class Child:
-    """One supervised process. It is *ready* once every port in `listens` accepts a
-    connection: an exit before that is a failed start, after it a crash."""
+    """One supervised process. It is *ready* once every port in `listens` answers: an
+    exit before that is a failed start, after it a crash."""
 
     name: str
     argv: list[str]
     listens: list[tuple[str, int]]
-    front_end: bool  # gateway or feed hub: stopped before the matchers
+    front_end: bool  # gateway or feed hub (HTTP servers): stopped before the matchers
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready: bool = False
@@ -147,6 +164,7 @@ class Child:
         self.restart_at = None
         self.starts += 1
         self.tail.clear()
+        self.partial = b""
 
     @property
     def alive(self) -> bool:
@@ -158,16 +176,10 @@ class Child:
             self.process.send_signal(signum)
 
     def listening(self) -> bool:
-        """Every port of this child accepts a connection (no port: up long enough)."""
+        """Every port of this child answers (no port to probe: up long enough)."""
         if not self.listens:
             return time.monotonic() - self.started_at >= UNPROBED_READY_AFTER
-        for address in self.listens:
-            try:
-                with socket.create_connection(address, timeout=POLL_SECONDS):
-                    pass
-            except OSError:
-                return False
-        return True
+        return all(answers(address, http=self.front_end) for address in self.listens)
 
     def took(self, data: bytes) -> None:
         """Keep the last lines of its stderr (already passed on to run.py's stderr)."""
@@ -260,21 +272,21 @@ class Supervisor:
     def watch(self) -> None:
         now = time.monotonic()
         for child in self.children:
+            if child.process is not None:
+                code = child.process.poll()
+                if code is None:
+                    if not child.ready and child.listening():
+                        child.ready = True
+                        print(f"[run] {child.name} ready (pid {child.process.pid}, "
+                              f"{time.monotonic() - child.started_at:.2f}s after start)",
+                              flush=True)
+                    continue
+                self.drain(child)
+                self.exited(child, code, now)
             if self.outcome is not None:
                 return
-            if child.process is None:
-                if child.restart_at is not None and now >= child.restart_at:
-                    self.start(child)
-                continue
-            code = child.process.poll()
-            if code is None:
-                if not child.ready and child.listening():
-                    child.ready = True
-                    print(f"[run] {child.name} ready (pid {child.process.pid}, "
-                          f"{time.monotonic() - child.started_at:.2f}s after start)", flush=True)
-                continue
-            self.drain(child)
-            self.exited(child, code, now)
+            if child.restart_at is not None and now >= child.restart_at:
+                self.start(child)
 
     def exited(self, child: Child, code: int, now: float) -> None:
         """Decide what a child's exit means: give up, restart at once, or back off."""
