@@ -209,20 +209,28 @@ def test_a_matcher_that_had_been_up_is_restarted_at_once_each_time(
 ) -> None:
     ports = Ports(1)
     child = run_py(tmp_path, ports).start()
+    assert child.process is not None
+    supervisor = child.process.pid
+
+    def matcher() -> int | None:
+        pids = [pid for pid in child_pids(supervisor) if "matcher.service" in cmdline(pid)]
+        return pids[0] if pids else None
+
     try:
-        wait_healthy(child, ports)
-        assert child.process is not None
-        for kill in range(1, 5):
-            wait_until(lambda kill=kill: child.log().count("[run] matcher BTC-USDT ready") == kill,
-                       timeout=60)
-            (matcher,) = [pid for pid in child_pids(child.process.pid)
-                          if "matcher.service" in cmdline(pid)]
-            os.kill(matcher, signal.SIGKILL)
-            wait_until(lambda kill=kill: child.log().count("restarting now") == kill, timeout=30)
-        wait_until(lambda: child.log().count("[run] matcher BTC-USDT ready") == 5, timeout=60)
+        killed: int | None = None
+        for _ in range(4):
+            # Up again: a new matcher process, and the gateway reaches it.
+            wait_until(lambda killed=killed: matcher() not in (None, killed)
+                       and http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60)
+            killed = matcher()
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: matcher() not in (None, killed)
+                   and http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60)
         log = child.log()
+        assert "restart in" not in log, log[-3000:]  # no backoff for a child that had been up
         assert log.count("matcher BTC-USDT killed by SIGKILL after") == 4, log[-3000:]
-        assert "restart in" not in log  # no backoff for a child that had been up
+        assert log.count("restarting now") == 4
     finally:
         assert child.stop(timeout=60) == 0
 
@@ -267,11 +275,12 @@ def test_sigterm_stops_the_front_ends_before_the_matchers(tmp_path: Path, leftov
     lines = child.log().splitlines()
 
     def where(text: str) -> int:
-        (index,) = [i for i, line in enumerate(lines) if text in line]
-        return index
+        found = [i for i, line in enumerate(lines) if text in line]
+        assert len(found) == 1, f"{text!r} logged {len(found)} times:\n" + "\n".join(lines[-30:])
+        return found[0]
 
-    front_ends_gone = max(where("matchwire.gateway INFO gateway stopped"),
-                          where("matchwire.feedhub INFO feed hub stopped"))
-    for symbol in ("BTC-USDT", "ETH-USDT"):
-        assert where(f"matchwire.matcher INFO {symbol} stopped at seq") > front_ends_gone, \
-            "\n".join(lines[-30:])
+    matchers_gone = min(where(f"matchwire.matcher INFO {symbol} stopped at seq")
+                        for symbol in ("BTC-USDT", "ETH-USDT"))
+    assert where("matchwire.gateway INFO gateway stopped") < matchers_gone, \
+        "\n".join(lines[-30:])
+    assert where("matchwire.feedhub INFO feed hub stopped") < matchers_gone

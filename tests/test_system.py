@@ -26,7 +26,7 @@ from tests.support import (
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of `pid` (Linux /proc)."""
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = (task / "children").read_text().split()
         found.extend(int(child) for child in children)
