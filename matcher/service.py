@@ -34,6 +34,7 @@ from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
+from matcher.lifeline import exit_with_parent
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
     CMD_NEW_ORDER,
@@ -401,6 +402,7 @@ class MatcherService:
         it. Called between batches, after the journal commit: the snapshot never holds a
         command the journal lacks."""
         seq = self.engine.seq
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:  # no memory or no process slot: serve on, retry later
@@ -415,6 +417,10 @@ class MatcherService:
             # death frees it even while this child still writes.)
             code = 1
             try:
+                # A matcher killed meanwhile takes its snapshot child along: an orphan
+                # nobody supervises, holding up to a heap's worth of memory and writing
+                # into the folder the restarted matcher snapshots and cleans.
+                exit_with_parent(parent, signal.SIGKILL)
                 os.closerange(3, CHILD_MAX_FD)
                 self._write_snapshot(f" (child {os.getpid()})")
                 code = 0
@@ -813,9 +819,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
                              data_dir=args.data_dir, fsync=args.fsync,
-                             snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
+                             snapshot_every=args.snapshot_every,
+                             prune_segments=args.prune_segments,
                              segment_bytes=args.segment_bytes, symbols=[args.symbol])
-    except ValueError as exc:  # ConfigError: names the file, section and key
+    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
     service = MatcherService(
