@@ -561,7 +561,7 @@ class MatcherService:
         try:
             message = codec.decode_request(frame)
         except ValueError as exc:
-            return self._bad(None, str(exc))
+            return self._bad(getattr(exc, "req_id", None), str(exc))
         req_id = message.get("req_id")
         if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
             req_id = None
