@@ -932,8 +932,9 @@
     // The x-range is a price band around the mid, never decided by size: at most mid ± 2%
     // (the usual "2% market depth"), narrowed to the farthest of the 50 best levels a side
     // that lie inside it, and at least ± 10 ticks. Levels outside the band are left off
-    // (the ladder lists them), so a big bid at 1.00 cannot squeeze the spread.
-    const band = mid * DEPTH_BAND;
+    // (the ladder lists them), so a big bid at 1.00 cannot squeeze the spread. A spread
+    // wider than the band widens it to the best bid and ask.
+    const band = Math.max(mid * DEPTH_BAND, Math.abs(mid - (bestBid ?? mid)), Math.abs((bestAsk ?? mid) - mid));
     let reach = 0;
     for (const series of [bids, asks]) {
       for (const [price] of series.slice(0, DEPTH_BAND_LEVELS)) {
@@ -941,7 +942,7 @@
         if (distance <= band && distance > reach) reach = distance;
       }
     }
-    const half = Math.max(Math.min(reach * 1.08, band), tick * 10);
+    const half = Math.max(reach * 1.08, tick * 10);
     const percent = (half / mid) * 100;
     const legend = `cumulative size · mid ± ${percent < 0.01 ? "< 0.01" : percent.toPrecision(2)}%`;
     if ($("depth-legend").textContent !== legend) $("depth-legend").textContent = legend;

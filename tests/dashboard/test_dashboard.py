@@ -729,6 +729,13 @@ def test_axis_labels_stay_inside_the_charts(browser: Any, tmp_path: Path) -> Non
         depth = wait_for_chart(page, "depth")
         assert depth["xMax"] > 30000 > depth["xMin"]
         assert_labels_fit(depth["xLabels"], depth["width"])
+        # A spread wider than the 2% band: the band widens to show both best prices.
+        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell",
+                   price="40000.00", quantity="0.5000", account="one-side")
+        page.wait_for_function("window.matchwire.state.charts.depth.mid === 35000")
+        depth = wait_for_chart(page, "depth")
+        assert depth["xMin"] < 30000 and depth["xMax"] > 40000, depth
+        assert_labels_fit(depth["xLabels"], depth["width"])
 
         # The last-price tag and the price axis's labels never overlap, at any height.
         for i, price in enumerate(["3000.00", "3004.00", "3001.50", "3007.00", "3003.20"]):
