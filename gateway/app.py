@@ -97,6 +97,7 @@ class Gateway:
             "name": "matchwire",
             "version": version(),
             "feed_url": config.feed_url,
+            "auth": self.auth,
             "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"
