@@ -529,10 +529,10 @@ def test_a_failed_journal_write_is_refused_and_leaves_no_snapshot_ahead_of_the_j
     assert reply["error"]["code"] == "journal_unavailable", reply
     assert "File too large" in reply["error"]["message"]
     assert matcher.child is not None and matcher.child.alive
-    assert matcher.request("ping")["seq"] == acked
+    assert matcher.request("ping")["seq"] == acked + 1  # seq 1 is the rules record
     assert matcher.stop() == 0
-    assert "File too large" in matcher.log() and f"rolled back to seq {acked}" in matcher.log()
-    assert all(seq <= acked for seq, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL)))
+    assert "File too large" in matcher.log() and f"rolled back to seq {acked + 1}" in matcher.log()
+    assert all(seq <= acked + 1 for seq, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL)))
 
     restarted = spawn(data_dir, "restart.log").start()
     try:
@@ -613,11 +613,11 @@ def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journ
     data_dir = tmp_path / "data"
     matcher = spawn(data_dir, fsync="batch").start()
     place_passive_orders(matcher, 5)
-    assert matcher.stop() == 0  # snapshot at seq 5
+    assert matcher.stop() == 0  # snapshot at seq 6 (seq 1 is the rules record)
     matcher.start()
     place_passive_orders(matcher, 5)
     before = matcher.state()
-    assert matcher.stop() == 0  # snapshot at seq 10; both are kept
+    assert matcher.stop() == 0  # snapshot at seq 11; both are kept
     (_, older), (_, newest) = list_snapshots(snapshot_dir(data_dir, SYMBOL))
     reason = _spoil(newest, how)
 
@@ -626,7 +626,7 @@ def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journ
     assert f"snapshot: skipping unreadable {newest}" in log or \
         f"snapshot: skipping undecodable {newest}" in log, log
     assert reason in log
-    assert "recovered to seq 10 (5 records replayed)" in log
+    assert "recovered to seq 11 (5 records replayed)" in log
     assert matcher.state() == before
     matcher.kill()  # no shutdown snapshot over the spoiled one
 
@@ -636,11 +636,11 @@ def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journ
     )
     assert replay.returncode == 0, replay.stderr
     assert str(newest) in replay.stderr and f"state_hash: {before[2]}" in replay.stdout
-    assert "snapshot at seq 5" in replay.stdout
+    assert "snapshot at seq 6" in replay.stdout
 
     _spoil(older, how)
     matcher.start()
     log = matcher.log()
-    assert "recovered to seq 10 (10 records replayed)" in log  # the whole journal
+    assert "recovered to seq 11 (11 records replayed)" in log  # the whole journal
     assert matcher.state() == before
     matcher.kill()
