@@ -64,11 +64,13 @@ class Query:
 @dataclass(frozen=True)
 class Body:
     """A JSON request body: its fields (a gateway/validation.py table: name -> kind), the
-    required ones, and the order types the endpoint takes, if it takes `order_type`."""
+    required ones, the order types the endpoint takes, if it takes `order_type`, and an
+    example (its symbol is the first configured one)."""
 
     fields: dict[str, int]
     required: tuple[str, ...]
     order_types: tuple[str, ...] = ()
+    example: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST", "/submit_order", "submit_order", "Submit an order",
         {JSON: "Order"}, account=True, matcher=True,
         body=Body(NEW_ORDER_FIELDS, ("symbol", "order_type", "side", "quantity"),
-                  NEW_ORDER_TYPES),
+                  NEW_ORDER_TYPES, {"order_type": "limit", "side": "buy", "price": "100",
+                                    "quantity": "1", "client_order_id": "my-order-1"}),
         errors={400: "off the symbol's grid or bounds, or a conflict of fields",
                 409: "duplicate client_order_id"},
         description="A market, limit, ioc or fok order; it matches at once. The answer "
@@ -120,7 +123,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST", "/cancel_order", "cancel_order", "Cancel an order",
         {JSON: "Order"}, account=True, matcher=True,
-        body=Body(CANCEL_FIELDS, ("symbol", "order_id")),
+        body=Body(CANCEL_FIELDS, ("symbol", "order_id"), example={"order_id": 1}),
         errors={404: "no such order for this account", 409: "order_not_open (finished)"},
         description="A live or pending order of the caller; the answer has status "
         "cancelled.",
@@ -128,7 +131,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST", "/amend_order", "amend_order", "Amend an order",
         {JSON: "Order"}, account=True, matcher=True,
-        body=Body(AMEND_FIELDS, ("symbol", "order_id")),
+        body=Body(AMEND_FIELDS, ("symbol", "order_id"),
+                  example={"order_id": 1, "quantity": "2"}),
         errors={400: "off the grid or bounds, stop_not_amendable, post_only_would_take",
                 404: "no such order for this account", 409: "order_not_open"},
         description="quantity is the new total and must exceed filled_quantity. A "
@@ -139,7 +143,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST", "/submit_stop_order", "submit_stop_order", "Submit a stop order",
         {JSON: "Order"}, account=True, matcher=True,
         body=Body(NEW_STOP_FIELDS, ("symbol", "order_type", "side", "quantity", "stop_price"),
-                  STOP_ORDER_TYPES),
+                  STOP_ORDER_TYPES, {"order_type": "stop_limit", "side": "buy",
+                                     "stop_price": "110", "price": "111", "quantity": "1"}),
         errors={400: "off the grid or bounds, would_trigger_immediately",
                 409: "duplicate client_order_id"},
         description="A stop_loss, stop_limit or take_profit order; the answer has status "
@@ -314,7 +319,7 @@ def _field_schema(name: str, kind: int, body: Body, symbols: list[str]) -> dict[
 
 
 def body_schema(body: Body, symbols: list[str]) -> dict[str, Any]:
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "required": list(body.required),
         "properties": {
@@ -322,6 +327,9 @@ def body_schema(body: Body, symbols: list[str]) -> dict[str, Any]:
         },
         "additionalProperties": False,
     }
+    if body.example and symbols:
+        schema["example"] = {"symbol": symbols[0], **body.example}
+    return schema
 
 
 def _content(answer: dict[str, str | None]) -> dict[str, Any]:
