@@ -130,8 +130,8 @@ class Gateway:
     async def _order_request(
         self, request: Request, op: str, fields: dict[str, int]
     ) -> Response:
-        """The order endpoints as Starlette routes (documentation, and any request that
-        does not take GatewayApp's direct path)."""
+        """The order endpoints as Starlette routes (any request that does not take
+        GatewayApp's direct path)."""
         body = await self.order(request.scope["headers"], request.receive, op, fields)
         return Response(body, media_type=JSON)
 

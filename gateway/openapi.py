@@ -183,6 +183,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET", "/health", "health", "Health", {JSON: "Health"}, answer_statuses=(200, 503),
+        errors={503: "status degraded: a matcher or the feed hub is down"},
         description="Every matcher and the feed hub; 503 (status degraded) when any is "
         "down.",
     ),
@@ -360,7 +361,7 @@ def error_statuses(endpoint: Endpoint, auth: bool, rate_limited: bool) -> dict[i
     if "{symbol}" in endpoint.path or (endpoint.body and "symbol" in endpoint.body.fields):
         reasons[404] = ["unknown symbol"]
     if endpoint.matcher:
-        reasons[503] = ["the matcher did not answer in time (a command was not executed)"]
+        reasons[503] = ["the matcher did not answer in time"]
     for status, reason in endpoint.errors.items():
         reasons.setdefault(status, []).append(reason)
     return {status: "; ".join(texts) for status, texts in sorted(reasons.items())}
