@@ -19,6 +19,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi import unregister_string_format
 from starlette.routing import Mount, Route
@@ -115,6 +116,28 @@ def test_answers_are_the_public_shapes(http: httpx.Client) -> None:
             assert "400" in operation["responses"], (method, path)  # strict query strings
             for status, response in operation["responses"].items():
                 assert response.get("content"), (method, path, status)
+
+
+def validate_answer(document: dict[str, Any], shape: str, answer: Any) -> None:
+    """Raises unless `answer` is an instance of the document's schema of `shape`."""
+    root = {"$ref": f"#/components/schemas/{shape}", "components": document["components"]}
+    OAS30Validator(root, format_checker=OAS30Validator.FORMAT_CHECKER).validate(answer)
+
+
+def test_get_root_shows_tiny_rules_as_plain_decimals(tmp_path: Path) -> None:
+    """A rule of 0.00000001 (a satoshi) is "0.00000001" in GET /, as the document says
+    a decimal is, not Python's "1E-8"."""
+    path = tmp_path / "tiny.toml"
+    write_config(path, {"host": "127.0.0.1"}, {"SAT-BTC": {
+        "tick_size": "0.00000001", "lot_size": "0.00000001", "min_quantity": "0.00000001",
+        "max_price": "10000000", "max_quantity": "1e7", "maker_fee_rate": "0.00000001",
+        "taker_fee_rate": "0.00000002"}})
+    app = create_app(load_config(path))
+    info = json.loads(app.gateway.info)
+    rules = info["symbols"]["SAT-BTC"]
+    assert (rules["tick_size"], rules["max_quantity"]) == ("0.00000001", "10000000")
+    assert rules["maker_fee_rate"] == "0.00000001"
+    validate_answer(json.loads(app.gateway.openapi), "Exchange", info)
 
 
 def test_each_endpoint_takes_exactly_its_documented_query_parameters(
