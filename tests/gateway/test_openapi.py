@@ -118,6 +118,22 @@ def test_answers_are_the_public_shapes(http: httpx.Client) -> None:
                 assert response.get("content"), (method, path, status)
 
 
+def test_accounts_and_client_order_ids_are_documented_printable(http: httpx.Client) -> None:
+    """schemathesis found it: a plain string is not enough, the server refuses an account
+    with a control character (400), so the document says `format: printable`."""
+    paths = served_document(http)["paths"]
+    submit = paths["/submit_order"]["post"]["requestBody"]["content"]["application/json"]
+    for name in ("account", "client_order_id"):
+        assert submit["schema"]["properties"][name]["format"] == "printable"
+    account = next(p for p in paths["/orders/{symbol}"]["get"]["parameters"]
+                   if p["name"] == "account")
+    assert account["schema"] == {"type": "string", "format": "printable", "minLength": 1,
+                                 "maxLength": 64}
+    refused = http.get(f"/orders/{BTC}", params={"account": "\x0ebob"})
+    assert refused.status_code == 400
+    assert "printable" in refused.json()["error"]["message"]
+
+
 def validate_answer(document: dict[str, Any], shape: str, answer: Any) -> None:
     """Raises unless `answer` is an instance of the document's schema of `shape`."""
     root = {"$ref": f"#/components/schemas/{shape}", "components": document["components"]}
