@@ -7,8 +7,8 @@ Each endpoint authenticates (gateway/auth.py), checks the request's shape
 (gateway/matchers.py) and answers the matcher's result, which is already in the public
 JSON shape (matcher/views.py), encoded once (orjson). Errors are
 `{"error": {"code", "message"}}` with the status of gateway/errors.py. docs/api.md
-documents every endpoint with examples; /openapi.json is built from the YAML at the end
-of each endpoint's docstring.
+documents every endpoint with examples. The routes, the query parameters each endpoint
+accepts and /openapi.json all come from one table, gateway/openapi.py's `ENDPOINTS`.
 
 The request path is kept lean on purpose (DESIGN.md §10: the gateway's p50 should stay
 within 3x of a trivial Starlette endpoint): one JSON parse, one dict build, one ZeroMQ
@@ -32,11 +32,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from gateway import health
+from gateway import health, openapi
 from gateway.auth import Accounts
 from gateway.errors import METHOD_NOT_ALLOWED, NOT_FOUND, ApiError, error_body, error_response
 from gateway.formats import (
@@ -132,8 +131,8 @@ class Gateway:
     async def _order_request(
         self, request: Request, op: str, fields: dict[str, int]
     ) -> Response:
-        """The order endpoints as Starlette routes (documentation, and any request that
-        does not take GatewayApp's direct path)."""
+        """The order endpoints as Starlette routes (any request that does not take
+        GatewayApp's direct path)."""
         body = await self.order(request.scope["headers"], request.receive, op, fields)
         return Response(body, media_type=JSON)
 
@@ -151,108 +150,23 @@ class Gateway:
     # -- orders ------------------------------------------------------------------------
 
     async def submit_order(self, request: Request) -> Response:
-        """Submit a market, limit, ioc or fok order; it matches at once.
-        ---
-        summary: Submit an order
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/NewOrder'}
-        responses:
-          200: {description: the order with its trades, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
-          400: {description: malformed or invalid field, content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
-          401: {description: missing or bad X-API-Key (auth on)}
-          404: {description: unknown symbol}
-          409: {description: duplicate client_order_id}
-          413: {description: body over 64 KiB}
-          429: {description: rate limited}
-          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
-        """
+        """Submit a market, limit, ioc or fok order; it matches at once."""
         return await self._order_request(request, "new_order", NEW_ORDER_FIELDS)
 
     async def submit_stop_order(self, request: Request) -> Response:
-        """Submit a stop_loss, stop_limit or take_profit order (status pending).
-        ---
-        summary: Submit a stop order
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/NewStopOrder'}
-        responses:
-          200: {description: the order, status pending, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
-          400: {description: invalid field or would_trigger_immediately, content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
-          404: {description: unknown symbol}
-          409: {description: duplicate client_order_id}
-          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
-        """
+        """Submit a stop_loss, stop_limit or take_profit order (status pending)."""
         return await self._order_request(request, "new_stop_order", NEW_STOP_FIELDS)
 
     async def cancel_order(self, request: Request) -> Response:
-        """Cancel a live or pending order of the caller.
-        ---
-        summary: Cancel an order
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [symbol, order_id]
-                properties:
-                  symbol: {type: string}
-                  order_id: {type: integer}
-                  account: {type: string, description: auth off only}
-        responses:
-          200: {description: the order, status cancelled, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
-          404: {description: unknown symbol, or no such order for this account}
-          409: {description: order_not_open (already finished)}
-          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
-        """
+        """Cancel a live or pending order of the caller."""
         return await self._order_request(request, "cancel_order", CANCEL_FIELDS)
 
     async def amend_order(self, request: Request) -> Response:
-        """Change a live order's total quantity and/or price.
-        ---
-        summary: Amend an order
-        description: >-
-          quantity is the new total and must exceed filled_quantity. A decrease at the
-          same price keeps time priority; a price change or an increase re-queues.
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [symbol, order_id]
-                properties:
-                  symbol: {type: string}
-                  order_id: {type: integer}
-                  quantity: {type: string}
-                  price: {type: string}
-                  account: {type: string, description: auth off only}
-        responses:
-          200: {description: the order, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
-          400: {description: invalid field, stop_not_amendable, post_only_would_take}
-          404: {description: unknown symbol or order}
-          409: {description: order_not_open}
-          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
-        """
+        """Change a live order's total quantity and/or price."""
         return await self._order_request(request, "amend_order", AMEND_FIELDS)
 
     async def get_order(self, request: Request) -> Response:
-        """One of the caller's orders.
-        ---
-        summary: Get an order
-        parameters:
-          - {name: symbol, in: path, required: true, schema: {type: string}}
-          - {name: order_id, in: path, required: true, schema: {type: integer}}
-          - {name: account, in: query, required: false, schema: {type: string}, description: auth off only}
-        responses:
-          200: {description: the order, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
-          404: {description: unknown symbol, or no such order for this account}
-        """
+        """One of the caller's orders."""
         account = self._account(request)
         symbol = self._symbol(request)
         fields = {"order_id": order_id(request.path_params["order_id"]), "account": account}
@@ -260,18 +174,7 @@ class Gateway:
         return Response(encode_result(result), media_type=JSON)
 
     async def list_orders(self, request: Request) -> Response:
-        """The caller's orders of a symbol: open ones (status=open), or open then recent.
-        ---
-        summary: List the caller's orders
-        parameters:
-          - {name: symbol, in: path, required: true, schema: {type: string}}
-          - {name: status, in: query, required: false, schema: {type: string, enum: [open, all]}}
-          - {name: limit, in: query, required: false, schema: {type: integer, minimum: 1, maximum: 1000, default: 1000}}
-          - {name: account, in: query, required: false, schema: {type: string}, description: auth off only}
-        responses:
-          200: {description: "{symbol, orders}"}
-          404: {description: unknown symbol}
-        """
+        """The caller's orders of a symbol: open ones (status=open), or open then recent."""
         account = self._account(request)
         symbol = self._symbol(request)
         query = request.query_params
@@ -289,53 +192,20 @@ class Gateway:
     # -- market data (public) ----------------------------------------------------------
 
     async def orderbook(self, request: Request) -> Response:
-        """Aggregated depth, best levels first.
-        ---
-        summary: Order book depth
-        parameters:
-          - {name: symbol, in: path, required: true, schema: {type: string}}
-          - {name: depth, in: query, required: false, schema: {type: integer, minimum: 1, maximum: 1000, default: 10}}
-        responses:
-          200: {description: "{symbol, book_seq, timestamp, bids, asks}; levels are [price, quantity]"}
-          400: {description: depth outside 1..1000}
-          404: {description: unknown symbol}
-        """
+        """Aggregated depth, best levels first."""
         symbol = self._symbol(request)
         depth = bounded(request.query_params.get("depth"), "depth", 10)
         result = await self.matchers.request(symbol, "book", {"depth": depth})
         return Response(encode_result(result), media_type=JSON)
 
     async def bbo(self, request: Request) -> Response:
-        """Best bid and offer.
-        ---
-        summary: Best bid and offer
-        parameters:
-          - {name: symbol, in: path, required: true, schema: {type: string}}
-        responses:
-          200: {description: "{symbol, book_seq, bid_price, bid_quantity, ask_price, ask_quantity}, null when a side is empty"}
-          404: {description: unknown symbol}
-        """
+        """Best bid and offer."""
         symbol = self._symbol(request)
         result = await self.matchers.request(symbol, "bbo", {})
         return Response(encode_result(result), media_type=JSON)
 
     async def trades(self, request: Request) -> Response:
-        """Recent trades, newest first, as JSON or CSV (format=csv, with a header row).
-        ---
-        summary: Recent trades
-        parameters:
-          - {name: symbol, in: path, required: true, schema: {type: string}}
-          - {name: limit, in: query, required: false, schema: {type: integer, minimum: 1, maximum: 1000, default: 50}}
-          - {name: format, in: query, required: false, schema: {type: string, enum: [json, csv]}}
-        responses:
-          200:
-            description: "{symbol, trades}, or text/csv"
-            content:
-              application/json: {schema: {type: object, properties: {symbol: {type: string}, trades: {type: array, items: {$ref: '#/components/schemas/Trade'}}}}}
-              text/csv: {schema: {type: string}}
-          400: {description: limit outside 1..1000 or unknown format}
-          404: {description: unknown symbol}
-        """
+        """Recent trades, newest first, as JSON or CSV (format=csv, with a header row)."""
         symbol = self._symbol(request)
         query = request.query_params
         limit = bounded(query.get("limit"), "limit", 50)
@@ -350,53 +220,27 @@ class Gateway:
     # -- service -----------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        """Every matcher and the feed hub; 503 when any is down.
-        ---
-        summary: Health
-        responses:
-          200: {description: "{status: ok, matchers: {SYMBOL: {status, seq, book_seq}}, feedhub: {status}}"}
-          503: {description: "status degraded: a matcher or the feed hub is down"}
-        """
+        """Every matcher and the feed hub; 503 when any is down."""
         healthy, body = await health.check(
             self.matchers, self.config.host, self.config.ws_port
         )
         return json_response(body, 200 if healthy else 503)
 
     async def root(self, request: Request) -> Response:
-        """The exchange: name, version, feed_url and each symbol's rules and endpoints.
-        ---
-        summary: Exchange information
-        responses:
-          200: {description: "{name, version, feed_url, symbols: {SYMBOL: rules}}"}
-        """
+        """The exchange: name, version, feed_url and each symbol's rules and endpoints."""
         return Response(self.info, media_type=JSON)
 
     async def metrics_text(self, request: Request) -> Response:
-        """Prometheus metrics (text format).
-        ---
-        summary: Prometheus metrics
-        responses:
-          200: {description: text exposition format, content: {text/plain: {schema: {type: string}}}}
-        """
+        """Prometheus metrics (text format)."""
         await self.matchers.ping_all()  # refreshes matcher_up
         return Response(self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi_json(self, request: Request) -> Response:
-        """This document.
-        ---
-        summary: OpenAPI schema
-        responses:
-          200: {description: the OpenAPI 3 schema of this API}
-        """
+        """This document."""
         return Response(self.openapi, media_type=JSON)
 
     async def dashboard(self, request: Request) -> Response:
-        """The browser dashboard (static HTML).
-        ---
-        summary: Dashboard
-        responses:
-          200: {description: HTML, content: {text/html: {schema: {type: string}}}}
-        """
+        """The browser dashboard (static HTML)."""
         if not DASHBOARD.is_file():
             raise ApiError(NOT_FOUND, "the dashboard is not installed")
         return FileResponse(DASHBOARD, media_type="text/html")
@@ -411,14 +255,6 @@ def failure(name: str, error: Exception) -> Response:
     # A bug: answer 500 in the error shape, and log it.
     log.error("internal error in %s", name, exc_info=error)
     return Response(error_body(Code.INTERNAL, "internal error"), 500, media_type=JSON)
-
-
-def query_parameters(handler: Handler) -> frozenset[str]:
-    """The query parameters an endpoint takes: exactly those its docstring's OpenAPI
-    `parameters` list `in: query`, so /openapi.json and the server agree on them."""
-    spec = SchemaGenerator({}).parse_docstring(handler)
-    listed = spec.get("parameters", []) if isinstance(spec, dict) else []
-    return frozenset(p["name"] for p in listed if p.get("in") == "query")
 
 
 def instrument(
@@ -506,114 +342,25 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-OPENAPI_BASE: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "matchwire REST API", "version": version()},
-    "components": {
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "properties": {"error": {"type": "object", "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}}}},
-            },
-            "NewOrder": {
-                "type": "object",
-                "required": ["symbol", "order_type", "side", "quantity"],
-                "properties": {
-                    "symbol": {"type": "string"},
-                    "order_type": {"type": "string", "enum": ["market", "limit", "ioc", "fok"]},
-                    "side": {"type": "string", "enum": ["buy", "sell"]},
-                    "quantity": {"type": "string", "description": "decimal string or number"},
-                    "price": {"type": "string", "description": "not for market orders"},
-                    "time_in_force": {"type": "string", "enum": ["gtc", "ioc", "fok"]},
-                    "post_only": {"type": "boolean"},
-                    "client_order_id": {"type": "string", "maxLength": 64},
-                    "stp": {"type": "string",
-                            "enum": ["cancel_newest", "cancel_oldest", "cancel_both"]},
-                    "account": {"type": "string", "description": "auth off only"},
-                },
-            },
-            "NewStopOrder": {
-                "type": "object",
-                "required": ["symbol", "order_type", "side", "quantity", "stop_price"],
-                "properties": {
-                    "symbol": {"type": "string"},
-                    "order_type": {"type": "string",
-                                   "enum": ["stop_loss", "stop_limit", "take_profit"]},
-                    "side": {"type": "string", "enum": ["buy", "sell"]},
-                    "quantity": {"type": "string"},
-                    "stop_price": {"type": "string"},
-                    "price": {"type": "string"},
-                    "client_order_id": {"type": "string", "maxLength": 64},
-                    "stp": {"type": "string"},
-                    "account": {"type": "string", "description": "auth off only"},
-                },
-            },
-            "Trade": {
-                "type": "object",
-                "properties": {
-                    "trade_id": {"type": "integer"}, "symbol": {"type": "string"},
-                    "price": {"type": "string"}, "quantity": {"type": "string"},
-                    "aggressor_side": {"type": "string"},
-                    "maker_order_id": {"type": "integer"},
-                    "taker_order_id": {"type": "integer"},
-                    "maker_fee": {"type": "string"}, "taker_fee": {"type": "string"},
-                    "timestamp": {"type": "string", "format": "date-time"},
-                },
-            },
-            "Order": {
-                "type": "object",
-                "properties": {
-                    "order_id": {"type": "integer"},
-                    "client_order_id": {"type": "string", "nullable": True},
-                    "account": {"type": "string"},
-                    "symbol": {"type": "string"}, "side": {"type": "string"},
-                    "order_type": {"type": "string"}, "time_in_force": {"type": "string"},
-                    "post_only": {"type": "boolean"},
-                    "price": {"type": "string", "nullable": True},
-                    "stop_price": {"type": "string", "nullable": True},
-                    "quantity": {"type": "string"}, "filled_quantity": {"type": "string"},
-                    "remaining_quantity": {"type": "string"},
-                    "status": {"type": "string", "enum": [
-                        "pending", "new", "partially_filled", "filled", "cancelled",
-                        "rejected"]},
-                    "reject_reason": {"type": "string", "nullable": True},
-                    "timestamp": {"type": "string", "format": "date-time"},
-                    "trades": {"type": "array", "items": {"$ref": "#/components/schemas/Trade"}},
-                },
-            },
-        },
-    },
-}
-
-
 def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -> GatewayApp:
     """The gateway app for `config`'s symbols and keys; matchers are reached on demand."""
     gateway = Gateway(config, matcher_timeout)
 
-    def route(path: str, handler: Handler, name: str, method: str = "GET") -> Route:
-        endpoint = instrument(name, handler, gateway.metrics, query_parameters(handler))
-        return Route(path, endpoint, methods=[method], name=name)
+    def route(endpoint: openapi.Endpoint) -> Route:
+        handler: Handler = getattr(gateway, endpoint.handler or endpoint.name)
+        accepted = openapi.query_parameters(endpoint.method, endpoint.path)
+        return Route(
+            endpoint.path, instrument(endpoint.name, handler, gateway.metrics, accepted),
+            methods=[endpoint.method], name=endpoint.name,
+        )
 
-    # The order endpoints first: routes are matched in order.
+    # One route per row of the table, in its order (routes are matched in order).
     routes: list[BaseRoute] = [
-        route("/submit_order", gateway.submit_order, "submit_order", "POST"),
-        route("/cancel_order", gateway.cancel_order, "cancel_order", "POST"),
-        route("/amend_order", gateway.amend_order, "amend_order", "POST"),
-        route("/submit_stop_order", gateway.submit_stop_order, "submit_stop_order", "POST"),
-        route("/orders/{symbol}/{order_id}", gateway.get_order, "get_order"),
-        route("/orders/{symbol}", gateway.list_orders, "list_orders"),
-        route("/orderbook/{symbol}", gateway.orderbook, "orderbook"),
-        route("/bbo/{symbol}", gateway.bbo, "bbo"),
-        route("/trades/{symbol}", gateway.trades, "trades"),
-        route("/health", gateway.health, "health"),
-        route("/", gateway.root, "root"),
-        route("/metrics", gateway.metrics_text, "metrics"),
-        route("/openapi.json", gateway.openapi_json, "openapi"),
-        route("/test", gateway.dashboard, "dashboard"),
+        *(route(endpoint) for endpoint in openapi.ENDPOINTS),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
-    gateway.openapi = encode(SchemaGenerator(OPENAPI_BASE).get_schema(routes))
+    gateway.openapi = encode(openapi.document(
+        config.symbols, version(), gateway.auth, bool(gateway.accounts.buckets)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -50,15 +50,16 @@ class SymbolConfig:
     feed_endpoint: str  # the matcher's PUB
 
     def public(self) -> dict[str, str]:
-        """The symbol's rules as GET / shows them."""
+        """The symbol's rules as GET / shows them: plain decimals ("0.00000001", where
+        str() of a Decimal would say "1E-8")."""
         return {
-            "tick_size": str(self.tick_size),
-            "lot_size": str(self.lot_size),
-            "min_quantity": str(self.min_quantity),
-            "max_price": str(self.max_price),
-            "max_quantity": str(self.max_quantity),
-            "maker_fee_rate": str(self.maker_fee_rate),
-            "taker_fee_rate": str(self.taker_fee_rate),
+            "tick_size": format(self.tick_size, "f"),
+            "lot_size": format(self.lot_size, "f"),
+            "min_quantity": format(self.min_quantity, "f"),
+            "max_price": format(self.max_price, "f"),
+            "max_quantity": format(self.max_quantity, "f"),
+            "maker_fee_rate": format(self.maker_fee_rate, "f"),
+            "taker_fee_rate": format(self.taker_fee_rate, "f"),
             "order_endpoint": self.order_endpoint,
             "feed_endpoint": self.feed_endpoint,
         }

@@ -211,3 +211,89 @@ BBO_SHAPE: Shape = (
 TRADE_FIELDS = tuple(name for name, _, _ in TRADE_SHAPE)  # also the trades CSV header
 ORDER_FIELDS = tuple(name for name, _, _ in ORDER_SHAPE)
 BBO_FIELDS = tuple(name for name, _, _ in BBO_SHAPE)
+
+
+class MapOf(str):
+    """A shape kind: an object whose keys are names (symbols) and whose values are
+    objects of the shape named (`MapOf("SymbolRules")`)."""
+
+    __slots__ = ()
+
+
+class One(str):
+    """A shape kind: one object of the shape named (`One("FeedHubHealth")`), where a
+    plain name means a list of them."""
+
+    __slots__ = ()
+
+
+# More kinds for the shapes below: "levels" ([[price, quantity], ...] as decimal strings,
+# best first). Root and health are built by the gateway, not the views.
+BOOK_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("book_seq", "integer", False),
+    ("timestamp", "timestamp", False),
+    ("bids", "levels", False),
+    ("asks", "levels", False),
+)
+ORDER_LIST_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("orders", "Order", False),
+)
+TRADE_LIST_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("trades", "Trade", False),
+)
+UP_DOWN = ("up", "down")
+MATCHER_HEALTH_SHAPE: Shape = (
+    ("status", UP_DOWN, False),
+    ("seq", "integer", True),  # null when the matcher is down
+    ("book_seq", "integer", True),
+)
+FEEDHUB_HEALTH_SHAPE: Shape = (("status", UP_DOWN, False),)
+HEALTH_SHAPE: Shape = (
+    ("status", ("ok", "degraded"), False),
+    ("matchers", MapOf("MatcherHealth"), False),
+    ("feedhub", One("FeedHubHealth"), False),
+)
+SYMBOL_RULES_SHAPE: Shape = (
+    ("tick_size", "decimal", False),
+    ("lot_size", "decimal", False),
+    ("min_quantity", "decimal", False),
+    ("max_price", "decimal", False),
+    ("max_quantity", "decimal", False),
+    ("maker_fee_rate", "decimal", False),
+    ("taker_fee_rate", "decimal", False),
+    ("order_endpoint", "string", False),
+    ("feed_endpoint", "string", False),
+)
+# GET /: the fields every version has; it may carry more (an open shape).
+EXCHANGE_SHAPE: Shape = (
+    ("name", "string", False),
+    ("version", "string", False),
+    ("feed_url", "string", False),
+    ("symbols", MapOf("SymbolRules"), False),
+)
+ERROR_DETAIL_SHAPE: Shape = (
+    ("code", "string", False),
+    ("message", "string", False),
+)
+ERROR_SHAPE: Shape = (("error", One("ErrorDetail"), False),)
+
+# Every shape by the name the kinds (and the OpenAPI document's schemas) use.
+SHAPES: dict[str, Shape] = {
+    "Trade": TRADE_SHAPE,
+    "Order": ORDER_SHAPE,
+    "Bbo": BBO_SHAPE,
+    "OrderBook": BOOK_SHAPE,
+    "OrderList": ORDER_LIST_SHAPE,
+    "TradeList": TRADE_LIST_SHAPE,
+    "MatcherHealth": MATCHER_HEALTH_SHAPE,
+    "FeedHubHealth": FEEDHUB_HEALTH_SHAPE,
+    "Health": HEALTH_SHAPE,
+    "SymbolRules": SYMBOL_RULES_SHAPE,
+    "Exchange": EXCHANGE_SHAPE,
+    "ErrorDetail": ERROR_DETAIL_SHAPE,
+    "Error": ERROR_SHAPE,
+}
+OPEN_SHAPES = frozenset(("Exchange",))  # may carry fields beyond those listed
