@@ -51,6 +51,7 @@ from gateway.matchers import DEFAULT_TIMEOUT, Matchers
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.validation import (
     AMEND_FIELDS,
+    CANCEL_ALL_FIELDS,
     CANCEL_FIELDS,
     NEW_ORDER_FIELDS,
     NEW_STOP_FIELDS,
@@ -189,7 +190,7 @@ class Gateway:
         return await self._order_request(request, "new_stop_order", NEW_STOP_FIELDS)
 
     async def cancel_order(self, request: Request) -> Response:
-        """Cancel a live or pending order of the caller.
+        """Cancel a live or pending order of the caller, named by order_id or client_order_id.
         ---
         summary: Cancel an order
         requestBody:
@@ -198,24 +199,52 @@ class Gateway:
             application/json:
               schema:
                 type: object
-                required: [symbol, order_id]
+                required: [symbol]
+                description: exactly one of order_id and client_order_id
                 properties:
                   symbol: {type: string}
                   order_id: {type: integer}
+                  client_order_id: {type: string, maxLength: 64}
                   account: {type: string, description: auth off only}
         responses:
           200: {description: the order, status cancelled, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
+          400: {description: "invalid field: both or neither of order_id and client_order_id"}
           404: {description: unknown symbol, or no such order for this account}
           409: {description: order_not_open (already finished)}
           503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "cancel_order", CANCEL_FIELDS)
 
+    async def cancel_all(self, request: Request) -> Response:
+        """Cancel every open order and pending stop of the caller on a symbol (optionally
+        one side), as one command: all or nothing, in order id order.
+        ---
+        summary: Cancel all open orders
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [symbol]
+                properties:
+                  symbol: {type: string}
+                  side: {type: string, enum: [buy, sell]}
+                  account: {type: string, description: auth off only}
+        responses:
+          200: {description: "{symbol, cancelled}: the orders it cancelled, status cancelled (possibly none)", content: {application/json: {schema: {type: object, properties: {symbol: {type: string}, cancelled: {type: array, items: {$ref: '#/components/schemas/Order'}}}}}}}
+          400: {description: invalid field}
+          404: {description: unknown symbol}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
+        """
+        return await self._order_request(request, "cancel_all", CANCEL_ALL_FIELDS)
+
     async def amend_order(self, request: Request) -> Response:
         """Change a live order's total quantity and/or price.
         ---
         summary: Amend an order
         description: >-
+          The order is named by exactly one of order_id and client_order_id.
           quantity is the new total and must exceed filled_quantity. A decrease at the
           same price keeps time priority; a price change or an increase re-queues.
         requestBody:
@@ -224,10 +253,11 @@ class Gateway:
             application/json:
               schema:
                 type: object
-                required: [symbol, order_id]
+                required: [symbol]
                 properties:
                   symbol: {type: string}
                   order_id: {type: integer}
+                  client_order_id: {type: string, maxLength: 64}
                   quantity: {type: string}
                   price: {type: string}
                   account: {type: string, description: auth off only}
@@ -255,6 +285,25 @@ class Gateway:
         account = self._account(request)
         symbol = self._symbol(request)
         fields = {"order_id": order_id(request.path_params["order_id"]), "account": account}
+        result = await self.matchers.request(symbol, "get_order", fields)
+        return Response(encode_result(result), media_type=JSON)
+
+    async def get_order_by_client_id(self, request: Request) -> Response:
+        """One of the caller's orders, by the client_order_id it was given.
+        ---
+        summary: Get an order by client_order_id
+        parameters:
+          - {name: symbol, in: path, required: true, schema: {type: string}}
+          - {name: client_order_id, in: path, required: true, schema: {type: string, maxLength: 64}}
+          - {name: account, in: query, required: false, schema: {type: string}, description: auth off only}
+        responses:
+          200: {description: the order (live, or among the symbol's last 100,000 finished), content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
+          400: {description: client_order_id not a printable string of 1..64 characters}
+          404: {description: unknown symbol, or no such order for this account}
+        """
+        account = self._account(request)
+        symbol = self._symbol(request)
+        fields = {"client_order_id": request.path_params["client_order_id"], "account": account}
         result = await self.matchers.request(symbol, "get_order", fields)
         return Response(encode_result(result), media_type=JSON)
 
@@ -599,7 +648,11 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         route("/submit_order", gateway.submit_order, "submit_order", "POST"),
         route("/cancel_order", gateway.cancel_order, "cancel_order", "POST"),
         route("/amend_order", gateway.amend_order, "amend_order", "POST"),
+        route("/cancel_all", gateway.cancel_all, "cancel_all", "POST"),
         route("/submit_stop_order", gateway.submit_stop_order, "submit_stop_order", "POST"),
+        # `path`: a client_order_id may hold any printable character, "/" included.
+        route("/orders/{symbol}/client/{client_order_id:path}", gateway.get_order_by_client_id,
+              "get_order_by_client_id"),
         route("/orders/{symbol}/{order_id}", gateway.get_order, "get_order"),
         route("/orders/{symbol}", gateway.list_orders, "list_orders"),
         route("/orderbook/{symbol}", gateway.orderbook, "orderbook"),
@@ -627,5 +680,6 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         "/submit_order": ("submit_order", "new_order", NEW_ORDER_FIELDS),
         "/cancel_order": ("cancel_order", "cancel_order", CANCEL_FIELDS),
         "/amend_order": ("amend_order", "amend_order", AMEND_FIELDS),
+        "/cancel_all": ("cancel_all", "cancel_all", CANCEL_ALL_FIELDS),
         "/submit_stop_order": ("submit_stop_order", "new_stop_order", NEW_STOP_FIELDS),
     })
