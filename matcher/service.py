@@ -621,10 +621,12 @@ class MatcherService:
     def _cancel_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         """cancel_order, by order id or by client_order_id (resolved to the order id:
         the journaled command is the same either way)."""
-        return self.engine.resolve(self.validator.cancel(message, seq, ts))
+        command = self.validator.cancel(message, seq, ts)
+        return command if command[4].__class__ is int else self.engine.resolve(command)
 
     def _amend_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
-        return self.engine.resolve(self.validator.amend(message, seq, ts))
+        command = self.validator.amend(message, seq, ts)
+        return command if command[4].__class__ is int else self.engine.resolve(command)
 
     def _cancel_all_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         """cancel_all; raises NothingToCancel when the account has nothing open there."""

@@ -132,7 +132,10 @@ def order_reference(message: dict[str, Any]) -> int | str:
     """The order a cancel, amend or get names: its order id (an int) or its
     client_order_id (a str, resolved by the engine). Exactly one of the two."""
     if message.get("client_order_id") is None:
-        if message.get("order_id") is None:
+        value = message.get("order_id")
+        if value.__class__ is int and 0 < value <= MAX_ORDER_ID:
+            return value  # the common case, checked inline: cancels are frequent
+        if value is None:
             raise _invalid("order_id or client_order_id is required (exactly one of the two)")
         return order_id_of(message)
     if message.get("order_id") is not None:
