@@ -610,7 +610,8 @@ class MatcherService:
         elif kind == CMD_CANCEL_ALL:
             # The orders its parser found, now cancelled (the objects themselves: a
             # cancel_all of more orders than the finished window keeps still has them).
-            return packed.cancelled(self._cancel_all_targets)
+            targets, self._cancel_all_targets = self._cancel_all_targets, []
+            return packed.cancelled(targets)
         else:
             order = engine.get_order(command[4])
         assert order is not None
