@@ -144,3 +144,30 @@ def test_the_openapi_document_lists_the_new_endpoints(http: httpx.Client) -> Non
                                                             "account"}
     cancel = paths["/cancel_order"]["post"]["requestBody"]["content"]["application/json"]
     assert "client_order_id" in cancel["schema"]["properties"]
+
+
+def test_with_auth_on_the_key_decides_whose_client_order_id_it_is(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    keys = {"k-alice": {"account": "alice"}, "k-bob": {"account": "bob"}}
+    secured = GatewaySystem(tmp_path_factory.mktemp("ids-auth"), (BTC,), api_keys=keys).start()
+    try:
+        with secured.rest(api_key="k-alice") as alice, secured.rest(api_key="k-bob") as bob, \
+                secured.http() as http:
+            placed = alice.submit_order(BTC, "limit", "buy", "1", price="20000",
+                                        client_order_id="same")
+            bobs = bob.submit_order(BTC, "limit", "buy", "2", price="20000",
+                                    client_order_id="same")  # ids are per account
+            assert bob.get_order(BTC, client_order_id="same")["order_id"] == bobs["order_id"]
+            assert bob.cancel_all(BTC)["cancelled"][0]["order_id"] == bobs["order_id"]
+            with pytest.raises(RestError) as refused:
+                bob.cancel_order(BTC, client_order_id="same")  # bob's own is finished now
+            assert refused.value.status == 409
+            for path, body in (("/cancel_all", {"symbol": BTC}),
+                               ("/cancel_order", {"symbol": BTC, "client_order_id": "same"})):
+                assert http.post(path, json=body).status_code == 401  # no key
+            assert http.get(f"/orders/{BTC}/client/same").status_code == 401
+            assert alice.get_order(BTC, client_order_id="same")["order_id"] == placed["order_id"]
+            assert alice.get_order(BTC, client_order_id="same")["status"] == "new"
+    finally:
+        secured.stop()
