@@ -1,6 +1,8 @@
 """`matchwire` (or `python -m clients`): the command-line tool for a running system.
 
-    matchwire order BTC-USDT buy limit 0.5 --price 30000
+    matchwire order BTC-USDT buy limit 0.5 --price 30000 --client-order-id my-1
+    matchwire cancel BTC-USDT --client-order-id my-1
+    matchwire cancel-all BTC-USDT --side buy
     matchwire --transport zmq book BTC-USDT --depth 5
     matchwire --json trades BTC-USDT --limit 3
     matchwire watch BTC-USDT
@@ -20,6 +22,7 @@ import json
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -41,12 +44,15 @@ REST_ROUTES: dict[str, tuple[str, str]] = {
     "new_stop_order": ("POST", "/submit_stop_order"),
     "cancel_order": ("POST", "/cancel_order"),
     "amend_order": ("POST", "/amend_order"),
+    "cancel_all": ("POST", "/cancel_all"),
     "get_order": ("GET", "/orders/{symbol}/{order_id}"),
     "orders": ("GET", "/orders/{symbol}"),
     "book": ("GET", "/orderbook/{symbol}"),
     "bbo": ("GET", "/bbo/{symbol}"),
     "trades": ("GET", "/trades/{symbol}"),
 }
+# The GET ops whose order may be named by client_order_id instead (then this path).
+CLIENT_ID_ROUTES: dict[str, str] = {"get_order": "/orders/{symbol}/client/{client_order_id}"}
 
 
 class RestTransport:
@@ -56,7 +62,9 @@ class RestTransport:
 
     def request(self, op: str, **fields: Any) -> Any:
         method, template = REST_ROUTES[op]
-        path = template.format(**fields)
+        if method == "GET" and "client_order_id" in fields:
+            template = CLIENT_ID_ROUTES[op]
+        path = template.format(**{k: quote(str(v), safe="") for k, v in fields.items()})
         try:
             if method == "POST":
                 response = self.client.post(path, json=fields)
@@ -178,17 +186,39 @@ def cmd_stop(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[A
     return transport.request("new_stop_order", **fields), show_order
 
 
+def order_named(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of a command on one order: ORDER_ID or --client-order-id, not both."""
+    if (args.order_id is None) == (args.client_order_id is None):
+        raise CliError(EXIT_USAGE, f"{args.command}: give ORDER_ID or --client-order-id "
+                                   f"(exactly one of the two)")
+    return order_fields(args, ("symbol", "order_id", "client_order_id", *names))
+
+
 def cmd_cancel(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
-    return transport.request("cancel_order", **order_fields(args, ("symbol", "order_id"))), show_order
+    return transport.request("cancel_order", **order_named(args, ())), show_order
 
 
 def cmd_amend(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
-    fields = order_fields(args, ("symbol", "order_id", "quantity", "price"))
+    fields = order_named(args, ("quantity", "price"))
     return transport.request("amend_order", **fields), show_order
 
 
 def cmd_get(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
-    return transport.request("get_order", **order_fields(args, ("symbol", "order_id"))), show_order
+    return transport.request("get_order", **order_named(args, ())), show_order
+
+
+ORDER_COLUMNS = ["order_id", "side", "order_type", "price", "quantity", "filled_quantity",
+                 "status"]
+
+
+def cmd_cancel_all(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
+    result = transport.request("cancel_all", **order_fields(args, ("symbol", "side")))
+
+    def render(r: Any) -> str:
+        rows = [[o.get(c) for c in ORDER_COLUMNS] for o in r["cancelled"]]
+        return f"cancelled {len(rows)} order(s)\n" + show_table(rows, ORDER_COLUMNS)
+
+    return result, render
 
 
 def cmd_orders(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
@@ -196,8 +226,8 @@ def cmd_orders(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[
     if args.open:
         fields["status"] = "open"
     result = transport.request("orders", **fields)
-    columns = ["order_id", "side", "order_type", "price", "quantity", "filled_quantity", "status"]
-    return result, lambda r: show_table([[o.get(c) for c in columns] for o in r["orders"]], columns)
+    return result, lambda r: show_table([[o.get(c) for c in ORDER_COLUMNS] for o in r["orders"]],
+                                        ORDER_COLUMNS)
 
 
 def cmd_book(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
@@ -312,12 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("get", cmd_get, "show one order")):
         command = sub.add_parser(name, help=text)
         command.add_argument("symbol")
-        command.add_argument("order_id", type=int)
+        command.add_argument("order_id", type=int, nargs="?")
+        command.add_argument("--client-order-id", help="name the order by its client_order_id")
         command.set_defaults(handler=handler)
+
+    cancel_all = sub.add_parser("cancel-all", help="cancel all your open orders and stops")
+    cancel_all.add_argument("symbol")
+    cancel_all.add_argument("--side", choices=("buy", "sell"), help="only this side's")
+    cancel_all.set_defaults(handler=cmd_cancel_all)
 
     amend = sub.add_parser("amend", help="change an open order's quantity and/or price")
     amend.add_argument("symbol")
-    amend.add_argument("order_id", type=int)
+    amend.add_argument("order_id", type=int, nargs="?")
+    amend.add_argument("--client-order-id", help="name the order by its client_order_id")
     amend.add_argument("--quantity")
     amend.add_argument("--price")
     amend.set_defaults(handler=cmd_amend)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any, Literal, TypedDict, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -59,6 +60,11 @@ class Order(TypedDict):
 class OrderList(TypedDict):
     symbol: str
     orders: list[Order]
+
+
+class CancelledOrders(TypedDict):
+    symbol: str
+    cancelled: list[Order]
 
 
 class OrderBook(TypedDict):
@@ -198,20 +204,36 @@ class RestClient:
             "price": _text(price), "client_order_id": client_order_id, "stp": stp,
         }))
 
-    def cancel_order(self, symbol: str, order_id: int) -> Order:
-        return cast(Order, self._post("/cancel_order", {"symbol": symbol, "order_id": order_id}))
+    # An order is named by order_id or by client_order_id (exactly one of the two).
 
-    def amend_order(
-        self, symbol: str, order_id: int, quantity: Number | None = None,
-        price: Number | None = None,
+    def cancel_order(
+        self, symbol: str, order_id: int | None = None, *, client_order_id: str | None = None,
     ) -> Order:
-        return cast(Order, self._post("/amend_order", {
-            "symbol": symbol, "order_id": order_id, "quantity": _text(quantity),
-            "price": _text(price),
+        return cast(Order, self._post("/cancel_order", {
+            "symbol": symbol, "order_id": order_id, "client_order_id": client_order_id,
         }))
 
-    def get_order(self, symbol: str, order_id: int) -> Order:
-        return cast(Order, self._get_own(f"/orders/{symbol}/{order_id}").json())
+    def cancel_all(self, symbol: str, side: str | None = None) -> CancelledOrders:
+        """Every open order and pending stop of the account on `symbol` (of one side)."""
+        return cast(CancelledOrders, self._post("/cancel_all", {"symbol": symbol, "side": side}))
+
+    def amend_order(
+        self, symbol: str, order_id: int | None = None, quantity: Number | None = None,
+        price: Number | None = None, *, client_order_id: str | None = None,
+    ) -> Order:
+        return cast(Order, self._post("/amend_order", {
+            "symbol": symbol, "order_id": order_id, "client_order_id": client_order_id,
+            "quantity": _text(quantity), "price": _text(price),
+        }))
+
+    def get_order(
+        self, symbol: str, order_id: int | None = None, *, client_order_id: str | None = None,
+    ) -> Order:
+        if client_order_id is not None:
+            path = f"/orders/{symbol}/client/{quote(client_order_id, safe='')}"
+        else:
+            path = f"/orders/{symbol}/{order_id}"
+        return cast(Order, self._get_own(path).json())
 
     def orders(self, symbol: str, status: str | None = None, limit: int | None = None) -> OrderList:
         return cast(OrderList, self._get_own(f"/orders/{symbol}", status=status, limit=limit).json())

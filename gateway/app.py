@@ -50,6 +50,7 @@ from gateway.matchers import DEFAULT_TIMEOUT, Matchers
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.validation import (
     AMEND_FIELDS,
+    CANCEL_ALL_FIELDS,
     CANCEL_FIELDS,
     NEW_ORDER_FIELDS,
     NEW_STOP_FIELDS,
@@ -158,11 +159,15 @@ class Gateway:
         return await self._order_request(request, "new_stop_order", NEW_STOP_FIELDS)
 
     async def cancel_order(self, request: Request) -> Response:
-        """Cancel a live or pending order of the caller."""
+        """Cancel a live or pending order of the caller, by order_id or client_order_id."""
         return await self._order_request(request, "cancel_order", CANCEL_FIELDS)
 
+    async def cancel_all(self, request: Request) -> Response:
+        """Cancel every open order and pending stop of the caller on a symbol (optionally one side), as one command."""
+        return await self._order_request(request, "cancel_all", CANCEL_ALL_FIELDS)
+
     async def amend_order(self, request: Request) -> Response:
-        """Change a live order's total quantity and/or price."""
+        """Change a live order's total quantity and/or price (by order_id or client_order_id)."""
         return await self._order_request(request, "amend_order", AMEND_FIELDS)
 
     async def get_order(self, request: Request) -> Response:
@@ -170,6 +175,14 @@ class Gateway:
         account = self._account(request)
         symbol = self._symbol(request)
         fields = {"order_id": order_id(request.path_params["order_id"]), "account": account}
+        result = await self.matchers.request(symbol, "get_order", fields)
+        return Response(encode_result(result), media_type=JSON)
+
+    async def get_order_by_client_id(self, request: Request) -> Response:
+        """One of the caller's orders, by the client_order_id it was given."""
+        account = self._account(request)
+        symbol = self._symbol(request)
+        fields = {"client_order_id": request.path_params["client_order_id"], "account": account}
         result = await self.matchers.request(symbol, "get_order", fields)
         return Response(encode_result(result), media_type=JSON)
 
@@ -375,5 +388,6 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         "/submit_order": ("submit_order", "new_order", NEW_ORDER_FIELDS),
         "/cancel_order": ("cancel_order", "cancel_order", CANCEL_FIELDS),
         "/amend_order": ("amend_order", "amend_order", AMEND_FIELDS),
+        "/cancel_all": ("cancel_all", "cancel_all", CANCEL_ALL_FIELDS),
         "/submit_stop_order": ("submit_stop_order", "new_stop_order", NEW_STOP_FIELDS),
     })

@@ -23,6 +23,7 @@ from typing import Any
 from gateway.formats import MAX_BODY_BYTES
 from gateway.validation import (
     AMEND_FIELDS,
+    CANCEL_ALL_FIELDS,
     CANCEL_FIELDS,
     DECIMAL,
     FLAG,
@@ -123,21 +124,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST", "/cancel_order", "cancel_order", "Cancel an order",
         {JSON: "Order"}, account=True, matcher=True,
-        body=Body(CANCEL_FIELDS, ("symbol", "order_id"), example={"order_id": 1}),
-        errors={404: "no such order for this account", 409: "order_not_open (finished)"},
-        description="A live or pending order of the caller; the answer has status "
-        "cancelled.",
+        body=Body(CANCEL_FIELDS, ("symbol",), example={"order_id": 1}),
+        errors={400: "both or neither of order_id and client_order_id",
+                404: "no such order for this account", 409: "order_not_open (finished)"},
+        description="A live or pending order of the caller, named by exactly one of "
+        "order_id and client_order_id; the answer has status cancelled.",
+    ),
+    Endpoint(
+        "POST", "/cancel_all", "cancel_all", "Cancel all open orders",
+        {JSON: "Cancelled"}, account=True, matcher=True,
+        body=Body(CANCEL_ALL_FIELDS, ("symbol",), example={"side": "buy"}),
+        description="Every open order and pending stop of the caller on the symbol "
+        "(optionally one side), as one journaled command: all or nothing, in order id "
+        "order. The answer lists the orders it cancelled (possibly none).",
     ),
     Endpoint(
         "POST", "/amend_order", "amend_order", "Amend an order",
         {JSON: "Order"}, account=True, matcher=True,
-        body=Body(AMEND_FIELDS, ("symbol", "order_id"),
+        body=Body(AMEND_FIELDS, ("symbol",),
                   example={"order_id": 1, "quantity": "2"}),
-        errors={400: "off the grid or bounds, stop_not_amendable, post_only_would_take",
+        errors={400: "off the grid or bounds, stop_not_amendable, post_only_would_take, "
+                "both or neither of order_id and client_order_id",
                 404: "no such order for this account", 409: "order_not_open"},
-        description="quantity is the new total and must exceed filled_quantity. A "
-        "decrease at the same price keeps time priority; a price change or an increase "
-        "re-queues.",
+        description="The order is named by exactly one of order_id and client_order_id. "
+        "quantity is the new total and must exceed filled_quantity. A decrease at the "
+        "same price keeps time priority; a price change or an increase re-queues.",
     ),
     Endpoint(
         "POST", "/submit_stop_order", "submit_stop_order", "Submit a stop order",
@@ -149,6 +160,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 409: "duplicate client_order_id"},
         description="A stop_loss, stop_limit or take_profit order; the answer has status "
         "pending.",
+    ),
+    Endpoint(
+        # `path`: a client_order_id may hold any printable character, "/" included.
+        "GET", "/orders/{symbol}/client/{client_order_id:path}", "get_order_by_client_id",
+        "Get an order by client_order_id", {JSON: "Order"}, (ACCOUNT_QUERY,), account=True,
+        matcher=True, errors={404: "no such order for this account"},
+        description="Live, or among the symbol's last 100,000 finished orders.",
     ),
     Endpoint(
         "GET", "/orders/{symbol}/{order_id}", "get_order", "Get an order",
@@ -231,7 +249,13 @@ def query_parameters(method: str, path: str) -> frozenset[str]:
 
 
 def path_parameter_names(path: str) -> list[str]:
-    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+
+
+def document_path(path: str) -> str:
+    """The route's template as OpenAPI writes it: Starlette's `{name:path}` is `{name}`."""
+    return "/".join(f"{{{part[1:-1].split(':')[0]}}}" if part.startswith("{") else part
+                    for part in path.split("/"))
 
 
 # -- the document --------------------------------------------------------------------
@@ -417,7 +441,7 @@ def document(
     names = list(symbols)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
-        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation(
+        paths.setdefault(document_path(endpoint.path), {})[endpoint.method.lower()] = operation(
             endpoint, names, auth, rate_limited)
     return {
         "openapi": OPENAPI_VERSION,

@@ -42,11 +42,14 @@ NEW_STOP_FIELDS = {
     "quantity": DECIMAL, "stop_price": DECIMAL, "price": DECIMAL,
     "client_order_id": NAME, "stp": NAME,
 }
-CANCEL_FIELDS = {"symbol": NAME, "account": NAME, "order_id": ORDER_ID}
+# An order is named by order_id or by client_order_id: the matcher checks that exactly
+# one is given (matcher/validation.py), so the rule and its message live in one place.
+CANCEL_FIELDS = {"symbol": NAME, "account": NAME, "order_id": ORDER_ID, "client_order_id": NAME}
 AMEND_FIELDS = {
-    "symbol": NAME, "account": NAME, "order_id": ORDER_ID, "quantity": DECIMAL,
-    "price": DECIMAL,
+    "symbol": NAME, "account": NAME, "order_id": ORDER_ID, "client_order_id": NAME,
+    "quantity": DECIMAL, "price": DECIMAL,
 }
+CANCEL_ALL_FIELDS = {"symbol": NAME, "account": NAME, "side": NAME}
 
 _KIND_TEXT = {
     DECIMAL: "a decimal string or number",

@@ -19,6 +19,12 @@ reference matcher in tests/ checks it):
 3. Cancel: LEVEL (for a resting order) then ORDER (cancelled).
 4. Amend: in place (same price, smaller or equal quantity): LEVEL (when it changed) then
    ORDER; otherwise LEVEL of the old level, then the events of a new order.
+5. Cancel all: for each of the account's open orders and pending stops (of the side, if
+   given), in order id order, the events of a cancel. It cannot fail half-way: every
+   order it takes is live and the account's, so it is all or nothing by construction.
+
+A cancel or amend naming its order by client_order_id is turned into the command by
+order id first (`resolve`): that is the command journaled, so replay needs no lookup.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from matcher.protocol import (
     CANCELLED,
     CMD_AMEND,
     CMD_CANCEL,
+    CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
     CMD_RULES,
@@ -64,6 +71,7 @@ from matcher.protocol import (
     TRIGGERED,
     Code,
     CommandError,
+    shown,
 )
 
 FINISHED_WINDOW = 100_000  # finished orders kept for lookups and client_order_id reuse checks
@@ -115,6 +123,7 @@ class Engine:
             CMD_CANCEL: self._cancel,
             CMD_AMEND: self._amend,
             CMD_RULES: self._rules,
+            CMD_CANCEL_ALL: self._cancel_all,
         }
 
     # -- commands ------------------------------------------------------------------
@@ -239,6 +248,11 @@ class Engine:
         order = self._owned(order_id, account)
         self.seq = seq
         events: list[Event] = []
+        self._withdraw(order, events)
+        return self._count_book_change(events)
+
+    def _withdraw(self, order: Order, events: list[Event]) -> None:
+        """Cancel one live order or pending stop at the user's request."""
         if order.status == PENDING:
             del self.stops[order.order_id]
             rising = (order.order_type != TAKE_PROFIT) == (order.side == BUY)
@@ -254,7 +268,16 @@ class Engine:
         self._finish(order)
         events.append((EV_ORDER, order.order_id, CANCELLED, order.quantity - order.leaves, 0,
                        Code.USER_CANCELLED))
-        return self._count_book_change(events)
+
+    def _cancel_all(self, command: tuple) -> list[Event]:
+        """Cancel every open order and pending stop of the account (on one side, unless
+        side is None), in order id order. Cost: O(live orders of the whole symbol)."""
+        _, seq, ts, account, side = command
+        self.seq = seq
+        events: list[Event] = []
+        for order in self.cancellable(account, side):
+            self._withdraw(order, events)
+        return self._count_book_change(events)  # one book_seq for the whole command
 
     def _amend(self, command: tuple) -> list[Event]:
         _, seq, ts, account, order_id, quantity, price = command
@@ -570,6 +593,36 @@ class Engine:
             or self.stops.get(order_id)
             or self.finished.get(order_id)
         )
+
+    def resolve(self, command: tuple) -> tuple:
+        """A cancel or amend naming its order by client_order_id (a str in the order id's
+        place) -> the same command by order id; any other command as it is. The account's
+        own ids only: another account's, or an unknown one, is CommandError unknown_order.
+        Cost: O(1)."""
+        reference = command[4]
+        if reference.__class__ is not str:
+            return command
+        order_id = self.client_ids.get((command[3], reference))
+        if order_id is None:
+            raise CommandError(
+                Code.UNKNOWN_ORDER, f"no order with client_order_id {shown(reference)} for this account"
+            )
+        return (*command[:4], order_id, *command[5:])
+
+    def client_order(self, account: str, client_order_id: str) -> Order | None:
+        """The account's live or recently finished order with this client_order_id. O(1)."""
+        order_id = self.client_ids.get((account, client_order_id))
+        return None if order_id is None else self.get_order(order_id)
+
+    def cancellable(self, account: str, side: int | None = None) -> list[Order]:
+        """What a cancel_all of `account` (and `side`) would cancel, in order id order.
+        Cost: O(live orders of the symbol): there is no index by account."""
+        found = [o for o in self.book.orders.values()
+                 if o.account == account and (side is None or o.side == side)]
+        found.extend(o for o in self.stops.values()
+                     if o.account == account and (side is None or o.side == side))
+        found.sort(key=lambda o: o.order_id)
+        return found
 
     def open_orders(self, account: str) -> list[Order]:
         """The account's resting and pending orders, oldest first. Cost: O(all live orders)."""

@@ -82,6 +82,8 @@ class PackedViews:
         self._k_bbo = _key("bbo")
         self._bbo_head = map_header(6) + self._symbol + _key("book_seq")
         self._zero = pack("0")
+        # cancel_all's answer: {"symbol", "cancelled"}.
+        self._cancelled_head = map_header(2) + self._symbol + _key("cancelled")
 
     # -- cached pieces ---------------------------------------------------------------
 
@@ -142,6 +144,11 @@ class PackedViews:
             self._k_trades,
             array_header(len(trades)) + b"".join(map(self.trade, trades)) if trades else self._no_trades,
         ))
+
+    def cancelled(self, orders: list[Order]) -> bytes:
+        """cancel_all's answer (Views.cancelled)."""
+        return b"".join((self._cancelled_head, array_header(len(orders)),
+                         *map(self.order, orders)))
 
     def fills(self, trades: list[tuple]) -> bytes:
         """average_price and cumulative_quote of an order with fills (Views.fills)."""

@@ -14,8 +14,12 @@ order id of an order the command creates; `ts` is microseconds since the Unix ep
      stp, client_order_id)
     (CMD_CANCEL,    seq, ts, account, order_id)
     (CMD_AMEND,     seq, ts, account, order_id, quantity, price)   # None = unchanged
+    (CMD_CANCEL_ALL, seq, ts, account, side)   # side None: both sides
     (CMD_RULES,     seq, ts, tick_size, lot_size, min_quantity, max_price, max_quantity,
      maker_fee_rate, taker_fee_rate)   # decimal texts; matcher/rules.py
+
+A cancel or amend that names its order by client_order_id is resolved to the order id
+before it is applied (`Engine.resolve`) and journaled by order id, like any other.
 
 Prices are integer ticks, quantities integer lots (strictly: grid units, which are the
 tick and the lot unless a rules change made them finer, matcher/rules.py); `price` is
@@ -91,6 +95,7 @@ CMD_NEW_STOP = 2
 CMD_CANCEL = 3
 CMD_AMEND = 4
 CMD_RULES = 5  # the symbol's rules: first record of a journal, and every change
+CMD_CANCEL_ALL = 6  # every open order and pending stop of one account (and side)
 
 # The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
 # op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
@@ -240,6 +245,10 @@ ORDER_LIST_SHAPE: Shape = (
     ("symbol", "string", False),
     ("orders", "Order", False),
 )
+CANCELLED_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("cancelled", "Order", False),
+)
 TRADE_LIST_SHAPE: Shape = (
     ("symbol", "string", False),
     ("trades", "Trade", False),
@@ -287,6 +296,7 @@ SHAPES: dict[str, Shape] = {
     "Bbo": BBO_SHAPE,
     "OrderBook": BOOK_SHAPE,
     "OrderList": ORDER_LIST_SHAPE,
+    "Cancelled": CANCELLED_SHAPE,
     "TradeList": TRADE_LIST_SHAPE,
     "MatcherHealth": MATCHER_HEALTH_SHAPE,
     "FeedHubHealth": FEEDHUB_HEALTH_SHAPE,

@@ -30,6 +30,7 @@ import zmq
 import zmq.backend
 
 from matcher import codec
+from matcher.book import Order
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
 from matcher.files import FolderLock, FolderLocked
@@ -37,6 +38,7 @@ from matcher.journal import Journal, JournalCorrupt
 from matcher.lifeline import exit_with_parent
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
+    CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
     EV_LEVEL,
@@ -48,7 +50,13 @@ from matcher.protocol import (
 from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
 from matcher.units import CachedUnits, Units
-from matcher.validation import Validator, account_of, bounded_int, deadline_refusal, order_id_of
+from matcher.validation import (
+    Validator,
+    account_of,
+    bounded_int,
+    deadline_refusal,
+    order_reference,
+)
 from matcher.views import Views
 
 log = logging.getLogger("matchwire.matcher")
@@ -69,6 +77,11 @@ gc_freeze = gc.freeze
 
 class RecoveryError(Exception):
     """The journal cannot be replayed onto the snapshot: refuse to start."""
+
+
+class NothingToCancel(Exception):
+    """A cancel_all that finds no open order: answered with an empty list, not applied
+    and not journaled (a no-op need not take a seq; docs/protocol.md)."""
 
 
 class RulesMismatch(RecoveryError):
@@ -208,6 +221,7 @@ class MatcherService:
         self.context: zmq.Context | None = None
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
+        self._cancel_all_targets: list[Order] = []  # what the cancel_all being served cancels
         self._queries = {
             "ping": self._ping,
             "get_order": self._get_order,
@@ -220,8 +234,9 @@ class MatcherService:
         self._parsers = {
             "new_order": self.validator.new_order,
             "new_stop_order": self.validator.new_stop,
-            "cancel_order": self.validator.cancel,
-            "amend_order": self.validator.amend,
+            "cancel_order": self._cancel_command,
+            "amend_order": self._amend_command,
+            "cancel_all": self._cancel_all_command,
         }
         # While the journal is down, `_parsers` is this map instead: no per-request check.
         self._accepting = self._parsers
@@ -586,6 +601,8 @@ class MatcherService:
             if query is None:
                 raise CommandError(Code.UNKNOWN_OP, f"unknown op {shown(op)}")
             return codec.encode_reply(req_id, query(message))
+        except NothingToCancel:
+            return codec.encode_reply(req_id, self.views.cancelled([]))
         except CommandError as exc:
             return codec.encode_error(req_id, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the matcher: answer and log it
@@ -718,9 +735,38 @@ class MatcherService:
         if changes:
             published.append(self.book_prefix + packed.book_update(
                 engine.book_seq, changes, engine.bbo(), command[2]))
-        order = engine.get_order(seq if command[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else command[4])
+        kind = command[0]
+        if kind == CMD_NEW_ORDER or kind == CMD_NEW_STOP:
+            order = engine.get_order(seq)
+        elif kind == CMD_CANCEL_ALL:
+            # The orders its parser found, now cancelled (the objects themselves: a
+            # cancel_all of more orders than the finished window keeps still has them).
+            targets, self._cancel_all_targets = self._cancel_all_targets, []
+            return packed.cancelled(targets)
+        else:
+            order = engine.get_order(command[4])
         assert order is not None
         return packed.order(order)
+
+    # -- the parsers that need the engine --------------------------------------------
+
+    def _cancel_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        """cancel_order, by order id or by client_order_id (resolved to the order id:
+        the journaled command is the same either way)."""
+        command = self.validator.cancel(message, seq, ts)
+        return command if command[4].__class__ is int else self.engine.resolve(command)
+
+    def _amend_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        command = self.validator.amend(message, seq, ts)
+        return command if command[4].__class__ is int else self.engine.resolve(command)
+
+    def _cancel_all_command(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        """cancel_all; raises NothingToCancel when the account has nothing open there."""
+        command = self.validator.cancel_all(message, seq, ts)
+        self._cancel_all_targets = self.engine.cancellable(command[3], command[4])
+        if not self._cancel_all_targets:
+            raise NothingToCancel
+        return command
 
     def _heartbeat(self) -> None:
         assert self.pub is not None
@@ -742,10 +788,17 @@ class MatcherService:
         return result
 
     def _get_order(self, message: dict[str, Any]) -> dict[str, Any]:
-        order_id = order_id_of(message)
-        order = self.engine.get_order(order_id)
-        if order is None or order.account != account_of(message):
-            raise CommandError(Code.UNKNOWN_ORDER, f"no order {order_id} for this account")
+        """By order_id or by client_order_id (exactly one): the caller's own orders only."""
+        reference = order_reference(message)
+        account = account_of(message)
+        if isinstance(reference, str):
+            order = self.engine.client_order(account, reference)
+            named = f"with client_order_id {shown(reference)}"
+        else:
+            order = self.engine.get_order(reference)
+            named = str(reference)
+        if order is None or order.account != account:
+            raise CommandError(Code.UNKNOWN_ORDER, f"no order {named} for this account")
         return self.views.order(order)
 
     def _orders(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Everything a user can send is checked here, before the core sees it: types, names,
 grids and ranges. A refused request changes nothing. The service passes the (seq, ts)
-it would assign, and each parser returns the whole command tuple stamped with them.
+it would assign, and each parser returns the whole command tuple stamped with them. A
+cancel or amend may name its order by client_order_id: the tuple then holds that str
+where the order id goes, and the service resolves it (`Engine.resolve`) before applying.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from matcher.protocol import (
     ANONYMOUS,
     CMD_AMEND,
     CMD_CANCEL,
+    CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
     GTC,
@@ -47,8 +50,9 @@ NEW_ORDER_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "pric
                     "time_in_force", "post_only", "client_order_id", "stp")
 NEW_STOP_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "stop_price",
                    "price", "client_order_id", "stp")
-CANCEL_FIELDS = ("symbol", "account", "order_id")
-AMEND_FIELDS = ("symbol", "account", "order_id", "quantity", "price")
+CANCEL_FIELDS = ("symbol", "account", "order_id", "client_order_id")
+AMEND_FIELDS = ("symbol", "account", "order_id", "client_order_id", "quantity", "price")
+CANCEL_ALL_FIELDS = ("symbol", "account", "side")
 
 
 def _accepted(fields: tuple[str, ...]) -> frozenset[str]:
@@ -61,6 +65,7 @@ _NEW_ORDER_ACCEPTED = _accepted(NEW_ORDER_FIELDS)
 _NEW_STOP_ACCEPTED = _accepted(NEW_STOP_FIELDS)
 _CANCEL_ACCEPTED = _accepted(CANCEL_FIELDS)
 _AMEND_ACCEPTED = _accepted(AMEND_FIELDS)
+_CANCEL_ALL_ACCEPTED = _accepted(CANCEL_ALL_FIELDS)
 
 
 def _invalid(message: str) -> CommandError:
@@ -121,6 +126,23 @@ def order_id_of(message: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ORDER_ID:
         raise _invalid("order_id must be a positive integer")
     return value
+
+
+def order_reference(message: dict[str, Any]) -> int | str:
+    """The order a cancel, amend or get names: its order id (an int) or its
+    client_order_id (a str, resolved by the engine). Exactly one of the two."""
+    if message.get("client_order_id") is None:
+        value = message.get("order_id")
+        if value.__class__ is int and 0 < value <= MAX_ORDER_ID:
+            return value  # the common case, checked inline: cancels are frequent
+        if value is None:
+            raise _invalid("order_id or client_order_id is required (exactly one of the two)")
+        return order_id_of(message)
+    if message.get("order_id") is not None:
+        raise _invalid("give order_id or client_order_id, not both")
+    client_order_id = _text(message, "client_order_id")
+    assert client_order_id is not None  # checked just above
+    return client_order_id
 
 
 def bounded_int(message: dict[str, Any], field: str, default: int, low: int = 1, high: int = 1000) -> int:
@@ -214,15 +236,21 @@ class Validator:
     def cancel(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         if not message.keys() <= _CANCEL_ACCEPTED:
             raise _unknown_field(message, "cancel_order", CANCEL_FIELDS)
-        return (CMD_CANCEL, seq, ts, account_of(message), order_id_of(message))
+        return (CMD_CANCEL, seq, ts, account_of(message), order_reference(message))
 
     def amend(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         if not message.keys() <= _AMEND_ACCEPTED:
             raise _unknown_field(message, "amend_order", AMEND_FIELDS)
-        order_id = order_id_of(message)
+        order_id = order_reference(message)
         raw_quantity, raw_price = message.get("quantity"), message.get("price")
         if raw_quantity is None and raw_price is None:
             raise _invalid("amend needs a new quantity, a new price or both")
         quantity = self.units.quantity_lots(raw_quantity) if raw_quantity is not None else None
         price = self.units.price_ticks(raw_price) if raw_price is not None else None
         return (CMD_AMEND, seq, ts, account_of(message), order_id, quantity, price)
+
+    def cancel_all(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        if not message.keys() <= _CANCEL_ALL_ACCEPTED:
+            raise _unknown_field(message, "cancel_all", CANCEL_ALL_FIELDS)
+        side = None if message.get("side") is None else _name(message, "side", SIDES)
+        return (CMD_CANCEL_ALL, seq, ts, account_of(message), side)

@@ -127,6 +127,10 @@ class Views:
             "trades": [self.trade(trade) for trade in order.trades] if order.trades else [],
         }
 
+    def cancelled(self, orders: list[Order]) -> dict[str, Any]:
+        """The answer to cancel_all: the orders it cancelled, in order id order."""
+        return {"symbol": self.symbol, "cancelled": [self.order(order) for order in orders]}
+
     def fills(self, trades: list[tuple] | None) -> dict[str, str | None]:
         """average_price and cumulative_quote over an order's fills (exact decimals)."""
         if not trades:

@@ -60,6 +60,7 @@ def test_openapi_lists_every_path(http: httpx.Client) -> None:
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {
         "/submit_order", "/submit_stop_order", "/cancel_order", "/amend_order",
+        "/cancel_all", "/orders/{symbol}/client/{client_order_id}",
         "/orders/{symbol}/{order_id}", "/orders/{symbol}", "/orderbook/{symbol}",
         "/bbo/{symbol}", "/trades/{symbol}", "/health", "/", "/metrics", "/openapi.json",
         "/test",

@@ -26,6 +26,7 @@ from matcher.protocol import (
     CANCELLED,
     CMD_AMEND,
     CMD_CANCEL,
+    CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
     EV_LEVEL,
@@ -76,15 +77,21 @@ def new_stop(
             stop_price, price, quantity, stp, client_order_id)
 
 
-def cancel(seq: int, account: str, order_id: int, ts: int | None = None) -> tuple:
+def cancel(seq: int, account: str, order_id: int | str, ts: int | None = None) -> tuple:
+    """order_id may be a client_order_id (a str): resolve it first (`resolve`)."""
     return (CMD_CANCEL, seq, seq * 1000 if ts is None else ts, account, order_id)
 
 
 def amend(
-    seq: int, account: str, order_id: int, quantity: int | None, price: int | None,
+    seq: int, account: str, order_id: int | str, quantity: int | None, price: int | None,
     ts: int | None = None,
 ) -> tuple:
+    """order_id may be a client_order_id (a str): resolve it first (`resolve`)."""
     return (CMD_AMEND, seq, seq * 1000 if ts is None else ts, account, order_id, quantity, price)
+
+
+def cancel_all(seq: int, account: str, side: int | None, ts: int | None = None) -> tuple:
+    return (CMD_CANCEL_ALL, seq, seq * 1000 if ts is None else ts, account, side)
 
 
 # -- the reference matcher -------------------------------------------------------------
@@ -230,6 +237,24 @@ class ReferenceMatcher:
             o.account == account and o.client_order_id == client_order_id for o in candidates
         )
 
+    def client_order(self, account: str, client_order_id: str) -> RefOrder | None:
+        """The account's live or recently finished order with this client_order_id."""
+        candidates = self.resting + self.pending
+        candidates += [self.orders[order_id] for order_id in self.recent_finished()]
+        for order in candidates:
+            if order.account == account and order.client_order_id == client_order_id:
+                return order
+        return None
+
+    def resolve(self, command: tuple) -> tuple:
+        """A cancel or amend naming its order by client_order_id -> the same by order id."""
+        if not isinstance(command[4], str):
+            return command
+        order = self.client_order(command[3], command[4])
+        if order is None:
+            raise CommandError(Code.UNKNOWN_ORDER, "unknown client_order_id")
+        return (*command[:4], order.order_id, *command[5:])
+
     def owned(self, order_id: int, account: str) -> RefOrder:
         for order in self.resting + self.pending:
             if order.order_id == order_id and order.account == account:
@@ -252,6 +277,8 @@ class ReferenceMatcher:
             events = self.cmd_cancel(command)
         elif kind == CMD_AMEND:
             events = self.cmd_amend(command)
+        elif kind == CMD_CANCEL_ALL:
+            events = self.cmd_cancel_all(command)
         else:
             raise CommandError(Code.UNKNOWN_OP, "unknown command")
         if any(event[0] == EV_LEVEL for event in events):
@@ -298,7 +325,11 @@ class ReferenceMatcher:
         _, seq, ts, account, order_id = command
         order = self.owned(order_id, account)
         self.seq = seq
-        events = []
+        events: list[tuple] = []
+        self.withdraw(order, events)
+        return events
+
+    def withdraw(self, order: RefOrder, events: list[tuple]) -> None:
         if order.status == PENDING:
             self.pending.remove(order)
         else:
@@ -306,7 +337,18 @@ class ReferenceMatcher:
             events.append((EV_LEVEL, order.side, order.price,
                            self.level_total(order.side, order.price)))  # type: ignore[arg-type]
         self.finish(order, CANCELLED, Code.USER_CANCELLED)
-        events.append((EV_ORDER, order_id, CANCELLED, order.filled, 0, Code.USER_CANCELLED))
+        events.append((EV_ORDER, order.order_id, CANCELLED, order.filled, 0,
+                       Code.USER_CANCELLED))
+
+    def cmd_cancel_all(self, command: tuple) -> list[tuple]:
+        """Every live order and pending stop of the account (and side), lowest id first."""
+        _, seq, ts, account, side = command
+        self.seq = seq
+        targets = [o for o in self.resting + self.pending
+                   if o.account == account and side in (None, o.side)]
+        events: list[tuple] = []
+        for order in sorted(targets, key=lambda o: o.order_id):
+            self.withdraw(order, events)
         return events
 
     def cmd_amend(self, command: tuple) -> list[tuple]:

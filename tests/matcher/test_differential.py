@@ -2,7 +2,9 @@
 
 Hypothesis draws command "recipes" (small tuples of ints) and `build_command` turns each
 into a real command tuple against the current state, so cancels and amends mostly hit
-orders that exist (and sometimes other accounts', finished or unknown ones). Prices come
+orders that exist (and sometimes other accounts', finished or unknown ones), by order id
+or by client_order_id (resolved by each side's own lookup), and cancel_all runs with and
+without a side. Prices come
 from a narrow band so orders cross often; accounts are few so self-trade prevention and
 duplicate client_order_ids happen all the time. After every command the events (or the
 refusal code) must be equal, the engine's invariants must hold, and the whole state must
@@ -33,11 +35,19 @@ from matcher.protocol import (
     TIF_IOC,
     CommandError,
 )
-from tests.matcher.reference import ReferenceMatcher, amend, cancel, new_order, new_stop
+from tests.matcher.reference import (
+    ReferenceMatcher,
+    amend,
+    cancel,
+    cancel_all,
+    new_order,
+    new_stop,
+)
 
 ACCOUNTS = ("alice", "bob", "carol", "anonymous")
 LOW_PRICE, HIGH_PRICE = 95, 105
 MAX_QUANTITY = 20
+CLIENT_IDS = ("c0", "c1", "c2", "c3")  # the pool build_command draws from
 
 # recipe = (op, side, account, price, quantity, stp, client_id, target, aux)
 recipes = st.tuples(
@@ -90,9 +100,14 @@ def build_command(recipe: tuple, seq: int, ref: ReferenceMatcher) -> tuple:
             limit_price = None
         return new_stop(seq, account, side, order_type, price, limit_price, quantity, stp,
                         client_order_id)
+    if op >= 94:  # cancel_all, of one side or both
+        return cancel_all(seq, account, None if aux & 1 else side)
     # Cancels and amends: mostly a live order by its owner, sometimes a finished, foreign
     # or never-issued one.
     live = sorted(o.order_id for o in ref.resting + ref.pending)
+    if aux & 2:  # by client_order_id (below): mostly a live order that has one
+        named = [order_id for order_id in live if ref.orders[order_id].client_order_id]
+        live = named or live
     finished = ref.recent_finished()
     pick = target % 8
     if pick < 5 and live:
@@ -106,15 +121,19 @@ def build_command(recipe: tuple, seq: int, ref: ReferenceMatcher) -> tuple:
     order = ref.orders.get(order_id)
     if order is not None and aux < 13:
         account = order.account
-    if op < 80:
-        return cancel(seq, account, order_id)
+    reference: int | str = order_id
+    if aux & 2:  # by client_order_id: the order's own, or one from the pool
+        known = order.client_order_id if order is not None else None
+        reference = known or client_order_id or f"c{target % 4}"
+    if op < 78:
+        return cancel(seq, account, reference)
     new_quantity = quantity if aux % 3 else None
     new_price = price if aux % 3 != 1 else None
     if new_quantity is not None and aux & 4:
         existing = ref.orders.get(order_id)
         if existing is not None:  # around the filled quantity and the current size
             new_quantity = max(1, existing.filled + (quantity % 5) - 1)
-    return amend(seq, account, order_id, new_quantity, new_price)
+    return amend(seq, account, reference, new_quantity, new_price)
 
 
 def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
@@ -149,16 +168,24 @@ def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
         assert [trade[1] for trade in mine.trades or ()] == theirs.trade_ids
     recent = list(engine.recent_trades)
     assert recent == ref.trades[len(ref.trades) - len(recent):]
+    for account in ACCOUNTS:  # get by client_order_id
+        for client_order_id in CLIENT_IDS:
+            mine_by_client = engine.client_order(account, client_order_id)
+            theirs_by_client = ref.client_order(account, client_order_id)
+            assert (None if mine_by_client is None else mine_by_client.order_id) == (
+                None if theirs_by_client is None else theirs_by_client.order_id
+            ), (account, client_order_id)
 
 
 def step(engine: Engine, ref: ReferenceMatcher, command: tuple) -> None:
-    """Apply one command to both; the outcomes must be identical."""
+    """Resolve (a client_order_id to the order id) and apply one command on both; the
+    outcomes must be identical."""
     try:
-        expected = ref.apply(command)
+        expected = ref.apply(ref.resolve(command))
     except CommandError as error:
         expected = error.code
     try:
-        got = engine.apply(command)
+        got = engine.apply(engine.resolve(command))
     except CommandError as error:
         got = error.code
     assert got == expected, f"command {command}"

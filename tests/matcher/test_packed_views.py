@@ -2,7 +2,7 @@
 
 A seeded random flow (every order type, stops, cancels, amends, STP, client ids) runs
 through the engine; after every command the packed order, each trade, the book update and
-the BBO must be byte-for-byte `codec.pack` of what `Views` builds for the same values.
+the BBO (and cancel_all's answer) must be byte-for-byte `codec.pack` of what `Views` builds for the same values.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from matcher import codec
 from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.packed_views import PackedViews
-from matcher.protocol import CMD_NEW_ORDER, CMD_NEW_STOP, EV_LEVEL, EV_TRADE, CommandError
+from matcher.protocol import (
+    CMD_CANCEL_ALL,
+    CMD_NEW_ORDER,
+    CMD_NEW_STOP,
+    EV_LEVEL,
+    EV_ORDER,
+    EV_TRADE,
+    CommandError,
+)
 from matcher.units import CachedUnits
 from matcher.views import Views
 from tests.matcher.reference import ReferenceMatcher
@@ -46,12 +54,13 @@ def test_packed_views_equal_packed_dicts(seed: int) -> None:
     engine = Engine(units.maker_rate, units.taker_rate)
     ref = ReferenceMatcher(units.maker_rate, units.taker_rate)
     ts = 1_764_000_000_000_000
-    checked = {"orders": 0, "trades": 0, "books": 0}
+    checked = {"orders": 0, "trades": 0, "books": 0, "cancel_all": 0}
     for seq in range(1, 3001):
         ts += rng.choice((0, 0, 1, 999_999))  # batches share a timestamp; some do not
         command = build_command(random_recipe(rng), seq, ref)
         command = (command[0], command[1], ts, *command[3:])
         try:
+            command = engine.resolve(command)  # a client_order_id -> the order id
             events = engine.apply(command)
         except CommandError:
             continue
@@ -67,6 +76,11 @@ def test_packed_views_equal_packed_dicts(seed: int) -> None:
             body = packed.book_update(engine.book_seq, changes, engine.bbo(), ts)
             assert body == codec.pack(book_update_view(views, engine, changes, ts))
             checked["books"] += 1
+        if command[0] == CMD_CANCEL_ALL:  # cancel_all's answer
+            gone = [engine.finished[e[1]] for e in events if e[0] == EV_ORDER]
+            assert packed.cancelled(gone) == codec.pack(views.cancelled(gone))
+            checked["cancel_all"] += 1
+            continue
         order_id = seq if command[0] in (CMD_NEW_ORDER, CMD_NEW_STOP) else command[4]
         order = engine.get_order(order_id)
         assert order is not None
@@ -74,7 +88,8 @@ def test_packed_views_equal_packed_dicts(seed: int) -> None:
         assert result == codec.pack(views.order(order))
         assert packed.reply(seq, result) == codec.encode_reply(seq, views.order(order))
         checked["orders"] += 1
-    assert min(checked.values()) > 200, checked
+    assert checked["cancel_all"] > 50, checked
+    assert min(checked["orders"], checked["trades"], checked["books"]) > 200, checked
 
 
 def test_headers_match_msgpack_for_every_size_class() -> None:
