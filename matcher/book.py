@@ -18,6 +18,15 @@ measured with matcher/bench.py):
 
 from __future__ import annotations
 
+import sys
+
+from matcher import _build
+
+if __name__ == "matcher.book" and (_twin := _build.twin("book")) is not None:
+    # The compiled build of this very file takes its place (matcher/_build.py). The rest
+    # of this file still runs once, unused: the cost of keeping one plain source.
+    sys.modules[__name__] = _twin
+
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
@@ -218,7 +227,7 @@ class Book:
         level = book_side.levels[order.price]  # type: ignore[index]
         level.dead += 1
         if level.dead > 16 and level.dead * 2 > len(level.orders):
-            level.orders = deque(o for o in level.orders if o is not order and is_live(o))
+            level.orders = deque([o for o in level.orders if o is not order and is_live(o)])
             level.dead = 0
         return self._unlink(book_side, level, order)
 
