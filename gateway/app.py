@@ -60,6 +60,7 @@ from gateway.validation import (
     require_symbol,
     unknown_symbol,
 )
+from matcher import _build
 from matcher.config import SystemConfig
 from matcher.protocol import Code
 
@@ -94,6 +95,9 @@ class Gateway:
         self.info = encode({
             "name": "matchwire",
             "version": version(),
+            # Which build of the matching core runs here, "compiled" or "pure"
+            # (docs/architecture.md, "Two builds"); matchers started alike choose alike.
+            "build": _build.build_name(),
             "feed_url": config.feed_url,
             "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
         })
@@ -364,7 +368,7 @@ class Gateway:
         ---
         summary: Exchange information
         responses:
-          200: {description: "{name, version, feed_url, symbols: {SYMBOL: rules}}"}
+          200: {description: "{name, version, build, feed_url, symbols: {SYMBOL: rules}}"}
         """
         return Response(self.info, media_type=JSON)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
+from matcher import _build
 from matcher.engine import Engine
 from matcher.protocol import (
     BUY,
@@ -213,7 +214,7 @@ def memory_per_resting_order(count: int) -> float:
     return used / count
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m matcher.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=200_000)
@@ -228,14 +229,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     core = timed(run_engine, commands, args.runs)
     bare = timed(run_bare, commands, args.runs)
     memory = memory_per_resting_order(args.resting)
-    figures = {
+    figures: dict[str, Any] = {
         "core_ops_per_s": core["ops_per_s"],
         "core_us_per_op": core["us_per_op"],
         "core_trades": core["trades"],
         "bare_ops_per_s": bare["ops_per_s"],
         "core_vs_bare": core["ops_per_s"] / bare["ops_per_s"],
         "bytes_per_resting_order": memory,
+        "build": _build.build_name(),
     }
+    print(f"build: {_build.build_name()} ({_build.selection().describe()})")
     print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs")
     print(f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
           f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
