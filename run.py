@@ -206,7 +206,7 @@ def run_benchmarks(argv: list[str]) -> int:
     from clients.bench_suite import main as bench_main
     from matcher import _build
 
-    print(f"build: {_build.build_name()} ({_build.selection().describe()})", flush=True)
+    print(f"build: {_build.selection().describe()}", flush=True)
     return bench_main(argv)
 
 

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bytes_per_resting_order": memory,
         "build": _build.build_name(),
     }
-    print(f"build: {_build.build_name()} ({_build.selection().describe()})")
+    print(f"build: {_build.selection().describe()}")
     print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs")
     print(f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
           f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
