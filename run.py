@@ -156,6 +156,8 @@ def run_system(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python run.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_system_flags(parser)
+    parser.add_argument("--apply-rules", action="store_true",
+                        help="matchers journal configured rules that differ from the journal's")
     args = parser.parse_args(argv)
     try:
         config = config_from(args)
@@ -168,7 +170,8 @@ def run_system(argv: list[str]) -> int:
         return 2
     children = [
         Child(f"matcher {symbol}",
-              ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher")])
+              ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher"),
+               *(["--apply-rules"] if args.apply_rules else [])])
         for symbol in config.symbols
     ]
     children.append(Child("feedhub", ["-m", "feedhub.server", *system_flags(args, "feedhub")]))
@@ -203,8 +206,13 @@ def run_component(name: str, argv: list[str]) -> int:
 
 
 def run_benchmarks(argv: list[str]) -> int:
-    from clients.bench_suite import main as bench_main
+    """The benchmarks live in the clone's tests/bench/, not in the installed packages."""
+    if not (Path(__file__).resolve().parent / "tests" / "bench" / "suite.py").exists():
+        print("run.py bench: the benchmarks are not installed with the package; run "
+              "`python run.py bench` from a clone of the repository", file=sys.stderr)
+        return 2
     from matcher import _build
+    from tests.bench.suite import main as bench_main
 
     print(f"build: {_build.selection().describe()}", flush=True)
     return bench_main(argv)

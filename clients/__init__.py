@@ -1,9 +1,11 @@
 """Python clients of a running system: raw ZeroMQ (zmq_client.py), REST (rest.py),
-WebSocket with local book and gap detection (ws_client.py), the `matchwire` CLI
-(cli.py), the load generator (load.py) and the benchmark suite runner (bench_suite.py).
+WebSocket with a verified local book and gap detection (ws_client.py), the client-side
+L2 book and its checksum (book.py, checksum.py: the feed hub keeps its replicas in the
+same class), the `matchwire` CLI (cli.py), the load generator (load.py) and the standard
+order flow it shares with the benchmarks (flow.py).
 
-Clients only talk to the public interfaces (docs/protocol.md, docs/api.md,
-docs/feeds.md); they never import a server's internals, except the shared wire codec
-(matcher.codec) and the feed checksum (feedhub.checksum), so there is one implementation
-of each.
+Layer: above matcher/, below feedhub/ and gateway/ (docs/architecture.md). Clients know
+only the wire: they import from matcher/ nothing but its wire codec and protocol
+constants (matcher.codec, matcher.protocol), and nothing from feedhub/ or gateway/;
+tests/test_layers.py keeps it so.
 """

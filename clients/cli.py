@@ -8,8 +8,8 @@
     matchwire replay --data-dir data --symbol BTC-USDT
 
 Human-readable tables by default, `--json` for scripts. Exit codes: 0 ok, 1 the system
-refused the request (4xx: rejected, unknown order, ...), 2 bad usage, 3 the system is
-down or did not answer, 4 bad or missing API key.
+refused the request (a 4xx, or an order answered with status rejected), 2 bad usage,
+3 the system is down or did not answer, 4 bad or missing API key. docs/cli.md has it all.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from clients.zmq_client import MatcherClient, MatcherError, MatcherTimeout
+from matcher.protocol import ORDER_FIELDS, TRADE_FIELDS
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN, EXIT_AUTH = 0, 1, 2, 3, 4
 
@@ -124,15 +125,13 @@ def show_table(rows: list[list[Any]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-ORDER_FIELDS = ("order_id", "client_order_id", "symbol", "side", "order_type", "time_in_force",
-                "price", "stop_price", "quantity", "filled_quantity", "remaining_quantity",
-                "status", "reject_reason", "timestamp")
-TRADE_FIELDS = ["trade_id", "price", "quantity", "aggressor_side", "maker_order_id",
-                "taker_order_id", "maker_fee", "taker_fee", "timestamp"]
+# The order's fields as the API sends them, its trades shown as a table below it.
+ORDER_LINES = tuple(name for name in ORDER_FIELDS if name != "trades")
+TRADE_COLUMNS = [name for name in TRADE_FIELDS if name != "symbol"]
 
 
 def show_order(order: dict[str, Any]) -> str:
-    lines = [f"{name:>18}  {order.get(name)}" for name in ORDER_FIELDS if order.get(name) is not None]
+    lines = [f"{name:>18}  {order.get(name)}" for name in ORDER_LINES if order.get(name) is not None]
     if order.get("trades"):
         lines.append("")
         lines.append(show_trades(order["trades"]))
@@ -140,7 +139,7 @@ def show_order(order: dict[str, Any]) -> str:
 
 
 def show_trades(trades: list[dict[str, Any]]) -> str:
-    return show_table([[t.get(f) for f in TRADE_FIELDS] for t in trades], TRADE_FIELDS)
+    return show_table([[t.get(f) for f in TRADE_COLUMNS] for t in trades], TRADE_COLUMNS)
 
 
 def show_book(book: dict[str, Any]) -> str:
@@ -243,15 +242,19 @@ async def watch(feed_url: str, symbol: str, depth: int, updates: int | None, as_
                         screen += "\n\nlast trades\n" + show_table(
                             [[t["price"], t["quantity"], t["aggressor_side"]] for t in last_trades],
                             ["price", "quantity", "aggressor"])
-                    print("\x1b[2J\x1b[H" + screen, flush=True)
+                    # Clear the screen only on a terminal: a pipe or file gets plain text.
+                    clear = "\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n"
+                    print(clear + screen, flush=True)
                 book_task = asyncio.ensure_future(book_ws.recv())
         book_task.cancel()
         trade_task.cancel()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matchwire", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+# Options that come before the command; `load` takes those it shares with them.
+FORWARDED_TO_LOAD = ("transport", "url", "endpoint", "api_key", "account")
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=("rest", "zmq"), default="rest")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="gateway base URL")
     parser.add_argument("--endpoint", help="matcher ROUTER for --transport zmq (default: from GET /)")
@@ -259,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--account", help="account to act for (auth off)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=float, default=10.0)
+
+
+def split_command(argv: list[str]) -> tuple[argparse.Namespace, str | None, list[str]]:
+    """The global options, the command word and what follows it.
+
+    Parsed with the same option definitions as the full parser, so an option's value
+    that happens to be a command name (`--account load`) is never taken for the command.
+    """
+    finder = argparse.ArgumentParser(add_help=False)
+    add_global_options(finder)
+    finder.add_argument("-h", "--help", action="store_true")
+    finder.add_argument("command", nargs="?")
+    finder.add_argument("rest", nargs=argparse.REMAINDER)
+    found, _ = finder.parse_known_args(argv)
+    return found, found.command, found.rest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matchwire", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     order = sub.add_parser("order", help="submit a market/limit/ioc/fok order")
@@ -330,13 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # replay and load own their flags: hand the rest of the line over as it is.
-    for name, module in (("replay", "matcher.replay"), ("load", "clients.load")):
-        if name in argv and not any(a == "--" for a in argv[: argv.index(name)]):
-            import importlib
+    try:
+        found, command, rest = split_command(argv)
+    except SystemExit as exc:  # a global option with a bad value
+        return int(exc.code or 0) and EXIT_USAGE
+    # replay and load own their flags: hand what follows the command over as it is.
+    if command == "replay" and not found.help:
+        from matcher import replay
 
-            position = argv.index(name)
-            return int(importlib.import_module(module).main(argv[position + 1:]) or 0)
+        return int(replay.main(rest, prog="matchwire replay") or 0)
+    if command == "load" and not found.help:
+        from clients import load
+
+        forwarded: list[str] = []
+        for name in FORWARDED_TO_LOAD:
+            value = getattr(found, name)
+            if value is not None and argv_names_option(argv, name):
+                forwarded += ["--" + name.replace("_", "-"), str(value)]
+        return int(load.main(forwarded + rest) or 0)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -358,7 +393,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"matchwire: cannot connect: {exc}", file=sys.stderr)
         return EXIT_DOWN
     print(json.dumps(result, indent=2) if args.json else render(result))
+    reason = refused(result)
+    if reason is not None:
+        print(f"matchwire: {reason}", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
+
+
+def argv_names_option(argv: list[str], name: str) -> bool:
+    """Whether the user gave --name (so a default is never forwarded as if chosen)."""
+    flag = "--" + name.replace("_", "-")
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def refused(result: Any) -> str | None:
+    """Why an order the system answered with 200 was nonetheless refused (status rejected)."""
+    if isinstance(result, dict) and result.get("status") == "rejected":
+        return f"rejected: {result.get('reject_reason')}"
+    return None
 
 
 def discover_feed_url(url: str, timeout: float) -> str:

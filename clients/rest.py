@@ -48,6 +48,8 @@ class Order(TypedDict):
     quantity: str
     filled_quantity: str
     remaining_quantity: str
+    average_price: str | None
+    cumulative_quote: str
     status: str
     reject_reason: str | None
     timestamp: str
@@ -161,10 +163,14 @@ class RestClient:
         return self._check(self._http.post(path, json=body)).json()
 
     def _get(self, path: str, **query: Any) -> httpx.Response:
+        """GET with the query parameters given (None: left out)."""
         params = {name: str(value) for name, value in query.items() if value is not None}
-        if self.account is not None:
-            params.setdefault("account", self.account)
         return self._check(self._http.get(path, params=params))
+
+    def _get_own(self, path: str, **query: Any) -> httpx.Response:
+        """GET of the caller's orders: names the account too (auth off). Market data takes
+        no `account`: the gateway refuses a query parameter an endpoint does not take."""
+        return self._get(path, account=self.account, **query)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -205,10 +211,10 @@ class RestClient:
         }))
 
     def get_order(self, symbol: str, order_id: int) -> Order:
-        return cast(Order, self._get(f"/orders/{symbol}/{order_id}").json())
+        return cast(Order, self._get_own(f"/orders/{symbol}/{order_id}").json())
 
     def orders(self, symbol: str, status: str | None = None, limit: int | None = None) -> OrderList:
-        return cast(OrderList, self._get(f"/orders/{symbol}", status=status, limit=limit).json())
+        return cast(OrderList, self._get_own(f"/orders/{symbol}", status=status, limit=limit).json())
 
     # -- market data -------------------------------------------------------------------
 

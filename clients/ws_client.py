@@ -30,7 +30,7 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from feedhub.book import L2Book
+from clients.book import L2Book
 
 log = logging.getLogger("matchwire.ws_client")
 

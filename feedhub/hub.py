@@ -14,6 +14,11 @@ So a slow client only ever delays itself. When a backlog is full (`queue_size` m
 - trades: no state can replace missed trades, so the client is closed with code 1013
   (try again later) and a reason.
 
+Whatever the feed, a client whose socket has not drained for `drain_timeout` seconds is
+closed with 1013 by its connection (`wire.FeedProtocol`), and every close ends with the
+TCP connection gone within `drain_timeout`. The hub also caps the connections it holds
+(`max_connections`): one more is accepted, closed with 1013 and a reason, and that is all.
+
 A backlog holds frames — shared by every client — or a marker that the sender turns into
 a frame when it gets there (a snapshot or a depth view of the book as it is *then*).
 Frames are written through `wire.FeedProtocol`, uvicorn's own connection object; the
@@ -32,14 +37,16 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from feedhub.replica import Replica, dumps
-from feedhub.wire import FeedProtocol, text_frame
+from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, FeedProtocol, text_frame
 from matcher.config import SymbolConfig
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
 
 CLIENT_QUEUE = 1000
-CLOSE_TOO_SLOW = 1013  # "try again later": the client fell too far behind the trade feed
+MAX_CONNECTIONS = 10_000  # the default of SystemConfig.ws_max_connections
+CLOSE_TOO_SLOW = CLOSE_TRY_AGAIN_LATER  # the client fell too far behind the trade feed
+CLOSE_FULL = CLOSE_TRY_AGAIN_LATER  # the hub holds max_connections already
 
 
 class Feed(enum.Enum):
@@ -111,10 +118,16 @@ class Hub:
         *,
         queue_size: int = CLIENT_QUEUE,
         heartbeat_timeout: float | None = None,
+        drain_timeout: float = DRAIN_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         options = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
         self.replicas = {name: Replica(config, self, **options) for name, config in symbols.items()}
         self.queue_size = queue_size
+        self.drain_timeout = drain_timeout
+        self.max_connections = max_connections
+        self.open_connections = 0  # admitted or refused, until their TCP connection is gone
+        self.refused: Counter[str] = Counter()  # by reason
         self._book: dict[str, set[Client]] = {name: set() for name in symbols}
         self._depth: dict[str, set[Client]] = {name: set() for name in symbols}
         self._trades_all: set[Client] = set()
@@ -124,7 +137,8 @@ class Hub:
         self._snapshot_frames: dict[str, tuple[int, bytes]] = {}
         self._depth_frames: dict[tuple[str, int], tuple[int, bytes]] = {}
         self.sent_by_gone: Counter[Feed] = Counter()  # messages sent to clients now gone
-        self.drops: Counter[tuple[Feed, str]] = Counter()  # (feed, "resync" | "close")
+        # (feed, "resync" | "close" | "stalled"): queue overflows, and sockets not drained
+        self.drops: Counter[tuple[Feed, str]] = Counter()
         self.connections: Counter[Feed] = Counter()  # accepted since start
 
     # -- lifecycle -------------------------------------------------------------------
@@ -245,6 +259,22 @@ class Hub:
 
     # -- clients -------------------------------------------------------------------------
 
+    def admit(self, link: FeedProtocol) -> bool:
+        """Apply the connection policies to a new connection; False when the hub is full.
+
+        A connection counts from here until its TCP connection is gone, refused ones too
+        (their close is bounded by drain_timeout), so the count bounds the descriptors."""
+        link.set_drain_timeout(self.drain_timeout)
+        self.open_connections += 1
+        link.on_lost(self._connection_gone)
+        if self.open_connections > self.max_connections:
+            self.refused["max_connections"] += 1
+            return False
+        return True
+
+    def _connection_gone(self) -> None:
+        self.open_connections -= 1
+
     def client_counts(self) -> dict[Feed, int]:
         return {
             Feed.BOOK: sum(map(len, self._book.values())),
@@ -290,6 +320,8 @@ class Hub:
             group.discard(client)
             sender.cancel()
             self.sent_by_gone[feed] += client.sent
+            if link.stalled:
+                self.drops[feed, "stalled"] += 1
             if client.closer is not None:
                 await client.closer  # returning first would drop the connection unclosed
 

@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 import zmq
 
+from clients.book import BookSide, L2Book
 from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
-from feedhub.book import BookSide, L2Book
 from matcher import codec
 from matcher.config import SymbolConfig
 

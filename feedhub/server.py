@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import resource
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,8 +36,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from feedhub.hub import CLIENT_QUEUE, Feed, Hub, close_quietly
-from feedhub.wire import LINK, FeedProtocol
+from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
+from feedhub.wire import DRAIN_TIMEOUT, LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
 from matcher.protocol import shown
 
@@ -49,6 +52,7 @@ WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
 # Kernel send buffer per client. Left to autotuning, Linux grows it to 4 MiB on loopback:
 # ~13,000 updates a stuck client could sit behind before its queue even starts to fill.
 CLIENT_SNDBUF = 256 * 1024
+DESCRIPTORS_BESIDES_CLIENTS = 256  # ZeroMQ sockets, HTTP requests, logs, the loop's own
 
 
 class HubCollector(Collector):
@@ -73,10 +77,21 @@ class HubCollector(Collector):
             connections.add_metric([feed.value], hub.connections[feed])
         drops = CounterMetricFamily(
             "feedhub_slow_client_drops",
-            "Slow clients whose queue overflowed (resync: sent a fresh snapshot; close: 1013)",
+            "Slow clients: queue overflowed (resync: sent a fresh snapshot; close: 1013), "
+            "socket not drained for the drain timeout (stalled: 1013)",
             labels=["feed", "action"])
         for (feed, action), count in hub.drops.items():
             drops.add_metric([feed.value, action], count)
+        open_connections = GaugeMetricFamily(
+            "feedhub_open_connections",
+            "WebSocket TCP connections held (serving, refused or closing), capped by "
+            "ws_max_connections")
+        open_connections.add_metric([], hub.open_connections)
+        refused = CounterMetricFamily("feedhub_connections_refused",
+                                      "WebSocket connections refused with 1013",
+                                      labels=["reason"])
+        for reason, count in hub.refused.items():
+            refused.add_metric([reason], count)
         resyncs = CounterMetricFamily("feedhub_replica_resyncs",
                                       "Replica resynchronisations by reason",
                                       labels=["symbol", "reason"])
@@ -103,18 +118,21 @@ class HubCollector(Collector):
             trades.add_metric([symbol], replica.trades)
             recovered.add_metric([symbol], replica.trades_recovered)
             lost.add_metric([symbol], replica.trades_lost)
-        yield from (clients, sent, connections, drops, resyncs, synced, book_seq, updates,
-                    trades, recovered, lost)
+        yield from (clients, sent, connections, drops, open_connections, refused, resyncs,
+                    synced, book_seq, updates, trades, recovered, lost)
 
 
 class WebSocketEndpoint:
-    """An ASGI endpoint calling handler(websocket, link), `link` being the connection.
+    """An ASGI endpoint calling handler(websocket, link), `link` being the connection,
+    once the hub admits the connection (below its cap; refused with 1013 otherwise).
 
     The hub writes data frames to the `wire.FeedProtocol` under the WebSocket directly;
     the Starlette WebSocket is for accept, receive and close.
     """
 
-    def __init__(self, handler: Callable[[WebSocket, FeedProtocol], Awaitable[None]]) -> None:
+    def __init__(self, hub: Hub,
+                 handler: Callable[[WebSocket, FeedProtocol], Awaitable[None]]) -> None:
+        self.hub = hub
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,7 +140,35 @@ class WebSocketEndpoint:
         if not isinstance(link, FeedProtocol):
             raise RuntimeError("the feed hub runs on uvicorn with ws=feedhub.wire.FeedProtocol "
                                "(see uvicorn_config)")
-        await self.handler(WebSocket(scope, receive, send), link)
+        websocket = WebSocket(scope, receive, send)
+        if not self.hub.admit(link):
+            await websocket.accept()
+            await close_quietly(websocket, CLOSE_FULL,
+                                f"the hub is at its connection limit "
+                                f"({self.hub.max_connections}): try again later")
+            return
+        await self.handler(websocket, link)
+
+
+# The query parameters each feed takes (docs/feeds.md); any other is refused, naming it,
+# rather than ignored: `?depht=1` must not quietly be the full book feed.
+MARKET_DATA_PARAMETERS = ("depth",)
+TRADES_PARAMETERS = ("symbol",)
+
+
+def _query(websocket: WebSocket, accepted: tuple[str, ...]) -> dict[str, str]:
+    """The feed's query parameters; ValueError (the close reason) for one it does not
+    take or one given twice."""
+    params: dict[str, str] = {}
+    for name, value in websocket.query_params.multi_items():
+        if name not in accepted:
+            raise ValueError(
+                f"unknown query parameter {shown(name)}; this feed takes {', '.join(accepted)}"
+            )
+        if name in params:
+            raise ValueError(f"query parameter {shown(name)} is given more than once")
+        params[name] = value
+    return params
 
 
 def _depth(value: str | None) -> int | None:
@@ -143,20 +189,27 @@ def create_app(
     *,
     queue_size: int = CLIENT_QUEUE,
     heartbeat_timeout: float | None = None,
+    drain_timeout: float = DRAIN_TIMEOUT,
 ) -> Starlette:
     """The feed hub for every symbol of `config`; its lifespan runs the replicas."""
-    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout)
+    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout,
+              drain_timeout=drain_timeout, max_connections=config.ws_max_connections)
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
 
     async def market_data(websocket: WebSocket, link: FeedProtocol) -> None:
         symbol = websocket.path_params["symbol"]
         await websocket.accept()
+        try:
+            query = _query(websocket, MARKET_DATA_PARAMETERS)
+        except ValueError as error:
+            await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
+            return
         if symbol not in hub.replicas:
             await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
         try:
-            depth = _depth(websocket.query_params.get("depth"))
+            depth = _depth(query.get("depth"))
         except ValueError:
             await close_quietly(websocket, CLOSE_BAD_REQUEST,
                                 f"depth must be an integer from 1 to {MAX_DEPTH}")
@@ -167,8 +220,12 @@ def create_app(
             await hub.serve(websocket, link, Feed.DEPTH, symbol, depth)
 
     async def trades(websocket: WebSocket, link: FeedProtocol) -> None:
-        symbol = websocket.query_params.get("symbol")
         await websocket.accept()
+        try:
+            symbol = _query(websocket, TRADES_PARAMETERS).get("symbol")
+        except ValueError as error:
+            await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
+            return
         if symbol is not None and symbol not in hub.replicas:
             await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
@@ -198,8 +255,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws/market_data/{symbol}", WebSocketEndpoint(market_data)),
-            WebSocketRoute("/ws/trades", WebSocketEndpoint(trades)),
+            WebSocketRoute("/ws/market_data/{symbol}", WebSocketEndpoint(hub, market_data)),
+            WebSocketRoute("/ws/trades", WebSocketEndpoint(hub, trades)),
             Route("/health", health),
             Route("/metrics", metrics),
         ],
@@ -239,6 +296,37 @@ def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF) -
     return sock
 
 
+def _fit_descriptor_limit(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard one so the connection cap, not the
+    descriptor limit, is what refuses clients; warn when the hard limit is too low."""
+    wanted = max_connections + DESCRIPTORS_BESIDES_CLIENTS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        except (OSError, ValueError):
+            raised = soft
+        if raised < wanted:
+            log.warning("descriptor limit %d is below ws_max_connections %d + %d: accepting "
+                        "may fail before the cap refuses", raised, max_connections,
+                        DESCRIPTORS_BESIDES_CLIENTS)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: `kind` of the text, and above 0."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a finite number above 0, not {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py feedhub", description="the WebSocket feed hub")
     parser.add_argument("--config", help="TOML config (default: embedded)")
@@ -251,15 +339,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages queued per client before it counts as slow")
     parser.add_argument("--client-sndbuf", type=int, default=CLIENT_SNDBUF,
                         help="kernel send buffer per client in bytes (0: kernel autotuning)")
+    parser.add_argument("--drain-timeout", type=_positive(float), default=DRAIN_TIMEOUT,
+                        help="seconds a client's socket may go without draining before it "
+                             "is closed (1013); also the limit of a closing handshake")
+    parser.add_argument("--max-connections", type=_positive(int),
+                        help="WebSocket connections held at most; more are refused with 1013 "
+                             "(default: ws_max_connections of the config, 10000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    config = load_config(args.config, host=args.host, ws_port=args.ws_port,
-                         zmq_port=args.zmq_port, symbols=symbols)
+    try:
+        config = load_config(args.config, host=args.host, ws_port=args.ws_port,
+                             zmq_port=args.zmq_port, symbols=symbols,
+                             ws_max_connections=args.max_connections)
+    except ValueError as exc:  # ConfigError: names the file, section and key
+        print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
+        return 2
     if not config.symbols:
         parser.error("no symbols to serve")
-    app = create_app(config, queue_size=args.queue_size)
+    _fit_descriptor_limit(config.ws_max_connections)
+    app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
     # (restored by uvicorn at that point) absorb it, so a signal is a clean exit 0.

@@ -56,7 +56,9 @@ from gateway.validation import (
     NEW_STOP_FIELDS,
     bounded,
     build_message,
+    check_query,
     order_id,
+    query_pairs,
     require_symbol,
     unknown_symbol,
 )
@@ -168,7 +170,7 @@ class Gateway:
           409: {description: duplicate client_order_id}
           413: {description: body over 64 KiB}
           429: {description: rate limited}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "new_order", NEW_ORDER_FIELDS)
 
@@ -186,7 +188,7 @@ class Gateway:
           400: {description: invalid field or would_trigger_immediately, content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}}
           404: {description: unknown symbol}
           409: {description: duplicate client_order_id}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "new_stop_order", NEW_STOP_FIELDS)
 
@@ -209,7 +211,7 @@ class Gateway:
           200: {description: the order, status cancelled, content: {application/json: {schema: {$ref: '#/components/schemas/Order'}}}}
           404: {description: unknown symbol, or no such order for this account}
           409: {description: order_not_open (already finished)}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "cancel_order", CANCEL_FIELDS)
 
@@ -238,7 +240,7 @@ class Gateway:
           400: {description: invalid field, stop_not_amendable, post_only_would_take}
           404: {description: unknown symbol or order}
           409: {description: order_not_open}
-          503: {description: the matcher did not answer in time}
+          503: {description: "not executed: matcher_timeout or deadline_exceeded; outcome unknown: matcher_unavailable (docs/api.md)"}
         """
         return await self._order_request(request, "amend_order", AMEND_FIELDS)
 
@@ -414,14 +416,28 @@ def failure(name: str, error: Exception) -> Response:
     return Response(error_body(Code.INTERNAL, "internal error"), 500, media_type=JSON)
 
 
-def instrument(name: str, handler: Handler, metrics: Metrics) -> Handler:
-    """The handler with error mapping and metrics: every outcome is counted and timed."""
+def query_parameters(handler: Handler) -> frozenset[str]:
+    """The query parameters an endpoint takes: exactly those its docstring's OpenAPI
+    `parameters` list `in: query`, so /openapi.json and the server agree on them."""
+    spec = SchemaGenerator({}).parse_docstring(handler)
+    listed = spec.get("parameters", []) if isinstance(spec, dict) else []
+    return frozenset(p["name"] for p in listed if p.get("in") == "query")
+
+
+def instrument(
+    name: str, handler: Handler, metrics: Metrics, query: frozenset[str] = frozenset()
+) -> Handler:
+    """The handler with error mapping and metrics: every outcome is counted and timed.
+    A query parameter not in `query`, or given twice, is refused before the handler runs
+    (docs/api.md, "Strict input")."""
     observe = metrics.observe
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         started = perf_counter()
         try:
+            if request.scope["query_string"]:
+                check_query(request.query_params.multi_items(), query)
             response = await handler(request)
         except Exception as error:
             response = failure(name, error)
@@ -466,6 +482,8 @@ class GatewayApp:
         name, op, fields = endpoint
         started = perf_counter()
         try:
+            if scope["query_string"]:  # the order endpoints take none: all in the body
+                check_query(query_pairs(scope["query_string"]), ())
             body = await self.gateway.order(scope["headers"], receive, op, fields)
         except Exception as error:
             response = failure(name, error)
@@ -577,8 +595,8 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
     gateway = Gateway(config, matcher_timeout)
 
     def route(path: str, handler: Handler, name: str, method: str = "GET") -> Route:
-        return Route(path, instrument(name, handler, gateway.metrics), methods=[method],
-                     name=name)
+        endpoint = instrument(name, handler, gateway.metrics, query_parameters(handler))
+        return Route(path, endpoint, methods=[method], name=name)
 
     # The order endpoints first: routes are matched in order.
     routes: list[BaseRoute] = [

@@ -4,7 +4,10 @@ Errors are values at the boundary (STYLE.md practice 8): inside the gateway a re
 is an `ApiError` exception; `error_response` turns it into the JSON body every client
 sees. The codes are the matcher's (matcher/protocol.py `Code`) plus the gateway's own
 (`unauthorized`, `rate_limited`, `request_too_large`, `matcher_unavailable`,
-`not_found`, `method_not_allowed`).
+`matcher_timeout`, `not_found`, `method_not_allowed`).
+
+Three codes answer 503 (docs/api.md): `matcher_timeout` and `deadline_exceeded` (an
+order request was not executed) and `matcher_unavailable` (its outcome is unknown).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ HTTP_STATUS: dict[str, int] = {
     Code.RATE_LIMITED: 429,
     Code.INTERNAL: 500,
     Code.UNAVAILABLE: 503,
+    Code.TIMEOUT: 503,
+    Code.DEADLINE_EXCEEDED: 503,
 }
 
 

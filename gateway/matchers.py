@@ -8,14 +8,24 @@ of `clients.zmq_client.AsyncMatcherClient` (same messages, same `MatcherTimeout`
 speaks ZeroMQ's wire protocol itself over a plain asyncio connection (gateway/zmtp.py):
 see its docstring for why and the figures.
 
-A matcher that does not answer within `timeout` seconds gives 503 `matcher_unavailable`.
-The link's connection is then replaced (`reconnect()`, once per outage however many
-requests time out together, failing at once every request still waiting on the old
-connection) so that requests queued for a dead peer are dropped instead of being
-delivered to a restarted matcher long after their caller gave up. A 503 on an order
-endpoint therefore means "outcome unknown": the request may or may not have been
-executed before the matcher died; retry with the same `client_order_id` (a duplicate is
-refused with 409) or look the order up.
+Deadlines (docs/api.md, docs/protocol.md): every request is sent with `deadline` = its
+send time + `timeout`, and the matcher refuses a mutating command it reaches after that.
+A request gets no 503 before its deadline has passed: its timer fires at `timeout` +
+DEADLINE_GRACE (a reply may be in flight when the deadline passes: the matcher applied
+the command just before it, and replies only after the batch's group commit), then takes
+one last look at the socket, and only then answers 503 `matcher_timeout`. So a 503
+`matcher_timeout` (or the matcher's own `deadline_exceeded`) from an order endpoint means
+the command was not executed. The residual cases, where that is not known, answer 503
+`matcher_unavailable` "outcome unknown" instead: the connection closed while the request
+was in flight (the matcher may have committed it and died before replying). What no
+gateway can see is documented in docs/api.md: a matcher frozen, or stalled in fsync,
+between its clock read and its reply for longer than the grace, and clocks of the
+gateway's and the matcher's hosts that disagree by more than the grace.
+
+After a timeout the link's connection is retired (`retire()`, once per outage however
+many requests time out together): new requests go over a fresh connection, and the old
+one stays open for the replies still owed on it until their deadlines have passed, so a
+late reply is never thrown away before its request is answered.
 """
 
 from __future__ import annotations
@@ -24,14 +34,15 @@ import asyncio
 import functools
 import itertools
 import logging
+import time
 from typing import Any
 
-from clients.zmq_client import MatcherTimeout
+from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from gateway import zmtp
 from gateway.errors import ApiError
 from matcher import codec
 from matcher.config import SymbolConfig
-from matcher.protocol import Code
+from matcher.protocol import MUTATING_OPS, Code
 
 log = logging.getLogger("matchwire.gateway")
 
@@ -39,8 +50,17 @@ DEFAULT_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
 RECONNECT_INTERVAL = 0.1  # between connection attempts while requests wait (libzmq's default)
 MAX_IN_FLIGHT = 100_000  # requests awaiting a reply per matcher (the old socket's HWM)
+# After the grace, one more pass of the event loop before a 503: a loop that was busy
+# when both the timer and the reply came due runs the timer first (uvloop does), and the
+# reply waiting in the socket must win.
+LAST_LOOK = 0.001
 
 Future = asyncio.Future[dict[str, Any]]
+
+
+class LinkLost(MatcherTimeout):
+    """The connection closed with the request written to it and unanswered: the matcher
+    may have executed it (and died before replying) or not."""
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
@@ -79,19 +99,27 @@ class MatcherLink:
       lot, which is what makes 50 concurrent clients cheap.
     - Reading: `data_received` splits frames (zmtp.FrameReader) and resolves the future
       of each reply's `req_id`.
-    - Timeouts: one timer per request (`call_later`), cancelled when the reply comes. A
-      request written to a connection that then dies is answered by its timer, as with
-      libzmq: the matcher may or may not have executed it.
+    - Deadlines and timeouts: each request carries `deadline` (send time + timeout, µs)
+      and has one timer (`call_later`) at timeout + grace, cancelled when the reply
+      comes; a request still waiting in the outbox then is never sent.
+    - Lost connections: each connection knows the range of request ids written to it
+      (ids are written in order), so when it closes, exactly those still unanswered fail
+      at once with `LinkLost` (outcome unknown); those not yet written go out on the next.
     """
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, grace: float = DEADLINE_GRACE
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.grace = grace
+        self._longest = timeout  # the longest timeout of any request sent: bounds a retiree
         self._address = parse_endpoint(endpoint)
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
-        self._outbox: list[tuple[bytes, Future]] = []
+        self._outbox: list[tuple[bytes, Future, int]] = []
         self._connection: _Connection | None = None  # set once its handshake is done
+        self._retired: set[_Connection] = set()  # open for the replies owed on them
         self._dialing: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -100,14 +128,15 @@ class MatcherLink:
     async def request_raw(
         self, op: str, timeout: float | None = None, **fields: Any
     ) -> dict[str, Any]:
-        """Send one request and return the whole reply map; MatcherTimeout if none comes."""
+        """Send one request and return the whole reply map; MatcherTimeout if none comes
+        by its deadline + grace (LinkLost if its connection closed first)."""
         return await self.send(fields, op, timeout)
 
     async def send(
         self, message: dict[str, Any], op: str, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Like request_raw, but `message` (fields only; `op` and `req_id` are added to
-        it) is sent as it is, saving a dict copy on the hot path."""
+        """Like request_raw, but `message` (fields only; `op`, `req_id` and `deadline` are
+        added to it) is sent as it is, saving a dict copy on the hot path."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests, a restarted server)
             self.reconnect()
@@ -115,23 +144,32 @@ class MatcherLink:
         pending = self._pending
         if len(pending) >= MAX_IN_FLIGHT:
             raise MatcherTimeout(f"the queue to {self.endpoint} is full")
+        timeout = timeout or self.timeout
+        if timeout > self._longest:
+            self._longest = timeout
         req_id = next(self._ids)
         message["op"] = op
         message["req_id"] = req_id
+        message["deadline"] = time.time_ns() // 1000 + int(timeout * 1_000_000)
         data = zmtp.frame(codec.encode_request(message))
         future = loop.create_future()
         pending[req_id] = future
         connection = self._connection
         outbox = self._outbox
         if connection is not None and len(pending) == 1:
-            connection.write(data)  # alone in flight: nothing to share a write with
+            connection.write(data, req_id)  # alone in flight: nothing to share a write with
         else:
-            outbox.append((data, future))
+            outbox.append((data, future, req_id))
             if connection is None:
                 self._dial(loop)
             elif len(outbox) == 1:
                 loop.call_soon(self._flush)
-        timer = loop.call_later(timeout or self.timeout, self._expire, future, timeout)
+        # Only a mutating request needs the grace and the last look: a late reply to a
+        # read changes nothing.
+        if op in MUTATING_OPS:
+            timer = loop.call_later(timeout + self.grace, self._expire, future, timeout, False)
+        else:
+            timer = loop.call_later(timeout, self._expire, future, timeout, True)
         try:
             return await future
         finally:
@@ -144,13 +182,21 @@ class MatcherLink:
         if connection is None or not self._outbox:
             return  # sent when the connection is ready
         outbox, self._outbox = self._outbox, []
-        connection.write(b"".join([data for data, future in outbox if not future.done()]))
+        live = [(data, req_id) for data, future, req_id in outbox if not future.done()]
+        if live:
+            connection.write(b"".join([data for data, _ in live]), live[-1][1])
 
-    def _expire(self, future: Future, timeout: float | None) -> None:
-        if not future.done():
-            future.set_exception(MatcherTimeout(
-                f"no reply from {self.endpoint} in {timeout or self.timeout:g}s"
-            ))
+    def _expire(self, future: Future, timeout: float, last_look: bool) -> None:
+        """A mutating request's deadline + grace has passed: after one last look at the
+        socket (LAST_LOOK), it fails with MatcherTimeout; the matcher will refuse it. A
+        read fails at its deadline."""
+        if future.done():
+            return
+        if not last_look:
+            assert self._loop is not None
+            self._loop.call_later(LAST_LOOK, self._expire, future, timeout, True)
+            return
+        future.set_exception(MatcherTimeout(f"no reply from {self.endpoint} in {timeout:g}s"))
 
     def _reply(self, body: bytes) -> None:
         try:
@@ -169,7 +215,11 @@ class MatcherLink:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         """Connect and shake hands, retrying while requests wait to be sent."""
-        while self._outbox:
+        while True:
+            # Requests whose callers gave up wait no more: nothing to connect for.
+            self._outbox = [entry for entry in self._outbox if not entry[1].done()]
+            if not self._outbox:
+                return
             connection: _Connection | None = None
             try:
                 factory = functools.partial(_Connection, self)
@@ -194,19 +244,49 @@ class MatcherLink:
             return
 
     def _lost(self, connection: _Connection) -> None:
-        """The connection is gone: requests written to it are answered by their timers;
-        those still queued go out on a new one."""
+        """The connection is gone: requests written to it and unanswered fail at once
+        (LinkLost: their replies can no longer come); those still queued go out on a new
+        one."""
+        first, last = connection.first_id, connection.last_id
+        if last:
+            for req_id, future in list(self._pending.items()):
+                if first <= req_id <= last and not future.done():
+                    future.set_exception(LinkLost(
+                        f"the connection to {self.endpoint} closed with the request in flight"
+                    ))
         if self._connection is connection:
             self._connection = None
             if self._outbox and self._loop is not None and not self._loop.is_closed():
                 self._dial(self._loop)
 
+    def retire(self) -> None:
+        """New requests go over a fresh connection (after a timeout: the peer may be
+        gone for good, say a host that vanished without closing its connections). The
+        old one stays open for the replies owed on it until every request written to
+        it has passed its deadline + grace, then closes."""
+        connection, self._connection = self._connection, None
+        if connection is None or self._loop is None:
+            return
+        self._retired.add(connection)
+        # Twice the grace: the requests' own timers, late on a busy loop, go first.
+        self._loop.call_later(self._longest + 2 * self.grace, self._drop, connection)
+        if self._outbox:  # requests queued for the old connection go out on the new one
+            self._dial(self._loop)
+
+    def _drop(self, connection: _Connection) -> None:
+        self._retired.discard(connection)
+        connection.abort()
+
     def reconnect(self) -> None:
         """A fresh connection on the next request; every reply owed to the old one is
-        abandoned, and the requests waiting for them fail at once."""
+        abandoned, and the requests waiting for them fail at once (LinkLost: a new event
+        loop, or the gateway closing)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.abort()
+        for retired in self._retired:
+            retired.abort()
+        self._retired.clear()
         if self._dialing is not None:
             self._dialing.cancel()
             self._dialing = None
@@ -214,7 +294,7 @@ class MatcherLink:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(MatcherTimeout(f"the link to {self.endpoint} was reset"))
+                future.set_exception(LinkLost(f"the link to {self.endpoint} was reset"))
 
     async def close(self) -> None:
         self.reconnect()
@@ -228,10 +308,18 @@ class _Connection(asyncio.Protocol):
         self.reader = zmtp.FrameReader()
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The ids of the first and last requests written here (0: none yet): a link
+        # writes its requests in id order, so these are exactly the ones it carried.
+        self.first_id = 0
+        self.last_id = 0
 
-    def write(self, data: bytes) -> None:
-        """Send bytes; dropped once the connection is closing (its requests then time
-        out, like those written just before it died)."""
+    def write(self, data: bytes, last_id: int = 0) -> None:
+        """Send bytes (requests up to id `last_id`, or a command); dropped once the
+        connection is closing (its requests then fail with LinkLost when it is lost)."""
+        if last_id:
+            if not self.first_id:
+                self.first_id = last_id  # the first request is the last of its write
+            self.last_id = last_id
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -290,18 +378,37 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def not_executed(symbol: str, op: str, exc: Exception) -> str:
+    """The 503 `matcher_timeout` message: the request's deadline has passed unanswered."""
+    if op in MUTATING_OPS:
+        return (f"not executed: the {symbol} matcher did not answer by the request's "
+                f"deadline ({exc}), and it refuses a command it reaches later; retry")
+    return f"the {symbol} matcher did not answer in time ({exc}); retry"
+
+
+def unknown_outcome(symbol: str, op: str, exc: Exception) -> str:
+    """The 503 `matcher_unavailable` message: the link broke with the request in flight."""
+    if op in MUTATING_OPS:
+        return (f"outcome unknown: {exc}; the {symbol} matcher may have executed it before "
+                "it went away: look the order up (client_order_id) once it is back")
+    return f"the {symbol} matcher went away ({exc}); retry"
+
+
 class Matchers:
     """Routes requests to the matcher of their symbol and maps its answers."""
 
-    def __init__(self, symbols: dict[str, SymbolConfig], timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, symbols: dict[str, SymbolConfig], timeout: float = DEFAULT_TIMEOUT,
+        grace: float = DEADLINE_GRACE,
+    ) -> None:
         self.timeout = timeout
         self.endpoints = {symbol: config.order_endpoint for symbol, config in symbols.items()}
         self.clients = {
-            symbol: MatcherLink(endpoint, timeout)
+            symbol: MatcherLink(endpoint, timeout, grace)
             for symbol, endpoint in self.endpoints.items()
         }
-        # Bumped by each reconnect, so a batch of requests that time out together
-        # replaces the socket once, not once per request.
+        # Bumped by each retirement, so a batch of requests that time out together
+        # replaces the connection once, not once per request.
         self.generations = dict.fromkeys(self.clients, 0)
         # Whether the last exchange with each matcher got an answer (the matcher_up gauge).
         self.up = dict.fromkeys(self.clients, False)
@@ -317,25 +424,23 @@ class Matchers:
         generation = self.generations[symbol]
         try:
             reply = await client.send(fields, op, timeout)
-        except MatcherTimeout:
-            self._lost(symbol, generation)
-            raise ApiError(
-                Code.UNAVAILABLE,
-                f"the {symbol} matcher did not answer within {timeout or self.timeout:g}s; "
-                "an order request may or may not have been executed: retry with the same "
-                "client_order_id or look the order up",
-            ) from None
+        except LinkLost as exc:
+            self.up[symbol] = False
+            raise ApiError(Code.UNAVAILABLE, unknown_outcome(symbol, op, exc)) from None
+        except MatcherTimeout as exc:
+            self._timed_out(symbol, generation)
+            raise ApiError(Code.TIMEOUT, not_executed(symbol, op, exc)) from None
         self.up[symbol] = True
         if reply.get("ok"):
             return reply.get("result")
         error = reply.get("error") or {}
         raise ApiError(str(error.get("code")), str(error.get("message")))
 
-    def _lost(self, symbol: str, generation: int) -> None:
+    def _timed_out(self, symbol: str, generation: int) -> None:
         self.up[symbol] = False
         if self.generations[symbol] == generation:
             self.generations[symbol] = generation + 1
-            self.clients[symbol].reconnect()
+            self.clients[symbol].retire()
 
     async def ping(self, symbol: str, timeout: float = PING_TIMEOUT) -> dict[str, Any] | None:
         """The matcher's ping result ({symbol, seq, book_seq, epoch}), or None if it is down."""

@@ -57,8 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="data folder (unused by the gateway)")
     parser.add_argument("--symbols", help="comma-separated symbols to route (default: all)")
     parser.add_argument(
-        "--matcher-timeout", type=float, default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for a matcher before answering 503 (default {DEFAULT_TIMEOUT:g})",
+        "--matcher-timeout", type=float,
+        help="seconds to wait for a matcher, sent as each command's deadline "
+             f"([server] matcher_timeout, default {DEFAULT_TIMEOUT:g})",
     )
     return parser.parse_args(argv)
 
@@ -68,6 +69,7 @@ def load(args: argparse.Namespace) -> SystemConfig:
     return load_config(
         args.config, host=args.host, http_port=args.http_port, ws_port=args.ws_port,
         zmq_port=args.zmq_port, data_dir=args.data_dir, symbols=symbols,
+        matcher_timeout=args.matcher_timeout,
     )
 
 
@@ -86,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.matcher_timeout <= 0:
-        print("gateway: --matcher-timeout must be positive", file=sys.stderr)
-        return 2
-    app = create_app(config, matcher_timeout=args.matcher_timeout)
+    app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(uvicorn.Config(
         app, host=config.host, port=config.http_port, loop="uvloop", http="httptools",
         log_level="warning", access_log=False, lifespan="on",

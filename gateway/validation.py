@@ -10,12 +10,16 @@ can, cheaply, before any matcher is contacted:
 - types: decimals are strings or JSON numbers (kept as their text, gateway/formats.py),
   names and ids are JSON strings, flags are booleans, order ids and depth/limit are
   integers in range; JSON null means "absent";
-- the symbol exists (404 `unknown_symbol` otherwise).
+- the symbol exists (404 `unknown_symbol` otherwise);
+- query strings: only the endpoint's parameters, each at most once (`check_query`), so
+  `?depht=1` or `?client_order_id=X` is refused rather than silently ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from gateway.errors import ApiError, invalid_field
 from matcher.protocol import Code, shown
@@ -111,6 +115,25 @@ def build_message(body: dict[str, Any], fields: dict[str, int]) -> dict[str, Any
             raise invalid_field(f"{name} is not valid Unicode text (a lone surrogate escape)")
         message[name] = value
     return message
+
+
+def check_query(items: Iterable[tuple[str, str]], accepted: Collection[str]) -> None:
+    """Refuses (400 invalid_field, naming it) a query parameter the endpoint does not take
+    or one given twice (which value would count?). `items` are the parsed pairs in order.
+    """
+    seen: set[str] = set()
+    for name, _ in items:
+        if name not in accepted:
+            takes = ", ".join(sorted(accepted)) if accepted else "no query parameters"
+            raise invalid_field(f"unknown query parameter {shown(name)}; this endpoint takes {takes}")
+        if name in seen:
+            raise invalid_field(f"query parameter {shown(name)} is given more than once")
+        seen.add(name)
+
+
+def query_pairs(query_string: bytes) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a raw ASGI query string, parsed as Starlette does."""
+    return parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
 
 
 def require_symbol(message: dict[str, Any], symbols: Any) -> str:

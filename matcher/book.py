@@ -3,7 +3,7 @@
 No I/O, no clock. Prices are integer ticks, quantities integer lots.
 
 Layout, chosen for speed and memory in both builds (docs/architecture.md, "Two builds";
-measured with matcher/bench.py):
+measured with tests/bench/core.py):
 - each side is a dict price -> Level plus a plain sorted list of its prices (`bisect`),
   so the best price is `asks.prices[0]` / `bids.prices[-1]` (O(1)); a new or emptied
   level costs a bisect and a memmove of the list, cheaper than a SortedList's bookkeeping

@@ -7,11 +7,14 @@ the feed hub and run.py all read the same thing. See docs/operations.md for the 
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 DEFAULT_SYMBOLS: dict[str, dict[str, str]] = {
     "BTC-USDT": {
@@ -80,6 +83,8 @@ class SystemConfig:
     snapshot_every: int = 100_000
     prune_segments: bool = False  # keep the full history by default
     segment_bytes: int = 64 * 1024 * 1024
+    matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
+    ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -101,23 +106,65 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run: the message names the file, section and key."""
+
+
+# The keys of a [symbols.X] table besides the rules (matcher/rules.py names those).
+RULE_KEYS = (
+    "tick_size", "lot_size", "min_quantity", "max_price", "max_quantity",
+    "maker_fee_rate", "taker_fee_rate",
+)
+ENDPOINT_KEYS = ("order_endpoint", "feed_endpoint")
+SYMBOL_KEYS = RULE_KEYS + ENDPOINT_KEYS
+API_KEY_KEYS = ("account", "rate_limit", "burst")
+# Every [server] key is a SystemConfig field (one definition: a field added there is
+# accepted here with no second list to edit); these two are tables of their own.
+NOT_SERVER_KEYS = frozenset(("symbols", "api_keys"))
+FSYNC_POLICIES = ("always", "batch", "off")
+POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes", "ws_max_connections"))
+
+
 def _decimal(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ConfigError(f"{name}: {value!r} is not a decimal number")
     text = str(value)
     try:
         number = Decimal(text)
     except ArithmeticError as exc:
-        raise ValueError(f"{name}: {text!r} is not a decimal number") from exc
+        raise ConfigError(f"{name}: {text!r} is not a decimal number") from exc
     if not number.is_finite() or number <= 0:
-        raise ValueError(f"{name}: {text!r} must be a positive finite number")
+        raise ConfigError(f"{name}: {text!r} must be a positive finite number")
     return number
+
+
+def _rate(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{name}: {value!r} is not a decimal number")
+    try:
+        rate = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise ConfigError(f"{name}: {str(value)!r} is not a decimal number") from exc
+    if not rate.is_finite() or rate < 0 or rate >= 1:
+        raise ConfigError(f"{name} must be in [0, 1), not {str(value)!r}")
+    return rate
 
 
 def build_symbol(
     symbol: str, rules: dict[str, Any], host: str, router_port: int, pub_port: int
 ) -> SymbolConfig:
-    """Build one symbol's config; endpoints default to host and the given ports."""
+    """Build one symbol's config; endpoints default to host and the given ports.
+
+    A built-in symbol (DEFAULT_SYMBOLS) keeps its built-in rules for every key `rules`
+    does not name; another one gets generic defaults here (`load_config` insists that a
+    configured one states tick_size and lot_size).
+    """
+    rules = {**DEFAULT_SYMBOLS.get(symbol, {}), **rules}
     tick = _decimal(rules.get("tick_size", "0.01"), f"{symbol}.tick_size")
     lot = _decimal(rules.get("lot_size", "0.0001"), f"{symbol}.lot_size")
+    for name in ENDPOINT_KEYS:
+        if name in rules and not isinstance(rules[name], str):
+            raise ConfigError(f"{symbol}.{name} must be a string, not {rules[name]!r}")
     config = SymbolConfig(
         symbol=symbol,
         tick_size=tick,
@@ -125,77 +172,173 @@ def build_symbol(
         min_quantity=_decimal(rules.get("min_quantity", lot), f"{symbol}.min_quantity"),
         max_price=_decimal(rules.get("max_price", "10000000"), f"{symbol}.max_price"),
         max_quantity=_decimal(rules.get("max_quantity", "1000000"), f"{symbol}.max_quantity"),
-        maker_fee_rate=Decimal(str(rules.get("maker_fee_rate", DEFAULT_MAKER_FEE_RATE))),
-        taker_fee_rate=Decimal(str(rules.get("taker_fee_rate", DEFAULT_TAKER_FEE_RATE))),
+        maker_fee_rate=_rate(rules.get("maker_fee_rate", DEFAULT_MAKER_FEE_RATE),
+                             f"{symbol}.maker_fee_rate"),
+        taker_fee_rate=_rate(rules.get("taker_fee_rate", DEFAULT_TAKER_FEE_RATE),
+                             f"{symbol}.taker_fee_rate"),
         order_endpoint=str(rules.get("order_endpoint", f"tcp://{host}:{router_port}")),
         feed_endpoint=str(rules.get("feed_endpoint", f"tcp://{host}:{pub_port}")),
     )
     for name in ("min_quantity", "max_quantity"):
         if getattr(config, name) % lot:
-            raise ValueError(f"{symbol}.{name} must be a multiple of lot_size {lot}")
+            raise ConfigError(f"{symbol}.{name} must be a multiple of lot_size {lot}")
     if config.max_price % tick:
-        raise ValueError(f"{symbol}.max_price must be a multiple of tick_size {tick}")
+        raise ConfigError(f"{symbol}.max_price must be a multiple of tick_size {tick}")
     if config.max_price / tick >= 2**62 or config.max_quantity / lot >= 2**62:
-        raise ValueError(f"{symbol}: max_price/max_quantity must stay inside 62-bit ticks/lots")
+        raise ConfigError(f"{symbol}: max_price/max_quantity must stay inside 62-bit ticks/lots")
     for name in ("maker_fee_rate", "taker_fee_rate"):
-        rate = getattr(config, name)
-        if not rate.is_finite() or rate < 0 or rate >= 1:
-            raise ValueError(f"{symbol}.{name} must be in [0, 1)")
+        scaled = getattr(config, name) * 100_000_000
+        if scaled != scaled.to_integral_value():
+            raise ConfigError(f"{symbol}.{name} has more than 8 decimal places")
     return config
+
+
+def _server_fields() -> dict[str, Any]:
+    """[server] key -> its type, from the SystemConfig dataclass."""
+    hints = typing.get_type_hints(SystemConfig)
+    return {f.name: hints[f.name] for f in fields(SystemConfig) if f.name not in NOT_SERVER_KEYS}
+
+
+def _server_value(key: str, value: Any, kind: Any, where: str) -> Any:
+    """`value` checked against the field's type (TOML gives str, int, float, bool)."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (Union, types.UnionType) else ()
+    if options:  # `X | None`: TOML has no null, so X
+        kind = next(option for option in options if option is not type(None))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{where}{key} must be a finite number, not {value!r}")
+    elif kind is Path:
+        ok = isinstance(value, (str, Path))
+        value = Path(value) if ok else value
+    else:  # str, and any other type: that type (list for list[str]); unknown: as given
+        origin = typing.get_origin(kind) or kind
+        ok = isinstance(value, origin) if isinstance(origin, type) else True
+    if not ok:
+        name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"{where}{key} must be {name}, not {type(value).__name__} {value!r}")
+    if key == "fsync" and value not in FSYNC_POLICIES:
+        raise ConfigError(f"{where}fsync must be always, batch or off, not {value!r}")
+    if key == "matcher_timeout" and not 0 < value < 3600:
+        raise ConfigError(f"{where}matcher_timeout must be in (0, 3600) seconds, not {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key.endswith("_port") and not 1 <= value <= 65535:
+            raise ConfigError(f"{where}{key} must be a port in 1..65535, not {value!r}")
+        if key in POSITIVE_SERVER_KEYS and value <= 0:
+            raise ConfigError(f"{where}{key} must be positive, not {value!r}")
+        if value < 0:
+            raise ConfigError(f"{where}{key} must not be negative, not {value!r}")
+    return value
+
+
+def _table(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}[{name}] must be a table, not {type(table).__name__}")
+    return table
+
+
+def _refuse_unknown(table: dict[str, Any], known: Any, section: str, where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{where}unknown key {key!r} in [{section}] (known: {', '.join(sorted(known))})"
+            )
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfig:
     """Read the TOML file (or the embedded default) and apply command-line overrides.
 
-    Overrides with the value None are ignored, so argparse results can be passed as-is.
-    `symbols` may be a list of names to keep (from --symbols).
+    Strict (docs/operations.md): an unknown section or key, or a value of the wrong type,
+    is a ConfigError naming it. Overrides with the value None are ignored, so argparse
+    results can be passed as-is. `symbols` may be a list of names to keep (from --symbols).
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    server = dict(raw.get("server", {}))
+    raw: dict[str, Any] = _read(path) if path is not None else {}
+    where = f"{path}: " if path is not None else ""
+    for section in raw:
+        if section not in ("server", "symbols", "api_keys"):
+            kind = "section" if isinstance(raw[section], dict) else "key"
+            raise ConfigError(f"{where}unknown {kind} {section!r} at the top level "
+                              f"(known sections: [server], [symbols.X], [api_keys.K])")
+    known = _server_fields()
+    server: dict[str, Any] = {}
+    table = _table(raw, "server", where)
+    _refuse_unknown(table, known, "server", where)
+    for key, value in table.items():
+        server[key] = _server_value(key, value, known[key], f"{where}[server] ")
     for key, value in overrides.items():
-        if value is not None and key != "symbols":
-            server[key] = value
-    host = str(server.get("host", "127.0.0.1"))
-    zmq_port = int(server.get("zmq_port", 5555))
-    symbol_rules: dict[str, dict[str, Any]] = raw.get("symbols") or {
-        name: dict(rules) for name, rules in DEFAULT_SYMBOLS.items()
-    }
+        if value is None or key == "symbols":
+            continue
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        server[key] = _server_value(key, value, known[key], "--")
+    host = server.get("host", "127.0.0.1")
+    zmq_port = server.get("zmq_port", 5555)
+    symbol_rules: dict[str, dict[str, Any]] = {}
+    for name, rules in _table(raw, "symbols", where).items():
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{where}[symbols] {name!r} must be a table ([symbols.{name}])")
+        _refuse_unknown(rules, SYMBOL_KEYS, f"symbols.{name}", where)
+        if name not in DEFAULT_SYMBOLS:
+            missing = [key for key in ("tick_size", "lot_size") if key not in rules]
+            if missing:
+                raise ConfigError(f"{where}[symbols.{name}] must state {' and '.join(missing)}"
+                                  f" ({name} is not a built-in symbol)")
+        symbol_rules[name] = rules
+    if not symbol_rules:
+        symbol_rules = {name: {} for name in DEFAULT_SYMBOLS}
     wanted = overrides.get("symbols")
     for name in wanted or ():
-        symbol_rules.setdefault(name, {})  # a symbol named on the command line: default rules
+        if name not in symbol_rules:
+            if name not in DEFAULT_SYMBOLS:
+                raise ConfigError(f"{where}symbol {name!r} is not configured and not built in "
+                                  f"(built in: {', '.join(DEFAULT_SYMBOLS)}): add a "
+                                  f"[symbols.{name}] table with tick_size and lot_size")
+            symbol_rules[name] = {}  # a built-in symbol named on the command line
     # Ports follow each symbol's place in the full list, so one matcher started alone
     # binds the same endpoints as when the whole system starts.
-    symbols = {
-        name: build_symbol(name, rules, host, zmq_port + 2 * i, zmq_port + 2 * i + 1)
-        for i, (name, rules) in enumerate(symbol_rules.items())
-        if not wanted or name in wanted
-    }
+    symbols = {}
+    for i, (name, rules) in enumerate(symbol_rules.items()):
+        if not wanted or name in wanted:
+            try:
+                symbols[name] = build_symbol(name, rules, host, zmq_port + 2 * i,
+                                             zmq_port + 2 * i + 1)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}[symbols.{name}] {exc}") from None
     api_keys = {}
-    for key, entry in (raw.get("api_keys") or {}).items():
+    for key, entry in _table(raw, "api_keys", where).items():
+        section = f"api_keys.{key}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}[api_keys] {key!r} must be a table ([{section}])")
+        _refuse_unknown(entry, API_KEY_KEYS, section, where)
+        account = entry.get("account")
+        if not isinstance(account, str) or not account:
+            raise ConfigError(f"{where}[{section}] account must be a non-empty string")
         rate = entry.get("rate_limit")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not math.isfinite(rate) or rate <= 0):
+            raise ConfigError(f"{where}[{section}] rate_limit must be a positive number, "
+                              f"not {rate!r}")
         burst = entry.get("burst")
-        api_keys[key] = ApiKey(
-            key=key,
-            account=str(entry["account"]),
-            rate_limit=float(rate) if rate is not None else None,
-            burst=int(burst) if burst is not None else None,
-        )
-    fsync = str(server.get("fsync", "batch"))
-    if fsync not in ("always", "batch", "off"):
-        raise ValueError(f"fsync must be always, batch or off, not {fsync!r}")
-    return SystemConfig(
-        host=host,
-        http_port=int(server.get("http_port", 8000)),
-        ws_port=int(server.get("ws_port", 8001)),
-        zmq_port=zmq_port,
-        data_dir=Path(server.get("data_dir", "data")),
-        fsync=fsync,
-        snapshot_every=int(server.get("snapshot_every", 100_000)),
-        prune_segments=bool(server.get("prune_segments", False)),
-        segment_bytes=int(server.get("segment_bytes", 64 * 1024 * 1024)),
-        symbols=symbols,
-        api_keys=api_keys,
-    )
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)
+                                  or burst < 1):
+            raise ConfigError(f"{where}[{section}] burst must be a positive integer, "
+                              f"not {burst!r}")
+        api_keys[key] = ApiKey(key=key, account=account,
+                               rate_limit=float(rate) if rate is not None else None,
+                               burst=burst)
+    return SystemConfig(**server, symbols=symbols, api_keys=api_keys)

@@ -40,6 +40,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from matcher import rules as symbol_rules
 from matcher.book import Book, Level, Order, pack_kind
 from matcher.protocol import (
     ANONYMOUS,
@@ -49,6 +50,7 @@ from matcher.protocol import (
     CMD_CANCEL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
+    CMD_RULES,
     EV_LEVEL,
     EV_ORDER,
     EV_TRADE,
@@ -113,11 +115,16 @@ class Engine:
         # Lowest/highest trade price since the last trigger check (None: no trade).
         self._low: int | None = None
         self._high: int | None = None
+        # The symbol's journaled rules and what one integer price/quantity is worth
+        # (matcher/rules.py); None until the journal's rules record is applied.
+        self.rules: symbol_rules.Rules | None = None
+        self.grid_units: symbol_rules.GridUnits | None = None
         self._handlers: dict[int, Callable[[tuple], list[Event]]] = {
             CMD_NEW_ORDER: self._new_order,
             CMD_NEW_STOP: self._new_stop,
             CMD_CANCEL: self._cancel,
             CMD_AMEND: self._amend,
+            CMD_RULES: self._rules,
         }
 
     # -- commands ------------------------------------------------------------------
@@ -299,6 +306,27 @@ class Engine:
         if self._high is not None:
             self._run_stops(events, ts)
         return self._count_book_change(events)
+
+    def _rules(self, command: tuple) -> list[Event]:
+        """Adopt the rules of a rules command: new fee rates apply to later trades; a new
+        tick or lot is refused while a live order is off its grid, otherwise the state is
+        rescaled exactly (matcher/rules.py). Rare (a start), so export/rebuild is fine."""
+        change = symbol_rules.plan(self.rules, self.grid_units, command)
+        if change.regrid:
+            state = self.export_state()
+            symbol_rules.check_grid(state, change)
+            if change.price_factor != 1 or change.quantity_factor != 1:
+                rebuilt = Engine.from_state(symbol_rules.rescale_state(state, change),
+                                            self.finished_window)
+                # from_state builds every attribute; take them all but the handlers,
+                # which are bound to `rebuilt`.
+                for name, value in vars(rebuilt).items():
+                    if name != "_handlers":
+                        setattr(self, name, value)
+        self.seq = command[1]
+        self.rules, self.grid_units = change.rules, change.units
+        self.maker_rate, self.taker_rate = change.maker_rate, change.taker_rate
+        return []  # nothing visible changed: the book's decimals are the same
 
     # -- matching ------------------------------------------------------------------
 
@@ -627,6 +655,8 @@ class Engine:
             "last_price": self.last_price,
             "maker_rate": self.maker_rate,
             "taker_rate": self.taker_rate,
+            "rules": self.rules,
+            "grid_units": self.grid_units,
             # Fees can exceed 64 bits for absurd sizes: kept as text in snapshots.
             "trades": [
                 (*trade[:7], str(trade[7]), str(trade[8]), trade[9])
@@ -649,6 +679,11 @@ class Engine:
         engine.book_seq = state["book_seq"]
         engine.trade_id = state["trade_id"]
         engine.last_price = state["last_price"]
+        # Absent from a snapshot of the old code: the rules record then comes with the
+        # start that adopts the configured rules (docs/journal.md).
+        rules, grid_units = state.get("rules"), state.get("grid_units")
+        engine.rules = None if rules is None else tuple(rules)
+        engine.grid_units = None if grid_units is None else (grid_units[0], grid_units[1])
         trades = {
             row[1]: (*row[:7], int(row[7]), int(row[8]), row[9]) for row in state["trades"]
         }

@@ -14,8 +14,12 @@ order id of an order the command creates; `ts` is microseconds since the Unix ep
      stp, client_order_id)
     (CMD_CANCEL,    seq, ts, account, order_id)
     (CMD_AMEND,     seq, ts, account, order_id, quantity, price)   # None = unchanged
+    (CMD_RULES,     seq, ts, tick_size, lot_size, min_quantity, max_price, max_quantity,
+     maker_fee_rate, taker_fee_rate)   # decimal texts; matcher/rules.py
 
-Prices are integer ticks, quantities integer lots; `price` is None for market orders.
+Prices are integer ticks, quantities integer lots (strictly: grid units, which are the
+tick and the lot unless a rules change made them finer, matcher/rules.py); `price` is
+None for market orders.
 
 Events (output of `Engine.apply`, in the order they happened):
 
@@ -86,6 +90,12 @@ CMD_NEW_ORDER = 1
 CMD_NEW_STOP = 2
 CMD_CANCEL = 3
 CMD_AMEND = 4
+CMD_RULES = 5  # the symbol's rules: first record of a journal, and every change
+
+# The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
+# op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
+MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order",
+                          "cancel_all"))
 
 # Event type codes.
 EV_TRADE = 1
@@ -110,6 +120,7 @@ class Code:
     WOULD_TRIGGER_IMMEDIATELY = "would_trigger_immediately"
     STOP_NOT_AMENDABLE = "stop_not_amendable"
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    RULES_REFUSED = "rules_refused"  # a rules change the state cannot take (at start only)
     # Reasons carried by cancelled or rejected orders (not errors).
     SELF_TRADE_PREVENTED = "self_trade_prevented"
     FOK_NOT_FILLABLE = "fok_not_fillable"
@@ -117,7 +128,9 @@ class Code:
     MARKET_REMAINDER = "market_remainder_cancelled"
     USER_CANCELLED = "cancelled_by_user"
     # Service (HTTP 5xx / 429 / 413 / 401).
-    UNAVAILABLE = "matcher_unavailable"
+    UNAVAILABLE = "matcher_unavailable"  # the gateway lost the link: outcome unknown
+    TIMEOUT = "matcher_timeout"  # the gateway got no answer by the deadline: not executed
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # reached after its deadline: not executed
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "request_too_large"
     UNAUTHORIZED = "unauthorized"
@@ -142,3 +155,58 @@ def shown(value: Any, limit: int = 40) -> str:
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
     return type(value).__name__
+
+
+# -- public shapes (docs/api.md) -----------------------------------------------------
+# Each shape is defined here once, as (field, kind, nullable) in the order the API
+# sends the fields. The views and packed views build exactly these keys (a test checks
+# it), and the trades CSV header, the OpenAPI document, the CLI and the Python
+# client's TypedDicts all follow them. Kinds: "integer", "string", "boolean",
+# "decimal" (a plain decimal string), "timestamp" (ISO 8601 UTC, microseconds), an
+# enum given as its names, or the name of another shape (a list of them).
+Shape = tuple[tuple[str, Any, bool], ...]
+
+TRADE_SHAPE: Shape = (
+    ("trade_id", "integer", False),
+    ("symbol", "string", False),
+    ("price", "decimal", False),
+    ("quantity", "decimal", False),
+    ("aggressor_side", SIDE_NAMES, False),
+    ("maker_order_id", "integer", False),
+    ("taker_order_id", "integer", False),
+    ("maker_fee", "decimal", False),
+    ("taker_fee", "decimal", False),
+    ("timestamp", "timestamp", False),
+)
+ORDER_SHAPE: Shape = (
+    ("order_id", "integer", False),
+    ("client_order_id", "string", True),
+    ("account", "string", False),
+    ("symbol", "string", False),
+    ("side", SIDE_NAMES, False),
+    ("order_type", ORDER_TYPE_NAMES, False),
+    ("time_in_force", TIF_NAMES, False),
+    ("post_only", "boolean", False),
+    ("price", "decimal", True),
+    ("stop_price", "decimal", True),
+    ("quantity", "decimal", False),
+    ("filled_quantity", "decimal", False),
+    ("remaining_quantity", "decimal", False),
+    ("average_price", "decimal", True),
+    ("cumulative_quote", "decimal", False),
+    ("status", STATUS_NAMES, False),
+    ("reject_reason", "string", True),
+    ("timestamp", "timestamp", False),
+    ("trades", "Trade", False),
+)
+BBO_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("book_seq", "integer", False),
+    ("bid_price", "decimal", True),
+    ("bid_quantity", "decimal", True),
+    ("ask_price", "decimal", True),
+    ("ask_quantity", "decimal", True),
+)
+TRADE_FIELDS = tuple(name for name, _, _ in TRADE_SHAPE)  # also the trades CSV header
+ORDER_FIELDS = tuple(name for name, _, _ in ORDER_SHAPE)
+BBO_FIELDS = tuple(name for name, _, _ in BBO_SHAPE)

@@ -12,6 +12,10 @@
 - `--verify`: checks the length and CRC of every record, replays both from the snapshot
   and from the first record, runs `Engine.check()` on both and compares their state
   hashes. Exit code 1 with a message naming what differs or where the damage is.
+- The rules (tick, lot, fees...) are the journaled ones (matcher/rules.py), never the
+  configuration's: `--config` only matters for a journal of the old code, before its
+  first rules record. A configuration that differs is named in a note on stderr.
+  A bad configuration exits 2.
 
 Read-only: the journal is read through `Journal.records()` and `journal.verify()` (never
 `Journal.open()`, which cuts a torn tail), and snapshots through `read_latest_snapshot`
@@ -35,10 +39,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from matcher import codec
-from matcher.config import SymbolConfig, load_config
+from matcher.config import DEFAULT_SYMBOLS, ConfigError, SymbolConfig, build_symbol, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt, list_segments, verify
-from matcher.protocol import EV_TRADE, CommandError
+from matcher.protocol import CMD_RULES, EV_TRADE, TRADE_FIELDS, CommandError
+from matcher.rules import RULE_NAMES, differences, rules_of, with_rules
 from matcher.service import (
     RecoveryError,
     journal_dir,
@@ -53,10 +58,7 @@ from matcher.units import CachedUnits
 from matcher.views import Views
 
 PROGRESS_EVERY = 100_000
-CSV_HEADER = (
-    "trade_id", "symbol", "price", "quantity", "aggressor_side", "maker_order_id",
-    "taker_order_id", "maker_fee", "taker_fee", "timestamp",
-)
+CSV_HEADER = TRADE_FIELDS  # the same header as GET /trades?format=csv
 
 
 class ReplayFailed(Exception):
@@ -135,11 +137,13 @@ def replay_full(
     on_trade: Callable[[tuple], None] | None,
     progress: Callable[[int, int], None] | None,
     warn: Callable[[str], None],
+    on_rules: Callable[[Engine], None] | None = None,
 ) -> int:
     """Apply every record from the first one (up to until_seq) to a fresh engine.
 
     Like `service.replay_into`, but from seq 1 with the events: `on_trade` gets every
-    EV_TRADE event. Returns the records applied. A gap or a refusal is ReplayFailed.
+    EV_TRADE event, `on_rules` the engine after each rules record (the trades after it
+    are on its grid). Returns the records applied. A gap or a refusal is ReplayFailed.
     """
     segments = list_segments(directory)
     if segments and segments[0][0] != 1:
@@ -165,6 +169,8 @@ def replay_full(
             for event in events:
                 if event[0] == EV_TRADE:
                     on_trade(event)
+        if on_rules is not None and command[0] == CMD_RULES:
+            on_rules(engine)
         replayed += 1
         if progress is not None and not replayed % PROGRESS_EVERY:
             progress(replayed, seq)
@@ -229,11 +235,25 @@ def _check(engine: Engine, label: str) -> None:
         raise ReplayFailed(f"{label}: engine.check() failed: {reason}") from None
 
 
+def units_of(engine: Engine, old_grid: SymbolConfig) -> CachedUnits:
+    """The decimal grid of `engine`'s integers: its journaled rules, or (a journal of the
+    old code, before its first rules record) `old_grid`, the configured ones."""
+    if engine.rules is None:
+        return CachedUnits(old_grid)
+    return CachedUnits(with_rules(old_grid, engine.rules), engine.grid_units)
+
+
 def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
     """The replay itself; raises ReplayFailed. Returns the figures it printed."""
-    config = load_config(args.config, data_dir=args.data_dir, symbols=[args.symbol])
-    symbol_config: SymbolConfig = config.symbols[args.symbol]
-    units = CachedUnits(symbol_config)
+    config = load_config(args.config, data_dir=args.data_dir)
+    # The symbol need not be configured: a journal carries its own rules.
+    configured: SymbolConfig | None = config.symbols.get(args.symbol)
+    if configured is None and args.symbol in DEFAULT_SYMBOLS:
+        configured = build_symbol(args.symbol, {}, "127.0.0.1", 1, 2)
+    # Only for a journal of the old code: its records before the first rules record.
+    old_grid = configured or build_symbol(
+        args.symbol, {"tick_size": "1", "lot_size": "1"}, "127.0.0.1", 1, 2)
+    units = CachedUnits(old_grid)
     data_dir = Path(config.data_dir)
     directory = journal_dir(data_dir, args.symbol)
     if not list_segments(directory):
@@ -280,16 +300,24 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
             handle = open(args.csv, "w", newline="", encoding="utf-8")
             writer = csv.writer(handle)
             writer.writerow(CSV_HEADER)
-            trade_view = Views(units).trade
+            views = [Views(units)]  # replaced at each rules record: trades follow its grid
             write_row = writer.writerow
 
             def on_trade(event: tuple) -> None:
-                view = trade_view(event)
+                if full.rules is None and configured is None:
+                    raise ReplayFailed(
+                        f"trade {event[1]} comes before any rules record and {args.symbol} "
+                        f"is not configured: pass the matcher's --config")
+                view = views[0].trade(event)
                 write_row([view[name] for name in CSV_HEADER])
+
+            def on_rules(engine: Engine) -> None:
+                views[0] = Views(units_of(engine, old_grid))
 
         try:
             full_replayed = replay_full(full, directory, args.until_seq, on_trade,
-                                        Progress("from first record", err), warn)
+                                        Progress("from first record", err), warn,
+                                        on_rules if args.csv else None)
         finally:
             if handle is not None:
                 handle.close()
@@ -318,6 +346,17 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
                 )
             print(f"verify: OK: snapshot + journal and the full journal agree at seq "
                   f"{full.seq:,}; engine.check() passed", file=out)
+    if engine.rules is not None:
+        print("rules: " + ", ".join(
+            f"{name}={value}" for name, value in zip(RULE_NAMES, engine.rules, strict=True)),
+            file=out)
+        if configured is not None and differences(engine.rules, rules_of(configured)):
+            warn(f"note: the configuration differs from the journaled rules, which are the "
+                 f"ones used: {'; '.join(differences(engine.rules, rules_of(configured)))}")
+    else:
+        warn(f"warning: no rules record up to seq {engine.seq} (a journal of the old code): "
+             f"its integers were read with the configured rules")
+    figures["rules"] = engine.rules
     figures.update(_summary(engine))
     figures["records"] = engine.seq
     figures["replayed"] = replayed
@@ -334,9 +373,9 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
     return figures
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "run.py replay") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py replay", description="rebuild a symbol's book from its journal (read-only)"
+        prog=prog, description="rebuild a symbol's book from its journal (read-only)"
     )
     parser.add_argument("--data-dir", type=Path, help="data folder (default from config)")
     parser.add_argument("--symbol", required=True)
@@ -348,14 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "run.py replay") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.until_seq is not None and args.until_seq < 0:
         print("replay: --until-seq must be >= 0", file=sys.stderr)
         return 2
     gc.disable()  # millions of long-lived objects and no garbage cycles: ~20% faster
     try:
         run(args, sys.stdout, sys.stderr)
+    except ConfigError as exc:
+        print(f"replay: bad configuration: {exc}", file=sys.stderr)
+        return 2
     except ReplayFailed as exc:
         print(f"replay FAILED: {exc}", file=sys.stderr)
         return 1

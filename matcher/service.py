@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,10 @@ from matcher.protocol import (
     CommandError,
     shown,
 )
+from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import CachedUnits, Units
-from matcher.validation import Validator, account_of, bounded_int, order_id_of
+from matcher.validation import Validator, account_of, bounded_int, deadline_refusal, order_id_of
 from matcher.views import Views
 
 log = logging.getLogger("matchwire.matcher")
@@ -64,6 +66,11 @@ gc_freeze = gc.freeze
 
 class RecoveryError(Exception):
     """The journal cannot be replayed onto the snapshot: refuse to start."""
+
+
+class RulesMismatch(RecoveryError):
+    """The configured rules differ from the journaled ones and cannot (or may not) be
+    applied: refuse to start, naming each rule (docs/journal.md, "Rules")."""
 
 
 def journal_dir(data_dir: Path, symbol: str) -> Path:
@@ -137,8 +144,10 @@ class MatcherService:
         pub_endpoint: str | None = None,
         prune_segments: bool = False,
         segment_bytes: int = 64 * 1024 * 1024,
+        apply_rules: bool = False,
     ) -> None:
         self.config = config
+        self.apply_rules = apply_rules  # journal a rules change instead of refusing it
         self.prune_segments = prune_segments
         self.symbol = config.symbol
         self.units = CachedUnits(config)
@@ -209,6 +218,7 @@ class MatcherService:
             "%s recovered to seq %d (%d records replayed) in %.3fs",
             self.symbol, self.engine.seq, replayed, time.perf_counter() - started,
         )
+        self.bind_rules()
         # Orders hold no reference cycles: the cyclic GC only costs time here. Freeze what
         # recovery built and make young-generation passes rare (measured: ~20% of the
         # core's time on a growing book with the default thresholds).
@@ -232,6 +242,58 @@ class MatcherService:
         self.pub.bind(self.pub_endpoint)
         log.info("%s serving on %s, publishing on %s (fsync=%s)", self.symbol,
                  self.router_endpoint, self.pub_endpoint, self.journal.fsync)
+
+    def bind_rules(self) -> None:
+        """Check the configured rules against the journaled ones (docs/journal.md, "Rules").
+
+        A new journal gets the configured rules as its first record; a journal of the old
+        code (no rules record) adopts them once, with a warning; a difference refuses to
+        start (RulesMismatch) unless `apply_rules`, which journals the change."""
+        configured = rules_of(self.config)
+        journaled = self.engine.rules
+        if journaled is None:
+            if self.engine.seq:
+                log.warning("%s: the journal (seq %d) has no rules record (written before "
+                            "rules were journaled): adopting the configured rules %s; its "
+                            "integers are read on that grid from now on", self.symbol,
+                            self.engine.seq, ", ".join(configured))
+            self._journal_rules(configured)
+        elif differences(journaled, configured):
+            changes = "; ".join(differences(journaled, configured))
+            if not self.apply_rules:
+                raise RulesMismatch(
+                    f"the configured rules differ from the journaled ones: {changes} (start "
+                    f"with --apply-rules to journal the change, or configure the journaled "
+                    f"rules)")
+            self._journal_rules(configured)
+            log.warning("%s: rules changed at seq %d: %s", self.symbol, self.engine.seq,
+                        changes)
+        grid_units = self.engine.grid_units
+        if grid_units is not None and grid_units != configured[:2]:
+            self._use_grid_units(grid_units)
+
+    def _journal_rules(self, rules: tuple[str, ...]) -> None:
+        seq = self.engine.seq + 1
+        self.last_ts = max(time.time_ns() // 1000, self.last_ts)
+        command = rules_command(seq, self.last_ts, rules)
+        try:
+            self.engine.apply(command)
+        except CommandError as exc:  # e.g. a resting order off the new grid
+            raise RulesMismatch(f"the rules change is refused: {exc.message}") from None
+        self.journal.append(seq, codec.encode_command(command))
+        self.journal.commit()
+        self.journaled_seq = seq
+
+    def _use_grid_units(self, grid_units: tuple[str, str]) -> None:
+        """Integers finer than tick and lot (after a rules change): convert with them."""
+        old_validator = self.validator
+        self.units = CachedUnits(self.config, grid_units)
+        self.views = Views(self.units)
+        self.validator = Validator(self.units)
+        self.packed = PackedViews(self.views, self.epoch)
+        for op, parse in list(self._parsers.items()):
+            if getattr(parse, "__self__", None) is old_validator:
+                self._parsers[op] = getattr(self.validator, parse.__name__)
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
@@ -456,6 +518,12 @@ class MatcherService:
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
             if parse is not None:
+                # A command this batch reaches after its deadline is refused, so a client
+                # that stopped waiting at the deadline knows it was not executed. `ts` is
+                # the batch's one clock read, which the command would be stamped with.
+                deadline = message.get("deadline")
+                if deadline is not None and (deadline.__class__ is not int or deadline < ts):
+                    raise deadline_refusal(deadline, ts)
                 command = parse(message, self.engine.seq + 1, ts)
                 return self.packed.reply(req_id, self._mutate(command, published))
             query = self._queries.get(op)
@@ -613,16 +681,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune-segments", action="store_true", default=None,
                         help="delete journal segments older than the kept snapshots")
     parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
+    parser.add_argument("--apply-rules", action="store_true",
+                        help="journal configured rules that differ from the journaled ones")
     args = parser.parse_args(argv)
     configure_logging()
-    config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
-                         data_dir=args.data_dir, fsync=args.fsync,
-                         snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
-                         segment_bytes=args.segment_bytes, symbols=[args.symbol])
+    try:
+        config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
+                             data_dir=args.data_dir, fsync=args.fsync,
+                             snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
+                             segment_bytes=args.segment_bytes, symbols=[args.symbol])
+    except ValueError as exc:  # ConfigError: names the file, section and key
+        print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
+        return 2
     service = MatcherService(
         config.symbols[args.symbol], config.data_dir, config.fsync, config.snapshot_every,
         router_endpoint=args.router, pub_endpoint=args.pub,
         prune_segments=config.prune_segments, segment_bytes=config.segment_bytes,
+        apply_rules=args.apply_rules,
     )
     service.install_signal_handlers()
     try:

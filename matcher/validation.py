@@ -52,7 +52,9 @@ AMEND_FIELDS = ("symbol", "account", "order_id", "quantity", "price")
 
 
 def _accepted(fields: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(("op", "req_id", *fields))
+    # `deadline` belongs to the request, not the order: matcher/service.py checks it
+    # before the op's parser runs (docs/protocol.md).
+    return frozenset(("op", "req_id", "deadline", *fields))
 
 
 _NEW_ORDER_ACCEPTED = _accepted(NEW_ORDER_FIELDS)
@@ -93,6 +95,19 @@ def _text(message: dict[str, Any], field: str) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS or not value.isprintable():
         raise _invalid(f"{field} must be a printable string of 1..{MAX_ID_CHARS} characters")
     return value
+
+
+def deadline_refusal(deadline: Any, ts: int) -> CommandError:
+    """Why a mutating request with this `deadline` is refused at time `ts` (µs): the
+    service calls it only when `deadline` is not an int, or is one below `ts`."""
+    if deadline.__class__ is not int:  # bool is an int subclass: refused too
+        return _invalid(f"deadline must be an integer (µs since the epoch), not {shown(deadline)}")
+    if deadline < 0:
+        return _invalid(f"deadline must not be negative, not {deadline}")
+    return CommandError(
+        Code.DEADLINE_EXCEEDED,
+        f"not executed: the matcher reached it {ts - deadline} µs after its deadline",
+    )
 
 
 def account_of(message: dict[str, Any]) -> str:

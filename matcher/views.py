@@ -120,11 +120,23 @@ class Views:
             "quantity": quantities.get(quantity) or self._quantity(quantity),
             "filled_quantity": quantities.get(filled) or self._quantity(filled),
             "remaining_quantity": quantities.get(remaining) or self._quantity(remaining),
+            **self.fills(order.trades),
             "status": STATUS_NAMES[order.status],
             "reject_reason": order.reason,
             "timestamp": self._last_iso if ts == self._last_micros else self.timestamp(ts),
             "trades": [self.trade(trade) for trade in order.trades] if order.trades else [],
         }
+
+    def fills(self, trades: list[tuple] | None) -> dict[str, str | None]:
+        """average_price and cumulative_quote over an order's fills (exact decimals)."""
+        if not trades:
+            return {"average_price": None, "cumulative_quote": "0"}
+        quote = lots = 0
+        for trade in trades:
+            quote += trade[2] * trade[3]
+            lots += trade[3]
+        return {"average_price": self.units.format_average_price(quote, lots),
+                "cumulative_quote": self.units.format_quote(quote)}
 
     def levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
         price, quantity = self.price, self.quantity

@@ -40,3 +40,15 @@ def test_bench_refuses_an_unknown_benchmark() -> None:
     result = subprocess.run([sys.executable, "run.py", "bench", "nonsense"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown benchmark" in result.stderr
+
+
+def test_bench_from_an_installed_package_says_to_use_a_clone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # run.py as pip installs it: alone in site-packages, without the clone's tests/bench/.
+    installed = tmp_path / "site"
+    installed.mkdir()
+    (installed / "run.py").write_text((REPO / "run.py").read_text())
+    result = subprocess.run([sys.executable, str(installed / "run.py"), "bench", "core"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "from a clone of the repository" in result.stderr

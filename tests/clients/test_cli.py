@@ -139,3 +139,71 @@ def test_bad_api_key_exits_4(tmp_path: Path) -> None:
         assert json.loads(good.stdout)["account"] == "alice"
     finally:
         running.stop()
+
+
+def test_an_option_value_that_names_a_command_is_not_the_command(system: System) -> None:
+    # `--account load` used to start the load generator, `get replay 5` to run replay.
+    trades = cli(system, "--account", "load", "--json", "trades", "BTC-USDT", "--limit", "1")
+    assert trades.returncode == 0, trades.stderr
+    assert "trades" in json.loads(trades.stdout)
+    lookup = cli(system, "get", "replay", "5")  # the symbol "replay", order 5
+    assert lookup.returncode == 1 and "unknown_symbol" in lookup.stderr
+    stop = cli(system, "--account", "replay", "--json", "orders", "BTC-USDT")
+    assert stop.returncode == 0 and json.loads(stop.stdout)["orders"] == []
+
+
+def test_a_rejected_order_exits_1(system: System) -> None:
+    cli_json(system, "order", "BTC-USDT", "sell", "limit", "1", "--price", "45000")
+    result = cli(system, "--json", "order", "BTC-USDT", "buy", "limit", "1", "--price", "45000",
+                 "--post-only")
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["status"] == "rejected"
+    assert "rejected: post_only_would_take" in result.stderr
+
+
+def test_replay_help_names_the_cli(system: System) -> None:
+    result = cli(system, "replay", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: matchwire replay")
+
+
+def test_watch_writes_no_terminal_codes_to_a_pipe(system: System) -> None:
+    result = cli(system, "watch", "BTC-USDT", "--updates", "1")
+    assert result.returncode == 0, result.stderr
+    assert "bid qty" in result.stdout and "\x1b" not in result.stdout
+
+
+def test_load_sends_to_the_symbols_own_matcher(system: System) -> None:
+    result = cli(system, "load", "--symbol", "ETH-USDT", "--account", "load-eth", "--count",
+                 "300", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["requests"] == 300 and figures["unanswered"] == 0
+    assert set(figures["errors"]) <= {"order_not_open"}
+    eth = cli_json(system, "--account", "load-eth", "orders", "ETH-USDT")["orders"]
+    btc = cli_json(system, "--account", "load-eth", "orders", "BTC-USDT")["orders"]
+    assert eth and not btc
+    # ETH-USDT's lot (0.001), not BTC-USDT's (0.0001): every quantity is on its grid.
+    assert all(len(o["quantity"].split(".")[1]) == 3 for o in eth)
+
+
+def test_load_is_bounded_when_nothing_answers(tmp_path: Path) -> None:
+    import zmq
+
+    context = zmq.Context.instance()
+    silent = context.socket(zmq.ROUTER)  # accepts requests, never answers
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        result = cli(None, "load", "--endpoint", f"tcp://127.0.0.1:{port}", "--tick", "0.01",
+                     "--lot", "0.0001", "--count", "50", "--duration", "0.5", "--json")
+    finally:
+        silent.close(0)
+    assert result.returncode == 1  # nothing was answered
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["requests"] == 0 and figures["unanswered"] == 50
+    assert figures["elapsed_s"] == 0.0 and figures["throughput_per_s"] == 0.0
+
+
+def test_load_without_a_gateway_or_rules_says_what_to_pass() -> None:
+    result = cli(None, "load", "--count", "5")
+    assert result.returncode == 2
+    assert "pass --tick and --lot" in result.stderr

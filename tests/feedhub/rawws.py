@@ -16,15 +16,18 @@ import struct
 from typing import Any
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+TIME_WAIT = "06"  # the state column of /proc/net/tcp
 
 
 class RawWebSocket:
     def __init__(self, port: int, path: str, receive_buffer: int = 4096) -> None:
+        self.port = port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # Set before connect so the TCP window stays small: the hub feels a stuck reader.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
+        self.address = self.sock.getsockname()  # kept: a reset socket no longer says
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -90,3 +93,31 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+    def hub_side_open(self) -> bool:
+        """Whether the hub's kernel still holds this TCP connection, seen without reading:
+        open, or orphaned with unsent bytes (FIN-WAIT-1); TIME-WAIT (a finished close,
+        no buffers) does not count."""
+        host, port = self.address
+        # /proc/net/tcp: local and remote address as little-endian hex IPv4:hex port, state.
+        wanted = (f"0100007F:{self.port:04X}",
+                  f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}")
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if (fields[1], fields[2]) == wanted and fields[3] != TIME_WAIT:
+                    return True
+        return False
+
+    def read_to_end(self, max_messages: int = 1_000_000) -> str:
+        """Read what the hub sent until its end of the connection: "eof" or "reset".
+        A close frame on the way sets close_code; TimeoutError if the hub keeps it open."""
+        try:
+            for _ in range(max_messages):
+                self.recv()
+        except ConnectionResetError:
+            return "reset"
+        except ConnectionError:  # EOF (see _fill), or a pong written after the reset
+            return "eof"
+        raise AssertionError(f"more than {max_messages} messages and the connection is open")

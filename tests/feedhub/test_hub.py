@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import statistics
@@ -246,5 +247,102 @@ def test_a_depth_client_full_of_unread_replies_still_gets_the_newest_view(
             assert views and views[-1]["book_seq"] == final, [v["book_seq"] for v in views]
         finally:
             flooder.close()
+    finally:
+        system.stop()
+
+
+def test_a_client_that_stops_reading_is_closed_and_its_connection_dropped(
+    tmp_path: Path,
+) -> None:
+    """A market-data client that never reads, while the book changes a lot: once its
+    socket has not drained for the drain timeout it is closed (1013), unregistered, and
+    its TCP connection is gone from the hub's side, with nothing read by the client.
+    Before, it was resynchronised forever, stayed registered until the 20 s ping timed
+    out, and its TCP connection outlived the close in the hub's kernel (FIN-WAIT-1 with
+    the unsent bytes). The clients that read get every message meanwhile."""
+    system = System(tmp_path)
+    try:
+        system.start_matcher()
+        system.start_hub("--drain-timeout", "2")
+        flow = OrderFlow(system.client(), seed=21)
+        trade_ids: list[int] = []
+
+        def stalled() -> float:
+            return system.metric("feedhub_slow_client_drops_total", feed="market_data",
+                                 action="stalled")
+
+        async def scenario() -> tuple[BookFeed, TradeFeed, RawWebSocket]:
+            async with BookFeed(system.url, SYMBOL) as feed, \
+                    TradeFeed(system.url, SYMBOL) as trades:
+                await feed.wait_synced()
+
+                async def read_trades() -> None:
+                    async for trade in trades:
+                        trade_ids.append(trade["trade_id"])
+
+                reader = asyncio.create_task(read_trades())
+                stuck = RawWebSocket(system.ws_port, f"/ws/market_data/{SYMBOL}")
+                for _ in range(100):  # bounded: until its buffers fill and stay full
+                    await asyncio.to_thread(flow.run, 300)
+                    if stalled() >= 1:
+                        break
+                await asyncio.to_thread(wait_until, lambda: not stuck.hub_side_open(), 30)
+                # Unregistered: the one market-data client left is the reader.
+                assert system.health()["clients"]["market_data"] == 1
+                await feed.wait_for_seq(matcher_book_seq(system), 30)
+                last_trade = system.client().request("trades", limit=1)["trades"][0]
+                await asyncio.to_thread(
+                    wait_until, lambda: trade_ids and trade_ids[-1] >= last_trade["trade_id"])
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                return feed, trades, stuck
+
+        feed, trades, stuck = asyncio.run(scenario())
+        try:
+            assert stalled() == 1
+            # Reading now finds what had been buffered, then the end: the hub's side is gone.
+            assert stuck.read_to_end() in ("reset", "eof")
+            assert stuck.close_code in (None, 1013)
+        finally:
+            stuck.close()
+        # The readers got every update and every trade, with no resync or reconnect.
+        assert (feed.gaps, feed.checks_failed, feed.snapshots, feed.connects) == (0, 0, 1, 1)
+        assert trades.gaps == 0 and trade_ids == list(range(1, trade_ids[-1] + 1))
+        assert flow.sent >= 300 and len(trade_ids) > 20
+        assert system.hub is not None and "Traceback" not in system.hub.log()
+    finally:
+        system.stop()
+
+
+def test_a_trade_client_closed_with_1013_has_its_connection_dropped(tmp_path: Path) -> None:
+    """Closed for falling behind, it reads nothing more: its TCP connection must still go
+    from the hub's side within the drain timeout. Before, the close frame sat behind the
+    unsent trades, and the connection stayed in the hub's kernel for as long as the
+    client answered zero-window probes."""
+    system = System(tmp_path)
+    try:
+        system.start_matcher()
+        system.start_hub("--queue-size", "100", "--client-sndbuf", "16384",
+                         "--drain-timeout", "2")
+        client = system.client()
+        slow = RawWebSocket(system.ws_port, "/ws/trades")
+        try:
+            for _ in range(6):  # bounded: each round prints 300 trades in one command
+                client.pipeline([{"op": "new_order", "side": "sell", "order_type": "limit",
+                                  "price": "30000", "quantity": "0.0001"}] * 300)
+                client.request("new_order", side="buy", order_type="market",
+                               quantity="0.0300")
+                if system.metric("feedhub_slow_client_drops_total", feed="trades",
+                                 action="close") >= 1:
+                    break
+            assert system.metric("feedhub_slow_client_drops_total", feed="trades",
+                                 action="close") == 1
+            wait_until(lambda: not slow.hub_side_open(), timeout=30)
+            assert slow.read_to_end() in ("reset", "eof")
+            assert system.health()["clients"]["trades"] == 0
+            assert system.hub is not None and "Traceback" not in system.hub.log()
+        finally:
+            slow.close()
     finally:
         system.stop()

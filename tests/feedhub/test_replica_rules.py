@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from feedhub.checksum import book_checksum
+from clients.checksum import book_checksum
 from feedhub.replica import OutOfSync, Replica
 from matcher import codec
 from matcher.config import build_symbol

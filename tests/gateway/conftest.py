@@ -29,6 +29,7 @@ class GatewaySystem:
     def __init__(
         self, tmp_path: Path, symbols: tuple[str, ...] = (BTC,),
         api_keys: dict[str, dict[str, Any]] | None = None, feedhub: bool = False,
+        matcher_timeout: float = MATCHER_TIMEOUT,
     ) -> None:
         self.tmp_path = tmp_path
         self.symbols = symbols
@@ -45,6 +46,7 @@ class GatewaySystem:
         self.gateway: Child | None = None
         self.hub: Child | None = None
         self.with_feedhub = feedhub
+        self.matcher_timeout = matcher_timeout
         self._starts = itertools.count()
 
     @property
@@ -71,7 +73,7 @@ class GatewaySystem:
                              self.tmp_path / "feedhub.log").start()
         self.gateway = Child(
             ["-m", "gateway.server", "--config", str(self.config_path),
-             "--matcher-timeout", str(MATCHER_TIMEOUT)],
+             "--matcher-timeout", str(self.matcher_timeout)],
             self.tmp_path / "gateway.log",
         ).start()
         try:

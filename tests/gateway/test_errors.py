@@ -12,8 +12,8 @@ ERROR_CODES = (
     "invalid_request", "invalid_field", "invalid_price", "invalid_quantity", "unknown_op",
     "unknown_symbol", "unknown_order", "order_not_open", "duplicate_client_order_id",
     "would_trigger_immediately", "stop_not_amendable", "post_only_would_take",
-    "matcher_unavailable", "rate_limited", "request_too_large", "unauthorized",
-    "internal_error",
+    "matcher_unavailable", "matcher_timeout", "deadline_exceeded", "rate_limited",
+    "request_too_large", "unauthorized", "internal_error",
 )
 
 
@@ -26,6 +26,7 @@ def test_statuses_of_design_section_4() -> None:
     assert status_for(Code.TOO_LARGE) == 413
     assert status_for(Code.RATE_LIMITED) == 429
     assert status_for(Code.UNAVAILABLE) == 503
+    assert status_for(Code.TIMEOUT) == status_for(Code.DEADLINE_EXCEEDED) == 503
     assert status_for("something_new") == 500
 
 

@@ -54,3 +54,33 @@ def test_flags_override_the_config_and_a_signal_stops_it_cleanly(
         returncode = child.process.wait(timeout=10)
     assert returncode == 0, child.log()
     assert "Traceback" not in child.log()
+
+
+def test_the_matcher_timeout_comes_from_the_config_or_the_flag(tmp_path: Path) -> None:
+    """[server] matcher_timeout sets each command's deadline; --matcher-timeout overrides
+    it. Nothing listens on the matcher's endpoint, so every request times out."""
+    config = tmp_path / "timeout.toml"
+    config.write_text(f'[server]\nzmq_port = {free_port()}\nmatcher_timeout = 0.2\n')
+    for flags, shown in (((), "0.2s"), (("--matcher-timeout", "0.3"), "0.3s")):
+        port = free_port()
+        child = Child(["-m", "gateway.server", "--config", str(config), "--http-port",
+                       str(port), *flags], tmp_path / "gateway.log").start()
+        try:
+            wait_for_port(port)
+            response = httpx.get(f"http://127.0.0.1:{port}/bbo/BTC-USDT", timeout=30)
+            assert response.status_code == 503
+            assert f"in {shown}" in response.json()["error"]["message"]
+        finally:
+            child.stop()
+
+
+@pytest.mark.parametrize("setting", ["matcher_timeout = 0", "matcher_timeout = -1",
+                                     'matcher_timeout = "soon"', "matcher_timeout = nan"])
+def test_refuses_a_bad_matcher_timeout(tmp_path: Path, setting: str) -> None:
+    config = tmp_path / "bad-timeout.toml"
+    config.write_text(f"[server]\n{setting}\n")
+    result = run_gateway("--config", str(config))
+    assert result.returncode == 2 and "bad configuration" in result.stderr
+    assert "matcher_timeout" in result.stderr or "soon" in result.stderr
+    flag = run_gateway("--matcher-timeout", "0")
+    assert flag.returncode == 2 and "matcher_timeout" in flag.stderr

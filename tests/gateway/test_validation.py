@@ -328,3 +328,150 @@ def test_order_id_refuses_the_rest(value: Any) -> None:
     with pytest.raises(ApiError) as error:
         order_id(value)
     assert error.value.code == "invalid_field" and error.value.status == 400
+
+
+# -- strict input (docs/api.md, "Strict input") ----------------------------------------
+# Each of these was accepted, or refused without naming what was wrong, before: a repeated
+# key took its last value ({"side": "buy", "side": "sell"} placed a sell), an unknown query
+# parameter was ignored (?depht=1 answered 10 levels, ?client_order_id=X every order), and
+# Decimal() read " 100", "1e2", "+100", ".5" and "5." as numbers.
+
+ORDER_TEXT = ('{"symbol":"BTC-USDT","order_type":"limit","side":"buy","price":"100",'
+              '"quantity":"1"')
+
+
+def raw_field(field: str, value: str, base: str = ORDER_TEXT) -> bytes:
+    """The order body with one more `"field": value` (raw JSON) spliced in at the end."""
+    return f'{base},"{field}":{value}}}'.encode()
+
+
+def raw_decimal(field: str, json_value: str) -> bytes:
+    """The order body with `field` ("price" or "quantity") given as raw JSON text."""
+    fields = {"price": '"100"', "quantity": '"1"', field: json_value}
+    return (f'{{"symbol":"BTC-USDT","order_type":"limit","side":"buy",'
+            f'"price":{fields["price"]},"quantity":{fields["quantity"]}}}').encode()
+
+
+NOT_PLAIN = [" 100", "100 ", "\t100", "100\n", "1e2", "1E2", "+100", ".5", "5.", "-1",
+             "0x10", "1_000", "NaN", "Infinity", "1,5", "\u0661\u0660\u0660",
+             "\uff11\uff10\uff10", "1\u00a0"]
+
+# (id, method, path, body, status, code, what the message must name)
+STRICT_CASES: list[tuple[Any, ...]] = [
+    ("repeated-side", "POST", "/submit_order", raw_field("side", '"sell"'), 400,
+     "invalid_request", "repeated key 'side'"),
+    ("repeated-price", "POST", "/submit_order", raw_field("price", '"50000"'), 400,
+     "invalid_request", "repeated key 'price'"),
+    ("repeated-symbol", "POST", "/submit_order",
+     b'{"symbol":"ETH-USDT","symbol":"BTC-USDT","order_type":"limit","side":"buy",'
+     b'"price":"100","quantity":"1"}', 400, "invalid_request", "repeated key 'symbol'"),
+    ("repeated-account", "POST", "/submit_order", raw_field("account", '"x"',
+     ORDER_TEXT + ',"account":"y"'), 400, "invalid_request", "repeated key 'account'"),
+    ("repeated-in-nested", "POST", "/submit_order",
+     raw_field("stp", '{"a":1,"a":2}'), 400, "invalid_request", "repeated key 'a'"),
+    ("repeated-stop", "POST", "/submit_stop_order",
+     json.dumps(STOP)[:-1].encode() + b',"side":"sell"}', 400, "invalid_request",
+     "repeated key 'side'"),
+    ("repeated-cancel-id", "POST", "/cancel_order",
+     b'{"symbol":"BTC-USDT","order_id":1,"order_id":1000000000000000}', 400,
+     "invalid_request", "repeated key 'order_id'"),
+    ("repeated-amend-quantity", "POST", "/amend_order",
+     b'{"symbol":"BTC-USDT","order_id":1000000000000000,"quantity":"1","quantity":"2"}',
+     400, "invalid_request", "repeated key 'quantity'"),
+    # Decimal text that is not plain, as JSON strings and as JSON numbers.
+    *[(f"price-{text!r}", "POST", "/submit_order", raw_decimal("price", json.dumps(text)),
+       400, "invalid_price", "price must be a plain decimal") for text in NOT_PLAIN],
+    *[(f"quantity-{text!r}", "POST", "/submit_order",
+       raw_decimal("quantity", json.dumps(text)), 400, "invalid_quantity",
+       "quantity must be a plain decimal") for text in NOT_PLAIN],
+    ("price-number-1e2", "POST", "/submit_order", raw_decimal("price", "1e2"), 400,
+     "invalid_price", "'1e2'"),
+    ("price-number-1.0E+2", "POST", "/submit_order", raw_decimal("price", "1.0E+2"), 400,
+     "invalid_price", "'1.0E+2'"),
+    ("quantity-number-1e0", "POST", "/submit_order", raw_decimal("quantity", "1e0"), 400,
+     "invalid_quantity", "'1e0'"),
+    ("stop-price-1e4", "POST", "/submit_stop_order", with_(STOP, stop_price="6e4"), 400,
+     "invalid_price", "stop_price must be a plain decimal"),
+    ("amend-price-spaces", "POST", "/amend_order",
+     {"symbol": BTC, "order_id": 10**15, "price": " 100"}, 400, "invalid_price",
+     "price must be a plain decimal"),
+    # Query parameters an endpoint does not take, or given twice.
+    ("depht", "GET", "/orderbook/BTC-USDT?depht=1", None, 400, "invalid_field",
+     "unknown query parameter 'depht'; this endpoint takes depth"),
+    ("depth-twice", "GET", "/orderbook/BTC-USDT?depth=1&depth=2", None, 400,
+     "invalid_field", "query parameter 'depth' is given more than once"),
+    ("orders-client-order-id", "GET", "/orders/BTC-USDT?client_order_id=NOPE", None, 400,
+     "invalid_field", "unknown query parameter 'client_order_id'"),
+    ("orders-status-twice", "GET", "/orders/BTC-USDT?status=open&status=all", None, 400,
+     "invalid_field", "'status' is given more than once"),
+    ("orders-account-twice", "GET", "/orders/BTC-USDT?account=a&account=b", None, 400,
+     "invalid_field", "'account' is given more than once"),
+    ("order-extra", "GET", "/orders/BTC-USDT/1?symbol=ETH-USDT", None, 400,
+     "invalid_field", "unknown query parameter 'symbol'"),
+    ("bbo-depth", "GET", "/bbo/BTC-USDT?depth=5", None, 400, "invalid_field",
+     "unknown query parameter 'depth'; this endpoint takes no query parameters"),
+    ("trades-limt", "GET", "/trades/BTC-USDT?limt=5", None, 400, "invalid_field",
+     "unknown query parameter 'limt'"),
+    ("trades-format-twice", "GET", "/trades/BTC-USDT?format=csv&format=json", None, 400,
+     "invalid_field", "'format' is given more than once"),
+    ("trades-account", "GET", "/trades/BTC-USDT?account=a", None, 400, "invalid_field",
+     "unknown query parameter 'account'"),
+    ("empty-name", "GET", "/orderbook/BTC-USDT?=5", None, 400, "invalid_field",
+     "unknown query parameter ''"),
+    ("health-verbose", "GET", "/health?verbose=1", None, 400, "invalid_field",
+     "unknown query parameter 'verbose'"),
+    ("root-x", "GET", "/?x", None, 400, "invalid_field", "unknown query parameter 'x'"),
+    ("metrics-x", "GET", "/metrics?format=json", None, 400, "invalid_field",
+     "unknown query parameter 'format'"),
+    ("openapi-x", "GET", "/openapi.json?v=2", None, 400, "invalid_field",
+     "unknown query parameter 'v'"),
+    ("dashboard-x", "GET", "/test?debug=1", None, 400, "invalid_field",
+     "unknown query parameter 'debug'"),
+    # The order endpoints take everything in the body: a query parameter is refused (it
+    # was ignored: ?account=bob placed the order as anonymous).
+    ("submit-query-account", "POST", "/submit_order?account=bob", ORDER, 400,
+     "invalid_field", "unknown query parameter 'account'; this endpoint takes no query"),
+    ("cancel-query", "POST", "/cancel_order?order_id=1",
+     {"symbol": BTC, "order_id": 10**15}, 400, "invalid_field",
+     "unknown query parameter 'order_id'"),
+]
+
+STRICT_PARAMS = [pytest.param(*case, id=case[0]) for case in STRICT_CASES]
+
+
+@pytest.mark.parametrize(("case", "method", "path", "body", "status", "code", "named"),
+                         STRICT_PARAMS)
+def test_strict_input_is_refused_naming_what_and_changes_nothing(
+    http: httpx.Client, resting: None, case: str, method: str, path: str,
+    body: dict[str, Any] | bytes | None, status: int, code: str, named: str,
+) -> None:
+    before = state(http)
+    content = json.dumps(body).encode() if isinstance(body, dict) else body
+    response = http.request(method, path, content=content)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code, response.text
+    assert named in error["message"], error["message"]
+    assert state(http) == before
+
+
+def test_plain_decimals_and_json_numbers_still_work(http: httpx.Client, account: str) -> None:
+    """What strict input keeps: plain decimal strings, JSON integers and fractions (kept as
+    the client's text), leading zeros, and every documented query parameter."""
+    bodies = [
+        b'{"price":"100","quantity":"1"', b'{"price":"100.50","quantity":"0.0001"',
+        b'{"price":100,"quantity":1', b'{"price":100.5,"quantity":0.5',
+        b'{"price":"0100.00","quantity":"01"',
+    ]
+    for body in bodies:
+        content = (body + b',"symbol":"BTC-USDT","order_type":"limit","side":"buy",'
+                   b'"account":"' + account.encode() + b'"}')
+        response = http.post("/submit_order", content=content)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "new"
+    assert http.get("/orderbook/BTC-USDT?depth=1").status_code == 200
+    assert http.get("/trades/BTC-USDT?limit=1&format=csv").status_code == 200
+    listed = http.get(f"/orders/BTC-USDT?status=open&limit=10&account={account}")
+    assert listed.status_code == 200 and len(listed.json()["orders"]) == len(bodies)
+    assert http.get("/bbo/BTC-USDT?").status_code == 200  # an empty query string is none

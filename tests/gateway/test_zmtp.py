@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import zmq
 
 from clients.zmq_client import MatcherTimeout
 from gateway import zmtp
-from gateway.matchers import MatcherLink, parse_endpoint
+from gateway.matchers import LinkLost, MatcherLink, parse_endpoint
 from matcher import codec
 from tests.support import free_port
 
@@ -73,11 +74,14 @@ def test_endpoints() -> None:
 
 class Router:
     """A libzmq ROUTER in a thread that answers each request like a matcher would:
-    {req_id, ok, result: the request}. Bound when `start()` is called."""
+    {req_id, ok, result: the request}, `delay` seconds after it came (or never while
+    `muted` is set: the connection stays open). Bound when `start()` is called."""
 
-    def __init__(self, port: int, endpoint: str | None = None) -> None:
+    def __init__(self, port: int, endpoint: str | None = None, delay: float = 0.0) -> None:
         self.endpoint = endpoint or f"tcp://127.0.0.1:{port}"
+        self.delay = delay
         self.stopping = threading.Event()
+        self.muted = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.bound = threading.Event()
 
@@ -92,15 +96,23 @@ class Router:
         router.setsockopt(zmq.LINGER, 0)
         router.bind(self.endpoint)
         self.bound.set()
+        owed: list[tuple[float, list[bytes]]] = []  # (when, frames) of delayed replies
         try:
             while not self.stopping.is_set():
-                if not router.poll(20):
+                now = time.monotonic()
+                while owed and owed[0][0] <= now:
+                    router.send_multipart(owed.pop(0)[1])
+                if not router.poll(5 if owed else 20):
                     continue
                 identity, frame = router.recv_multipart()
+                if self.muted.is_set():
+                    continue
                 request = codec.decode_request(frame)
-                router.send_multipart(
-                    [identity, codec.encode_reply(request["req_id"], request)]
-                )
+                reply = [identity, codec.encode_reply(request["req_id"], request)]
+                if self.delay:
+                    owed.append((time.monotonic() + self.delay, reply))
+                else:
+                    router.send_multipart(reply)
         finally:
             router.close(0)
             context.term()
@@ -210,7 +222,7 @@ def test_timeouts_of_different_lengths_each_fire_on_time() -> None:
         link = MatcherLink(router.endpoint, timeout=30.0)
         assert (await link.request_raw("ping", timeout=0.2))["ok"]  # answered, then...
         await asyncio.sleep(0.3)  # ...its deadline passes: nothing to fail
-        router.stop()  # from now on nothing answers
+        router.muted.set()  # from now on nothing answers (the connection stays open)
         loop = asyncio.get_running_loop()
         slow = asyncio.ensure_future(link.request_raw("ping"))  # 30 s
         started = loop.time()
@@ -219,7 +231,94 @@ def test_timeouts_of_different_lengths_each_fire_on_time() -> None:
         assert loop.time() - started < 5  # not after the 30 s one
         assert not slow.done()
         await link.close()
-        with pytest.raises(MatcherTimeout, match="reset"):
+        with pytest.raises(LinkLost, match="reset"):
             await slow
 
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+async def written(link: MatcherLink) -> None:
+    """Until the link has written a request to its connection."""
+    for _ in range(1000):
+        connection = link._connection
+        if connection is not None and connection.last_id:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the request was never written")
+
+
+def test_every_request_carries_its_deadline() -> None:
+    router = Router(free_port()).start()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=2.0)
+        before = time.time_ns() // 1000
+        for op in ("new_order", "ping"):
+            reply = await link.request_raw(op, n=1)
+            after = time.time_ns() // 1000
+            assert before + 2_000_000 <= reply["result"]["deadline"] <= after + 2_000_000
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+def test_a_reply_within_the_grace_answers_a_command_but_not_a_read() -> None:
+    """The matcher may apply a command just before its deadline and reply just after:
+    the link waits the grace for it. A read has no grace (a late one changes nothing)."""
+    router = Router(free_port(), delay=1.0).start()  # every reply 1 s after its request
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=0.2, grace=10.0)
+        command = await link.request_raw("new_order", n=1)
+        assert command["ok"] and command["result"]["n"] == 1
+        with pytest.raises(MatcherTimeout, match=r"in 0\.2s"):
+            await link.request_raw("ping")
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()
+
+
+def test_a_connection_lost_in_flight_fails_its_requests_at_once_as_unknown() -> None:
+    router = Router(free_port()).start()
+    router.muted.set()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=60.0)
+        in_flight = asyncio.ensure_future(link.request_raw("new_order", n=1))
+        await written(link)
+        router.stop()  # the connection closes with the request unanswered
+        with pytest.raises(LinkLost, match="in flight"):
+            await asyncio.wait_for(in_flight, 30)  # long before its 60 s deadline
+        await link.close()
+
     asyncio.run(exchange())
+
+
+def test_a_retired_connection_still_delivers_the_replies_owed_on_it() -> None:
+    router = Router(free_port(), delay=0.5).start()
+
+    async def exchange() -> None:
+        link = MatcherLink(router.endpoint, timeout=30.0)
+        owed = asyncio.ensure_future(link.request_raw("new_order", n=1))
+        await written(link)
+        old = link._connection
+        link.retire()  # as after another request's timeout
+        fresh = await link.request_raw("new_order", n=2)  # over a new connection
+        assert fresh["ok"] and link._connection is not old and link._connection is not None
+        reply = await asyncio.wait_for(owed, 20)
+        assert reply["ok"] and reply["result"]["n"] == 1
+        await link.close()
+
+    try:
+        asyncio.run(exchange())
+    finally:
+        router.stop()

@@ -12,20 +12,6 @@ from typing import Any
 
 import pytest
 
-from matcher.bench import ACCOUNT, generate_flow
-from matcher.peers import (
-    PEERS,
-    Adapter,
-    Fill,
-    Peer,
-    build_rows,
-    compare_fills,
-    load_peer,
-    main,
-    matchwire_fills,
-    report,
-    time_rows,
-)
 from matcher.protocol import (
     BUY,
     CMD_CANCEL,
@@ -37,6 +23,20 @@ from matcher.protocol import (
     SELL,
     TIF_IOC,
     CommandError,
+)
+from tests.bench.core import ACCOUNT, generate_flow
+from tests.bench.peers import (
+    PEERS,
+    Adapter,
+    Fill,
+    Peer,
+    build_rows,
+    compare_fills,
+    load_peer,
+    main,
+    matchwire_fills,
+    report,
+    time_rows,
 )
 
 RUNNABLE = [peer for peer in PEERS if peer.adapter is not None]

@@ -411,7 +411,7 @@ def test_a_snapshot_child_that_cannot_be_forked_is_logged_and_serving_goes_on(
         assert "cannot fork a snapshot child at seq 100" in log
         assert list_snapshots(snapshot_dir(data_dir, SYMBOL)) == []
         (group / "pids.max").write_text("max")
-        place_passive_orders(matcher, 40)  # seq 160: the retry at 150 forks
+        place_passive_orders(matcher, 40)  # seq 161 (seq 1 is the rules): the retry at 150 forks
         wait_until(lambda: [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
                    == [150], timeout=30)
         assert "snapshot at seq 150" in matcher.log()
@@ -422,9 +422,9 @@ def test_a_snapshot_child_that_cannot_be_forked_is_logged_and_serving_goes_on(
         wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), timeout=10)
         group.rmdir()
     matcher.start()
-    assert "recovered to seq 160 (10 records replayed)" in matcher.log()
+    assert "recovered to seq 161 (11 records replayed)" in matcher.log()
     assert matcher.state() == before
-    assert offline_hash(data_dir) == (160, before[2])
+    assert offline_hash(data_dir) == (161, before[2])
     matcher.stop()
 
 
@@ -435,7 +435,7 @@ def test_a_snapshot_ahead_of_the_journal_refuses_to_start(tmp_path: Path, spawn:
     data_dir = tmp_path / "data"
     matcher = spawn(data_dir, fsync="batch").start()
     place_passive_orders(matcher, 5)
-    assert matcher.stop() == 0  # the shutdown snapshot is at seq 5
+    assert matcher.stop() == 0  # the shutdown snapshot is at seq 6 (seq 1: the rules)
     [(_, segment)] = list_segments(journal_dir(data_dir, SYMBOL))
     spans = record_spans(segment)
     os.truncate(segment, spans[3][0])  # the journal now ends at seq 3, on a record boundary
@@ -443,7 +443,7 @@ def test_a_snapshot_ahead_of_the_journal_refuses_to_start(tmp_path: Path, spawn:
     matcher.start(wait=False)
     assert matcher.child is not None and matcher.child.process is not None
     assert matcher.child.process.wait(timeout=30) == 2
-    assert ("the journal ends at seq 3, before the newest snapshot (seq 5)"
+    assert ("the journal ends at seq 3, before the newest snapshot (seq 6)"
             in matcher.log())
     [(_, snapshot)] = list_snapshots(snapshot_dir(data_dir, SYMBOL))
     snapshot.rename(tmp_path / snapshot.name)  # what the message tells an operator to do
@@ -465,7 +465,7 @@ def test_a_restart_replays_only_the_records_after_the_snapshot(
         if i % 10 == 9:
             matcher.request("new_order", order_type="market", side=side, quantity="0.01")
     seq = matcher.request("ping")["seq"]
-    assert seq == 275
+    assert seq == 276  # seq 1 is the rules record
     before = matcher.state()
     # Snapshots are written by a forked child while the loop goes on: wait for them.
     def snapshots() -> list[int]:
@@ -532,11 +532,11 @@ def test_a_failed_journal_write_leaves_no_snapshot_ahead_of_the_journal(
     restarted = spawn(data_dir, "restart.log").start()
     try:
         ping = restarted.request("ping", hash=True)
-        assert ping["seq"] == acked  # the refused batch was never acknowledged
+        assert ping["seq"] == acked + 1  # the refused batch was never acknowledged (1: rules)
         assert (ping["seq"], ping["state_hash"]) == offline_hash(data_dir)
         order = restarted.request("new_order", order_type="limit", side="buy", price="100",
                                   quantity="1")
-        assert order["order_id"] == acked + 1
+        assert order["order_id"] == acked + 2
     finally:
         restarted.stop()
 

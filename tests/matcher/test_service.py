@@ -36,8 +36,12 @@ class MatcherProcess:
         fsync: str = "off",
         snapshot_every: int | None = None,
         max_file_bytes: int | None = None,
+        symbol: str = SYMBOL,
+        extra: list[str] | None = None,
     ) -> None:
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail (EFBIG)
+        self.symbol = symbol
+        self.extra = extra or []  # more flags (--config, --apply-rules); may change per start
         self.data_dir = data_dir
         self.log_path = log_path
         self.fsync = fsync
@@ -50,8 +54,9 @@ class MatcherProcess:
         router_port, pub_port = free_ports(2)
         self.router = f"tcp://127.0.0.1:{router_port}"
         self.pub = f"tcp://127.0.0.1:{pub_port}"
-        args = ["-m", "matcher.service", "--symbol", SYMBOL, "--data-dir", str(self.data_dir),
-                "--fsync", self.fsync, "--router", self.router, "--pub", self.pub]
+        args = ["-m", "matcher.service", "--symbol", self.symbol, "--data-dir",
+                str(self.data_dir), "--fsync", self.fsync, "--router", self.router,
+                "--pub", self.pub, *self.extra]
         if self.max_file_bytes is not None:
             limit = self.max_file_bytes
             args[:2] = ["-c", "import resource, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, "
@@ -179,17 +184,18 @@ def limit(side: str, price: str, quantity: str, **extra: Any) -> dict[str, Any]:
 
 def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     ping = matcher.request("ping")
-    assert ping["symbol"] == SYMBOL and ping["seq"] == 0 and ping["book_seq"] == 0
+    # seq 1 is the journal's rules record (docs/journal.md): the first order is 2.
+    assert ping["symbol"] == SYMBOL and ping["seq"] == 1 and ping["book_seq"] == 0
     assert isinstance(ping["epoch"], int)
 
     ask = matcher.request("new_order", account="a", **limit("sell", "30000", "1"))
-    assert ask["order_id"] == 1 and ask["status"] == "new" and ask["account"] == "a"
+    assert ask["order_id"] == 2 and ask["status"] == "new" and ask["account"] == "a"
     assert (ask["price"], ask["quantity"], ask["remaining_quantity"]) == ("30000.00", "1.0000",
                                                                           "1.0000")
     assert ask["symbol"] == SYMBOL and ask["order_type"] == "limit"
     bid = matcher.request("new_order", account="b", client_order_id="bid-1",
                           **limit("buy", "29000", "1"))
-    assert bid["order_id"] == 2 and bid["client_order_id"] == "bid-1"
+    assert bid["order_id"] == 3 and bid["client_order_id"] == "bid-1"
 
     book = matcher.request("book", depth=5)
     assert book["bids"] == [["29000.00", "1.0000"]] and book["asks"] == [["30000.00", "1.0000"]]
@@ -204,7 +210,7 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     [trade] = market["trades"]
     assert (trade["trade_id"], trade["price"], trade["quantity"]) == (1, "30000.00", "0.4000")
     assert (trade["maker_fee"], trade["taker_fee"]) == ("1.2", "2.4")
-    assert (trade["maker_order_id"], trade["taker_order_id"]) == (1, 3)
+    assert (trade["maker_order_id"], trade["taker_order_id"]) == (2, 4)
     assert trade["aggressor_side"] == "buy"
 
     ioc = matcher.request("new_order", account="c", order_type="ioc", side="buy",
@@ -280,7 +286,7 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     wrong_symbol = matcher.raw("bbo", symbol="ETH-USDT")
     assert wrong_symbol["error"]["code"] == "unknown_symbol"
     final = matcher.request("ping")
-    assert final["seq"] == 16 and final["book_seq"] == snapshot["book_seq"]
+    assert final["seq"] == 17 and final["book_seq"] == snapshot["book_seq"]
 
 
 def test_pipelined_replies_keep_the_request_order(matcher: MatcherProcess) -> None:
@@ -313,7 +319,7 @@ def test_pipelined_replies_keep_the_request_order(matcher: MatcherProcess) -> No
     assert all(reply["error"]["code"] == "invalid_field" for reply in replies[4::5])
     order_ids = [reply["result"]["order_id"]
                  for i, reply in enumerate(replies) if i % 5 in (1, 2, 3)]
-    assert order_ids == list(range(1, 601))  # seq order == request order
+    assert order_ids == list(range(2, 602))  # seq order == request order (1: the rules)
 
 
 # -- garbage ----------------------------------------------------------------------------

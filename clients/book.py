@@ -13,7 +13,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from feedhub.checksum import CHECKSUM_DEPTH, checksum_of_tokens, level_token
+from clients.checksum import CHECKSUM_DEPTH, checksum_of_tokens, level_token
 
 
 def is_zero(quantity: str) -> bool:
@@ -145,7 +145,7 @@ class L2Book:
                 raise ValueError(f"unknown side {side!r}")
 
     def checksum(self) -> int:
-        """Kraken CRC32 of the top 10 levels (feedhub/checksum.py). O(10)."""
+        """Kraken CRC32 of the top 10 levels (clients/checksum.py). O(10)."""
         tokens = self.asks.top_tokens(CHECKSUM_DEPTH)
         tokens.extend(self.bids.top_tokens(CHECKSUM_DEPTH))
         return checksum_of_tokens(tokens)

@@ -1,18 +1,19 @@
 """Core benchmark: the matching engine alone on a seeded, realistic flow.
 
-    python -m matcher.bench [--ops 200000] [--runs 5] [--resting 1000000] [--quick]
-                            [--replay RECORDS]
+    python -m tests.bench.core [--ops 200000] [--runs 5] [--resting 1000000] [--quick]
+                               [--replay RECORDS]
 
 The flow (generated before timing, fixed seed): around a drifting mid, 55% passive limit
 orders 1-50 ticks from mid, 25% cancels of live orders, 15% limit orders crossing 1-5
 ticks through the opposite best (partial fills, sweeps), 5% market orders; quantities
 1-100 lots. Every run replays the same commands on a fresh engine, with every event
-produced. Prints ops/s and µs/op (CPU time, median of the runs after a warm-up), trades, and the
-memory per resting order with `--resting` resting orders (tracemalloc).
+produced. Prints ops/s and µs/op (CPU time, median of the runs after a warm-up), trades,
+and the memory per resting order with `--resting` resting orders (tracemalloc).
 
 With `--replay RECORDS`, also the replay rate of a journal of that many commands of the
-same kind of flow, from the first record (matcher/zmq_bench.py's recovery figure alone).
-The first line says which build ran (docs/architecture.md, "Two builds").
+same kind of flow, from the first record (the recovery figure of
+tests/bench/matcher_loop.py alone). The first line says which build ran
+(docs/architecture.md, "Two builds").
 
 For scale, the same flow runs through `BareBook`, an 40-line SortedDict + deque book
 that produces no events, no fees and no order states: the floor of this data layout.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
 import statistics
 import time
 import tracemalloc
@@ -32,6 +32,8 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
+from clients.flow import CANCEL, OrderFlow
+from clients.flow import MARKET as MARKET_STEP
 from matcher import _build
 from matcher.engine import Engine
 from matcher.protocol import (
@@ -59,49 +61,33 @@ FREEZE_EVERY = MAX_BATCH
 
 
 def generate_flow(ops: int, seed: int = 42) -> list[tuple]:
-    """The seeded command list; a live engine decides which orders are cancellable."""
-    rng = random.Random(seed)
+    """The standard flow (clients/flow.py) as engine commands; a live engine decides which
+    orders are cancellable and where the opposite best is."""
+    flow = OrderFlow(1_000_000, seed)
     engine = Engine()
+    book = engine.book
+    resting = book.orders
+    sides = {"buy": BUY, "sell": SELL}
+
+    def best_opposite(side: str) -> int | None:
+        return book.asks.best() if side == "buy" else book.bids.best()
+
     commands: list[tuple] = []
-    live: list[int] = []
-    mid = 1_000_000
     ts = 1_700_000_000_000_000
     for seq in range(1, ops + 1):
         ts += 1
-        if rng.random() < 0.01:
-            mid += rng.choice((-1, 1)) * rng.randint(1, 3)
-        roll = rng.random()
-        side = BUY if rng.random() < 0.5 else SELL
-        quantity = rng.randint(1, 100)
+        kind, side, price, quantity, order_id = flow.next_step(best_opposite,
+                                                               resting.__contains__)
         command: tuple
-        if roll < 0.25 and live:
-            resting = engine.book.orders
-            while live:  # drop ids that were filled meanwhile
-                i = rng.randrange(len(live))
-                order_id = live[i]
-                live[i] = live[-1]
-                live.pop()
-                if order_id in resting:
-                    break
-            else:
-                order_id = 1  # nothing live: an unknown-order refusal is a valid op too
-            command = (CMD_CANCEL, seq, ts, ACCOUNT, order_id)
-        elif roll < 0.80:
-            distance = rng.randint(1, 50)
-            price = mid - distance if side == BUY else mid + distance
-            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, LIMIT, GTC, price, quantity,
-                       False, 0, None)
-        elif roll < 0.95:
-            best = engine.book.asks.best() if side == BUY else engine.book.bids.best()
-            through = rng.randint(1, 5)
-            if best is None:
-                best = mid
-            price = best + through if side == BUY else best - through
-            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, LIMIT, GTC, price, quantity,
-                       False, 0, None)
+        if kind == CANCEL:
+            # Nothing live: an unknown-order refusal is a valid op too.
+            command = (CMD_CANCEL, seq, ts, ACCOUNT, 1 if order_id is None else order_id)
+        elif kind == MARKET_STEP:
+            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, sides[side], MARKET, TIF_IOC, None,
+                       quantity, False, 0, None)
         else:
-            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, side, MARKET, TIF_IOC, None, quantity,
-                       False, 0, None)
+            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, sides[side], LIMIT, GTC, price,
+                       quantity, False, 0, None)
         try:
             engine.apply(command)
         except Exception:
@@ -109,8 +95,8 @@ def generate_flow(ops: int, seed: int = 42) -> list[tuple]:
             continue
         finally:
             commands.append(command)
-        if command[0] == CMD_NEW_ORDER and command[1] in engine.book.orders:
-            live.append(command[1])
+        if command[0] == CMD_NEW_ORDER and command[1] in resting:
+            flow.live.append(command[1])
     return commands
 
 
@@ -242,7 +228,7 @@ def replay_figure(records: int) -> tuple[int, float]:
 
     from matcher.replay import replay_full
     from matcher.service import journal_dir
-    from matcher.zmq_bench import SYMBOL, write_history
+    from tests.bench.matcher_loop import SYMBOL, write_history
 
     with tempfile.TemporaryDirectory(prefix="matchwire-bench-") as work:
         write_history(Path(work), records, snapshot_every=records)
@@ -260,7 +246,7 @@ def replay_figure(records: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m matcher.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)

@@ -1,7 +1,7 @@
 """`python run.py bench`: every benchmark of the project in one run, one table.
 
-Each benchmark is a module beside what it measures with `main(argv) -> dict` of figures
-(it prints its own details). The suite runs the ones asked for in sequence, prints one
+Each benchmark is a module of tests/bench/ with `main(argv) -> dict` of figures (it
+prints its own details). The suite runs the ones asked for in sequence, prints one
 table with each figure and, where the benchmark measured one, its ratio to the floor
 measured in the same run, then rewrites the generated part of docs/benchmarks.md with
 the machine description and the date.
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = {  # name -> module with main(argv) -> dict of figures
-    "core": "matcher.bench",
-    "peers": "matcher.peers",
-    "zmq": "matcher.zmq_bench",
-    "rest": "gateway.bench",
-    "ws": "feedhub.bench",
+    "core": "tests.bench.core",
+    "peers": "tests.bench.peers",
+    "zmq": "tests.bench.matcher_loop",
+    "rest": "tests.bench.rest",
+    "ws": "tests.bench.ws",
 }
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"  # the clone's docs
 START, END = "<!-- bench-suite:start -->", "<!-- bench-suite:end -->"
 
 

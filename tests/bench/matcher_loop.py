@@ -1,6 +1,6 @@
 """ZeroMQ benchmark of the matcher process against its floor: figures, not a test.
 
-    python -m matcher.zmq_bench [--quick] [--orders 200000] [--window 2000]
+    python -m tests.bench.matcher_loop [--quick] [--orders 200000] [--window 2000]
                                 [--samples 5000] [--restart-orders 1000000]
 
 In one run, on loopback, with fresh ports and data dirs:
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import random
 import re
 import shutil
 import signal
@@ -47,6 +46,8 @@ from typing import Any
 
 import zmq
 
+from clients.flow import CANCEL, OrderFlow
+from clients.flow import MARKET as MARKET_STEP
 from matcher import codec
 from matcher.engine import Engine
 from matcher.files import fsync_latency
@@ -57,7 +58,7 @@ from matcher.service import journal_dir, snapshot_dir
 from matcher.snapshot import write_snapshot
 
 SYMBOL = "BTC-USDT"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the clone: tests/bench/ -> repo
 ECHO_BATCH = 512  # the matcher's MAX_BATCH
 
 
@@ -255,58 +256,45 @@ def start_matcher(data_dir: Path, fsync: str, log_path: Path,
 
 
 def write_history(data_dir: Path, records: int, snapshot_every: int, seed: int = 42) -> int:
-    """Journal `records` accepted commands of a seeded flow, with the matcher's snapshots.
-
-    The flow (like matcher/bench.py): around a drifting mid, 55% passive limit orders,
-    25% cancels of live orders, 15% crossing limit orders, 5% market orders. Snapshots
-    every `snapshot_every` records, except at the very end. Returns the resting orders.
-    """
-    rng = random.Random(seed)
+    """Journal `records` accepted commands of the standard flow (clients/flow.py), with the
+    matcher's snapshots every `snapshot_every` records, except at the very end. Returns
+    the resting orders."""
+    flow = OrderFlow(3_000_000, seed)
     engine = Engine()
     apply = engine.apply
+    book = engine.book
+    resting = book.orders
+    sides = {"buy": BUY, "sell": SELL}
+
+    def best_opposite(side: str) -> int | None:
+        return book.asks.best() if side == "buy" else book.bids.best()
+
     journal = Journal(journal_dir(data_dir, SYMBOL), fsync="off")
     journal.open()
     append, encode = journal.append, codec.encode_command
-    live: list[int] = []
-    resting = engine.book.orders
-    mid = 3_000_000
     ts = 1_700_000_000_000_000
     account = "anonymous"
-    for seq in range(1, records + 1):
+    seq = 0
+    while seq < records:
         ts += 7
-        if rng.random() < 0.01:
-            mid += rng.choice((-1, 1)) * rng.randint(1, 3)
-        roll = rng.random()
-        side = BUY if rng.random() < 0.5 else SELL
-        quantity = rng.randint(1, 100)
-        command: tuple | None = None
-        if roll < 0.25:
-            while live and command is None:
-                i = rng.randrange(len(live))
-                order_id = live[i]
-                live[i] = live[-1]
-                live.pop()
-                if order_id in resting:
-                    command = (CMD_CANCEL, seq, ts, account, order_id)
-        if command is None and roll < 0.80:
-            distance = rng.randint(1, 50)
-            price = mid - distance if side == BUY else mid + distance
-            command = (CMD_NEW_ORDER, seq, ts, account, side, LIMIT, GTC, price, quantity,
-                       False, 0, None)
-        elif command is None and roll < 0.95:
-            best = engine.book.asks.best() if side == BUY else engine.book.bids.best()
-            best = mid if best is None else best
-            through = rng.randint(1, 5)
-            price = best + through if side == BUY else best - through
-            command = (CMD_NEW_ORDER, seq, ts, account, side, LIMIT, GTC, price, quantity,
-                       False, 0, None)
-        elif command is None:
-            command = (CMD_NEW_ORDER, seq, ts, account, side, MARKET, TIF_IOC, None, quantity,
-                       False, 0, None)
+        kind, side, price, quantity, order_id = flow.next_step(best_opposite,
+                                                               resting.__contains__)
+        if kind == CANCEL and order_id is None:
+            continue  # nothing live to cancel: every journaled record is an accepted one
+        seq += 1
+        command: tuple
+        if kind == CANCEL:
+            command = (CMD_CANCEL, seq, ts, account, order_id)
+        elif kind == MARKET_STEP:
+            command = (CMD_NEW_ORDER, seq, ts, account, sides[side], MARKET, TIF_IOC, None,
+                       quantity, False, 0, None)
+        else:
+            command = (CMD_NEW_ORDER, seq, ts, account, sides[side], LIMIT, GTC, price,
+                       quantity, False, 0, None)
         apply(command)  # every command is valid by construction: a refusal is a bug here
         append(seq, encode(command))
         if command[0] == CMD_NEW_ORDER and seq in resting:
-            live.append(seq)
+            flow.live.append(seq)
         if not seq % snapshot_every and seq != records:
             journal.commit()
             write_snapshot(snapshot_dir(data_dir, SYMBOL), seq,
@@ -343,7 +331,7 @@ OWN_BUDGET_US = 150 - 31 - 62
 def measure_echo(frames: list[bytes], latency_frames: list[bytes], window: int,
                  work: Path) -> dict[str, float]:
     port = free_port()
-    server = Process(["-m", "matcher.zmq_bench", "--echo-server", str(port)], work / "echo.log")
+    server = Process(["-m", "tests.bench.matcher_loop", "--echo-server", str(port)], work / "echo.log")
     sock = dealer(f"tcp://127.0.0.1:{port}")
     try:
         deadline = time.perf_counter() + 30
@@ -378,7 +366,7 @@ def measure_matcher(fsync: str, latency_frames: list[bytes], frames: list[bytes]
             figures[f"{fsync}_orders_per_s"] = pipelined(sock, frames, window, check_ok)
             ping = codec.decode_reply(wait_reply(sock, codec.encode_request(
                 {"op": "ping", "req_id": -1}), 10))
-            expected = len(warm) + len(latency_frames) + len(frames)
+            expected = 1 + len(warm) + len(latency_frames) + len(frames)  # 1: the rules record
             if ping["result"]["seq"] != expected:
                 raise RuntimeError(f"seq {ping['result']['seq']}, expected {expected}")
     finally:
@@ -463,7 +451,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m matcher.zmq_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.matcher_loop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=200_000, help="pipelined orders")
     parser.add_argument("--window", type=int, default=2_000, help="requests in flight")

@@ -1,4 +1,4 @@
-"""Kraken's CRC32 book checksum (DESIGN.md §5): one implementation for hub and clients.
+"""Kraken's CRC32 book checksum (docs/feeds.md): one implementation for hub and clients.
 
 For the 10 best asks (lowest first) then the 10 best bids (highest first), take each
 level's price and quantity strings exactly as sent, drop the "." and the leading zeros,

@@ -1,4 +1,4 @@
-"""feedhub/book.py against a naive model, with the invariants checked after every step."""
+"""clients/book.py against a naive model, with the invariants checked after every step."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from feedhub.book import BookSide, L2Book, is_zero
-from feedhub.checksum import book_checksum
+from clients.book import BookSide, L2Book, is_zero
+from clients.checksum import book_checksum
 
 
 def naive_levels(levels: dict[str, str], is_bid: bool) -> list[list[str]]:

@@ -1,13 +1,13 @@
 """Benchmark: POST /submit_order through the gateway against a trivial Starlette floor.
 
-    python -m gateway.bench [--latency-requests 2000] [--throughput-requests 10000]
+    python -m tests.bench.rest [--latency-requests 2000] [--throughput-requests 10000]
                             [--connections 50] [--repeat 3] [--data-dir DIR] [--quick]
 
 One run starts, on free loopback ports, three real processes with the same uvicorn
 settings as the gateway (uvloop, httptools, no access log):
 
 - the floor: a trivial Starlette app whose one POST endpoint reads the body and answers
-  a constant JSON object (`python -m gateway.bench --serve-floor PORT`);
+  a constant JSON object (`python -m tests.bench.rest --serve-floor PORT`);
 - a matcher for BTC-USDT (fsync=batch, its journal in a temporary folder under
   `--data-dir`, default the system's temporary folder);
 - the gateway routing to it.
@@ -47,7 +47,7 @@ from typing import Any, cast
 
 from matcher.files import fsync_latency
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the clone: tests/bench/ -> repo
 SYMBOL = "BTC-USDT"
 
 
@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f'[symbols.{SYMBOL}]\ntick_size = "0.01"\nlot_size = "0.0001"\n'
         )
         processes = [
-            start(["-m", "gateway.bench", "--serve-floor", str(floor_port)], folder / "floor.log"),
+            start(["-m", "tests.bench.rest", "--serve-floor", str(floor_port)], folder / "floor.log"),
             start(["-m", "matcher.service", "--symbol", SYMBOL, "--config", str(config)],
                   folder / "matcher.log"),
             start(["-m", "gateway.server", "--config", str(config)], folder / "gateway.log"),
@@ -397,7 +397,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.rest", description=__doc__.split("\n")[0])
     parser.add_argument("--latency-requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--throughput-requests", type=int, default=10000)

@@ -1,6 +1,6 @@
 """Feed hub latency benchmark: submit -> trade on /ws/trades and -> change on /ws/market_data.
 
-    python -m feedhub.bench [--orders 400] [--clients 200] [--sample 10] [--fsync batch]
+    python -m tests.bench.ws [--orders 400] [--clients 200] [--sample 10] [--fsync batch]
 
 It starts a matcher and the hub on free loopback ports (a temporary data dir), rests a
 background book of 20 levels a side, then, one order at a time over a raw ZeroMQ
@@ -55,6 +55,8 @@ import zmq
 
 from clients.zmq_client import MatcherClient
 from matcher import codec
+
+REPO = Path(__file__).resolve().parents[2]  # the clone: its children import from it
 
 SYMBOL = "BTC-USDT"
 MAKER_PRICE = "30000.00"
@@ -119,7 +121,7 @@ class Processes:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with open(self.root / f"{name}.log", "ab") as log:
-            child = subprocess.Popen([sys.executable, *args], stdout=log,
+            child = subprocess.Popen([sys.executable, *args], stdout=log, cwd=REPO,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append(child)
         return child
@@ -419,9 +421,9 @@ async def burst(processes: Processes, client: MatcherClient, books: list[Sample]
 
 def start_background(url: str, clients: int) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "feedhub.bench", "background", "--url", url,
+        [sys.executable, "-m", "tests.bench.ws", "background", "--url", url,
          "--clients", str(clients)],
-        stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True)
+        stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True, cwd=REPO)
     assert child.stdout is not None
     line = child.stdout.readline()
     if not line.startswith(b"ready"):
@@ -532,7 +534,7 @@ def figures(results: dict[str, Any], clients: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m feedhub.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.ws", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", nargs="?", default="bench", choices=("bench", "background"))
     parser.add_argument("--orders", type=int, default=400, help="timed takers per round")

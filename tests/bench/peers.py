@@ -1,8 +1,8 @@
 """Matchwire's core next to other Python order-book engines from PyPI, on the same flow.
 
-    python -m matcher.peers [--ops 200000] [--runs 5] [--seed 42] [--quick] [--only NAME ...]
+    python -m tests.bench.peers [--ops 200000] [--runs 5] [--seed 42] [--quick] [--only NAME ...]
 
-Every engine replays the seeded core flow of `matcher.bench` (`generate_flow`: passive
+Every engine replays the seeded core flow of `tests.bench.core` (`generate_flow`: passive
 and crossing GTC limit orders, market orders, cancels of live orders, one account).
 Each peer sits behind a small adapter: `prepare` translates the command tuples into the
 peer's own arguments once, before any clock starts (sides, prices, its order ids);
@@ -17,7 +17,7 @@ least the trade count and the quantity filled per taker order agree), never as a
 Timing: the replay of the fill check warms each engine up; then `--runs` rounds in
 which every engine replays the flow once, interleaved so that load from elsewhere on the
 machine falls on all of them alike; the median per engine, under the matcher service's
-GC settings (as `matcher.bench`). Matchwire replays with `matcher.bench.run_engine`.
+GC settings (as `tests.bench.core`). Matchwire replays with `tests.bench.core.run_engine`.
 The clock is this process's CPU time: every engine runs in this one thread, without
 I/O, so on an idle machine it equals wall time, and on a shared one it leaves out the
 time other processes hold the CPU (`--wall` for wall time). "vs core" is the peer's
@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from matcher.bench import ACCOUNT, generate_flow, run_engine
 from matcher.engine import Engine
 from matcher.protocol import BUY, CMD_NEW_ORDER, EV_TRADE, CommandError
 from matcher.service import GC_THRESHOLD
+from tests.bench.core import ACCOUNT, generate_flow, run_engine
 
 Fill = tuple[int, int, int, int]  # (maker_order_id, taker_order_id, price, quantity)
 SYMBOL = "X"  # for the peers that keep several books and want a symbol with each order
@@ -568,7 +568,7 @@ def time_rows(rows: list[Row], runs: int,
     """`runs` rounds in which every row with a replay runs it once, in turn, by `clock`."""
     replays = [(row, row.replay) for row in rows if row.replay is not None]
     thresholds = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, 50, 100)  # the matcher service's, as in matcher.bench
+    gc.set_threshold(GC_THRESHOLD, 50, 100)  # the matcher service's, as in tests.bench.core
     try:
         for _ in range(runs):
             for row, replay in replays:
@@ -587,7 +587,7 @@ def _ratio(value: float) -> str:
 def report(rows: list[Row], seed: int, runs: int, clock: str = "CPU time"
            ) -> dict[str, dict[str, Any]]:
     """Print the table; return its figures by engine (ops_per_s None: not timed)."""
-    print(f"core flow of matcher.bench: {rows[0].ops:,} ops, seed {seed}, "
+    print(f"core flow of tests.bench.core: {rows[0].ops:,} ops, seed {seed}, "
           f"median of {runs} interleaved runs, {clock}")
     print(f"  {'engine':<28} {'version':<10} {'ops/s':>10} {'µs/op':>9} {'best':>7} "
           f"{'vs core':>8}  fills")
@@ -614,7 +614,7 @@ def report(rows: list[Row], seed: int, runs: int, clock: str = "CPU time"
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="python -m matcher.peers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.peers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, help="commands in the flow (default 200,000)")
     parser.add_argument("--runs", type=int, help="timed rounds (default 5)")

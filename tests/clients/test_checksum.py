@@ -1,10 +1,10 @@
-"""feedhub/checksum.py: Kraken's CRC32 of the top 10 levels, by the book."""
+"""clients/checksum.py: Kraken's CRC32 of the top 10 levels, by the book."""
 
 from __future__ import annotations
 
 import zlib
 
-from feedhub.checksum import book_checksum, checksum_of_tokens, level_token
+from clients.checksum import book_checksum, checksum_of_tokens, level_token
 
 
 def test_level_tokens_drop_the_point_and_leading_zeros() -> None:

@@ -1,0 +1,80 @@
+"""The layers of docs/architecture.md, checked on the source: imports point one way.
+
+    matcher  <  clients  <  feedhub, gateway  <  run.py
+
+A package imports only from itself and from lower layers; feedhub and gateway, side by
+side, never import each other. Clients know only the wire: of the matcher they use its
+codec and protocol constants (and the CLI runs matcher.replay for `matchwire replay`).
+The matching core (book, engine) is pure: no clock, no I/O, no randomness, no logging.
+Every import counts, also one inside a function.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.support import REPO
+
+LAYER = {"matcher": 0, "clients": 1, "feedhub": 2, "gateway": 2, "run": 3}
+CLIENTS_MAY_USE = {"matcher.codec", "matcher.protocol", "matcher.replay"}
+CORE = ("matcher/book.py", "matcher/engine.py")
+IMPURE = {"os", "time", "socket", "zmq", "logging", "random", "sys", "subprocess",
+          "threading", "asyncio", "select", "signal", "datetime", "pathlib", "io", "shutil",
+          "tempfile", "secrets", "uuid"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            # `from matcher import codec` imports the module matcher.codec
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def shipped_sources() -> list[tuple[str, Path]]:
+    sources = [("run", REPO / "run.py")]
+    for package in ("matcher", "clients", "feedhub", "gateway"):
+        sources += [(package, path) for path in sorted((REPO / package).rglob("*.py"))]
+    return sources
+
+
+def test_imports_point_down_the_layers() -> None:
+    wrong = []
+    for package, path in shipped_sources():
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top not in LAYER or top == package:
+                continue
+            if LAYER[top] >= LAYER[package]:
+                wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_clients_know_only_the_wire() -> None:
+    wrong = []
+    for path in sorted((REPO / "clients").rglob("*.py")):
+        for name in imported_modules(path):
+            if name.startswith("matcher.") and name not in CLIENTS_MAY_USE:
+                wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not wrong, "clients reaching into the matcher:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_matching_core_is_pure() -> None:
+    wrong = []
+    for relative in CORE:
+        for name in imported_modules(REPO / relative):
+            if name.split(".")[0] in IMPURE:
+                wrong.append(f"{relative} imports {name}")
+    assert not wrong, "the core must do no I/O and read no clock:\n" + "\n".join(wrong)
+
+
+def test_the_checks_see_a_violation(tmp_path: Path) -> None:
+    # The checks themselves: a function-level import is found like a top-level one.
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    import time\n    from gateway import app\n")
+    assert {"time", "gateway", "gateway.app"} <= imported_modules(sample)

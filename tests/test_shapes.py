@@ -1,0 +1,52 @@
+"""Each public shape is defined once (matcher/protocol.py): everything that shows one
+follows that definition, field for field and in order."""
+
+from __future__ import annotations
+
+from typing import get_type_hints
+
+from clients import rest
+from gateway.formats import TRADE_CSV_FIELDS
+from matcher.config import load_config
+from matcher.engine import Engine
+from matcher.protocol import (
+    BBO_FIELDS,
+    BUY,
+    CMD_NEW_ORDER,
+    GTC,
+    LIMIT,
+    ORDER_FIELDS,
+    SELL,
+    TRADE_FIELDS,
+)
+from matcher.replay import CSV_HEADER
+from matcher.units import Units
+from matcher.views import Views
+
+
+def filled_order() -> tuple[Views, Engine]:
+    units = Units(load_config().symbols["BTC-USDT"])
+    engine = Engine(units.maker_rate, units.taker_rate)
+    engine.apply((CMD_NEW_ORDER, 1, 10, "a", SELL, LIMIT, GTC, 100, 5, False, 0, None))
+    engine.apply((CMD_NEW_ORDER, 2, 11, "b", BUY, LIMIT, GTC, 100, 5, False, 0, "c1"))
+    return Views(units), engine
+
+
+def test_views_build_exactly_the_shapes() -> None:
+    views, engine = filled_order()
+    order = engine.get_order(2)
+    assert order is not None and order.trades
+    assert tuple(views.order(order)) == ORDER_FIELDS
+    assert tuple(views.trade(order.trades[0])) == TRADE_FIELDS
+    assert tuple(views.bbo(engine.bbo(), engine.book_seq)) == BBO_FIELDS
+
+
+def test_the_csv_headers_are_the_trade_fields() -> None:
+    assert TRADE_CSV_FIELDS == TRADE_FIELDS
+    assert CSV_HEADER == TRADE_FIELDS
+
+
+def test_the_python_clients_types_follow_the_shapes() -> None:
+    assert tuple(get_type_hints(rest.Order)) == ORDER_FIELDS
+    assert tuple(get_type_hints(rest.Trade)) == TRADE_FIELDS
+    assert tuple(get_type_hints(rest.Bbo)) == BBO_FIELDS
