@@ -26,6 +26,8 @@ cdef class Engine:
     cdef public object recent_trades
     cdef public object _low
     cdef public object _high
+    cdef public object rules
+    cdef public object grid_units
     cdef public dict _handlers
 
     cdef list _count_book_change(self, list events)

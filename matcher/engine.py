@@ -79,6 +79,13 @@ from matcher.protocol import (
 FINISHED_WINDOW = 100_000  # finished orders kept for lookups and client_order_id reuse checks
 RECENT_TRADES = 1_000  # trades kept for GET /trades
 STATE_VERSION = 1
+# Every attribute of an Engine but its handlers (Engine._rules copies them from a rebuilt
+# engine; tests/matcher/test_engine.py checks the list is complete).
+STATE_ATTRIBUTES = (
+    "maker_rate", "taker_rate", "book", "seq", "ts", "book_seq", "trade_id", "last_price",
+    "stops", "rising_stops", "falling_stops", "finished", "finished_ids", "finished_window",
+    "client_ids", "recent_trades", "_low", "_high", "rules", "grid_units",
+)
 
 Event = tuple
 Trade = tuple  # (EV_TRADE, trade_id, price, quantity, aggressor_side, maker_id, taker_id,
@@ -319,10 +326,10 @@ class Engine:
                 rebuilt = Engine.from_state(symbol_rules.rescale_state(state, change),
                                             self.finished_window)
                 # from_state builds every attribute; take them all but the handlers,
-                # which are bound to `rebuilt`.
-                for name, value in vars(rebuilt).items():
-                    if name != "_handlers":
-                        setattr(self, name, value)
+                # which are bound to `rebuilt`. Named, not vars(): the compiled build's
+                # Engine has no __dict__ (engine.pxd).
+                for name in STATE_ATTRIBUTES:
+                    setattr(self, name, getattr(rebuilt, name))
         self.seq = command[1]
         self.rules, self.grid_units = change.rules, change.units
         self.maker_rate, self.taker_rate = change.maker_rate, change.taker_rate
