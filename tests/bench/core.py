@@ -221,28 +221,38 @@ def memory_per_resting_order(count: int) -> float:
     return used / count
 
 
-def replay_figure(records: int) -> tuple[int, float]:
-    """(records, records/s) of a full replay of a fresh journal of `records` commands."""
+def replay_figure(records: int) -> tuple[int, float, float]:
+    """(records, records/s, µs per record of reading + decoding alone) of a full replay
+    of a fresh journal of `records` commands; best of 3 each."""
     import tempfile
     from pathlib import Path
 
-    from matcher.replay import replay_full
+    from matcher import codec
+    from matcher.replay import _records, replay_full
     from matcher.service import journal_dir
     from tests.bench.matcher_loop import SYMBOL, write_history
 
     with tempfile.TemporaryDirectory(prefix="matchwire-bench-") as work:
         write_history(Path(work), records, snapshot_every=records)
-        engine = Engine()
+        directory = journal_dir(Path(work), SYMBOL)
+        decode = codec.decode_command
+        elapsed = decoding = float("inf")
+        replayed = 0
         gc.collect()
         gc.disable()  # as `run.py replay` runs it (matcher/replay.py)
         try:
-            started = clock()
-            replayed = replay_full(engine, journal_dir(Path(work), SYMBOL), None, None, None,
-                                   lambda *_: None)
-            elapsed = clock() - started
+            for _ in range(3):
+                started = clock()
+                for payload in _records(directory, 0, print):
+                    decode(payload)
+                decoding = min(decoding, clock() - started)
+                engine = Engine()
+                started = clock()
+                replayed = replay_full(engine, directory, None, None, None, print)
+                elapsed = min(elapsed, clock() - started)
         finally:
             gc.enable()
-        return replayed, replayed / elapsed
+        return replayed, replayed / elapsed, decoding / replayed * 1e6
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -286,9 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"(no events)  core/bare = {figures['core_vs_bare']:.2f}")
     print(f"  memory: {memory:.0f} bytes per resting order ({args.resting:,} resting)")
     if args.replay:
-        replayed, rate = replay_figure(args.replay)
+        replayed, rate, decode_us = replay_figure(args.replay)
         figures["replay_records_per_s"] = rate
-        print(f"  replay: {rate:,.0f} records/s ({replayed:,} records from the first)")
+        figures["replay_decode_us_per_record"] = decode_us
+        print(f"  replay: {rate:,.0f} records/s ({replayed:,} records from the first); "
+              f"reading + decoding alone {decode_us:.2f} µs per record")
     return figures
 
 
