@@ -236,3 +236,19 @@ def test_require_compiled_without_any_build_is_an_import_error(tmp_path: Path) -
     plain = python(code, tmp_path, "-S")
     assert plain.returncode == 0, plain.stderr
     assert json.loads(plain.stdout)["build"] == "pure" and not plain.stderr
+
+
+GATEWAY_INFO = ("import json; from gateway.app import Gateway; "
+                "from matcher.config import load_config; "
+                "print(json.loads(Gateway(load_config(None)).info)['build'])")
+
+
+def test_the_gateways_exchange_info_names_the_build() -> None:
+    """GET / serves Gateway.info as built at start: its `build` field is the process's."""
+    pure = python(GATEWAY_INFO, REPO, MATCHWIRE_PURE_PYTHON="1")
+    assert pure.returncode == 0, pure.stderr
+    assert pure.stdout.split() == ["pure"]
+    need_build()
+    compiled = python(GATEWAY_INFO, REPO, MATCHWIRE_REQUIRE_COMPILED="1")
+    assert compiled.returncode == 0, compiled.stderr
+    assert compiled.stdout.split() == ["compiled"]
