@@ -89,22 +89,29 @@ class BuildTwins(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers: the pure build still installs
-            warn_pure(f"no working C compiler: {exc}")
+            why = f"no working C compiler: {exc}"
+            warn_pure(why)
+            # pip shows a build's output only with -v: the record says it at run time
+            # (`python run.py --version`, and the error under MATCHWIRE_REQUIRE_COMPILED).
+            self.write_build_info({"compiled": False, "reason": why})
             return
-        self.write_build_info()
+        self.write_build_info({"compiled": True})
 
-    def write_build_info(self) -> None:
+    def write_build_info(self, outcome: dict[str, object]) -> None:
         import Cython
 
         target = Path(self.get_ext_fullpath(f"{TWIN_PACKAGE}.{HOT_MODULES[0]}")).parent
+        target.mkdir(parents=True, exist_ok=True)
         info = {
+            **outcome,
             "source_hash": source_hash(ROOT / "matcher"),
             "modules": list(HOT_MODULES),
             "compiler": f"Cython {Cython.__version__}",
             "python": sys.implementation.cache_tag,
         }
         (target / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
-        print(f"matchwire: compiled {', '.join(HOT_MODULES)} into {target}", flush=True)
+        if outcome["compiled"]:
+            print(f"matchwire: compiled {', '.join(HOT_MODULES)} into {target}", flush=True)
 
     def get_outputs(self) -> list[str]:
         outputs = super().get_outputs()

@@ -19,7 +19,9 @@ Switches (environment, read once per process):
 - MATCHWIRE_REQUIRE_COMPILED=1: no build, a stale build, or one that fails to import is
   an ImportError saying which (CI runs the suite this way).
 A stale build (compiled from other sources: an editable install after an edit) is never
-used; without REQUIRE the plain files run and one warning says so.
+used; without REQUIRE the plain files run and one warning says so. An install whose
+compilation failed leaves a record saying why (pip shows a build's output only with -v),
+which `describe()` reports.
 
 See docs/architecture.md, "Two builds".
 """
@@ -123,6 +125,10 @@ def _select() -> Selection:
         info = read_build_info(folder)
         if info is None:
             continue
+        if info.get("compiled") is False:  # installed pure: the compiler failed (setup.py)
+            if info.get("source_hash") == running:
+                selection.reason = f"installed without compiled modules: {info.get('reason')}"
+            continue
         if info.get("source_hash") != running:
             stale.append(folder)
             continue
@@ -139,9 +145,10 @@ def _select() -> Selection:
         selection.build, selection.folder, selection.info = "compiled", folder, info
         selection.modules, selection.reason = modules, "built from this source"
         return selection
-    if stale:
-        selection.reason = (f"the compiled build in {stale[0]} was built from other sources "
-                            "(rebuild: pip install .)")
+    if stale:  # the failed install of this very source said more than "stale"
+        if not selection.reason.startswith("installed without"):
+            selection.reason = (f"the compiled build in {stale[0]} was built from other "
+                                "sources (rebuild: pip install .)")
     if require:
         looked = ", ".join(str(path) for path in candidate_dirs())
         raise ImportError(f"MATCHWIRE_REQUIRE_COMPILED=1 but {selection.reason} "
