@@ -86,6 +86,8 @@ class BuildTwins(build_ext):
     def run(self) -> None:
         if not self.extensions:
             return
+        if self.inplace:  # an in-place or editable build: the twins' folder is not in git
+            (ROOT / Path(*TWIN_PACKAGE.split("."))).mkdir(exist_ok=True)
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers: the pure build still installs
