@@ -6,10 +6,11 @@ Routes (DESIGN.md §5, docs/feeds.md):
   /ws/trades[?symbol=S]             trade messages
   GET /health, GET /metrics
 
-Lifecycle, top to bottom (`main`): parse flags and config, build the app, run uvicorn
-(the lifespan starts one replica per symbol, then the server accepts clients), and on
-SIGINT/SIGTERM uvicorn closes the connections, the lifespan stops the replicas, and the
-process exits 0. A second signal forces the exit.
+Lifecycle, top to bottom (`main`): parse flags and config (bad: exit 2), bind the port
+(in use: exit 2, naming it), build the app, run uvicorn (the lifespan starts one replica
+per symbol, then the server accepts clients), and on SIGINT/SIGTERM uvicorn closes the
+connections, the lifespan stops the replicas, and the process exits 0. A second signal
+forces the exit.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
 # ~13,000 updates a stuck client could sit behind before its queue even starts to fill.
 CLIENT_SNDBUF = 256 * 1024
 DESCRIPTORS_BESIDES_CLIENTS = 256  # ZeroMQ sockets, HTTP requests, logs, the loop's own
+LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 class HubCollector(Collector):
@@ -286,13 +288,20 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 
 def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF) -> socket.socket:
-    """The server socket; accepted client sockets inherit its SO_SNDBUF (0: autotuning)."""
+    """The server socket, bound and listening; accepted client sockets inherit its
+    SO_SNDBUF (0: autotuning). OSError (port in use, no such address) is raised here,
+    before uvicorn starts: uvicorn would log it and exit 1, a crash to retry."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if client_sndbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
-    sock.bind(address)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if client_sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -353,12 +362,18 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, host=args.host, ws_port=args.ws_port,
                              zmq_port=args.zmq_port, symbols=symbols,
                              ws_max_connections=args.max_connections)
-    except ValueError as exc:  # ConfigError: names the file, section and key
+    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
     if not config.symbols:
         parser.error("no symbols to serve")
     _fit_descriptor_limit(config.ws_max_connections)
+    try:
+        sock = listening_socket(config.host, config.ws_port, args.client_sndbuf)
+    except OSError as exc:  # a refusal to start (exit 2), not a crash to retry
+        print(f"feedhub: cannot listen on {config.host}:{config.ws_port} (--ws-port): "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
@@ -367,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: None)
     log.info("feed hub for %s on ws://%s:%d", ", ".join(config.symbols), config.host,
              config.ws_port)
-    server.run(sockets=[listening_socket(config.host, config.ws_port, args.client_sndbuf)])
+    server.run(sockets=[sock])
+    log.info("feed hub stopped")
     return 0 if server.started else 1
 
 

@@ -101,6 +101,7 @@ class Gateway:
             # (docs/architecture.md, "Two builds"); matchers started alike choose alike.
             "build": _build.build_name(),
             "feed_url": config.feed_url,
+            "auth": self.auth,
             "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"

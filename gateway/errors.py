@@ -43,6 +43,7 @@ HTTP_STATUS: dict[str, int] = {
     Code.UNAVAILABLE: 503,
     Code.TIMEOUT: 503,
     Code.DEADLINE_EXCEEDED: 503,
+    Code.JOURNAL_UNAVAILABLE: 503,
 }
 
 

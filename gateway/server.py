@@ -4,10 +4,10 @@
 
 Lifecycle, top to bottom: parse flags; load the configuration (the TOML file or the
 embedded default, then the flags); refuse to start on a non-loopback host without API
-keys (exit code 2); serve with uvicorn (uvloop + httptools, no access log: DESIGN.md §10);
-on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, the app's
-lifespan closes the matcher sockets, and the process exits with 0. A second SIGINT
-forces the exit.
+keys (exit code 2); bind the HTTP port (in use: exit code 2, naming it); serve with
+uvicorn (uvloop + httptools, no access log: DESIGN.md §10); on SIGINT/SIGTERM uvicorn
+stops accepting, finishes the requests in flight, the app's lifespan closes the matcher
+sockets, and the process exits with 0. A second SIGINT forces the exit.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from gateway.matchers import DEFAULT_TIMEOUT
 from matcher.config import SystemConfig, is_loopback, load_config
 
 log = logging.getLogger("matchwire.gateway")
+
+LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 class Server(uvicorn.Server):
@@ -45,6 +48,21 @@ class Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server socket, bound and listening: OSError (port in use, no such address) is
+    raised here, before anything is announced."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        sock = listening_socket(config.host, config.http_port)
+    except OSError as exc:
+        # Bound here rather than by uvicorn, which would log the failure and exit 1: a
+        # busy port is a refusal to start (exit 2), not a crash to retry.
+        print(f"gateway: cannot listen on {config.host}:{config.http_port} "
+              f"(--http-port): {exc.strerror or exc}", file=sys.stderr)
+        return 2
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(uvicorn.Config(
         app, host=config.host, port=config.http_port, loop="uvloop", http="httptools",
@@ -97,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "gateway on http://%s:%d for %s (auth %s)", config.host, config.http_port,
         ", ".join(config.symbols), "on" if config.auth_enabled else "off",
     )
-    server.run()
+    server.run(sockets=[sock])
     log.info("gateway stopped")
     return 0 if server.started else 1
 

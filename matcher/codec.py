@@ -63,8 +63,19 @@ def decode_request(data: bytes) -> dict[str, Any]:
     else:
         entries = int.from_bytes(data[1:3] if first == 0xDE else data[1:5], "big")
     if entries != len(message):
-        raise ValueError(f"repeated key {shown(_repeated_key(data))} in the request map")
+        key = _repeated_key(data)
+        # The refusal still carries the request's id, so a pipelining client can match it.
+        req_id = message.get("req_id") if key != "req_id" else None
+        raise BadRequest(f"repeated key {shown(key)} in the request map", req_id)
     return message
+
+
+class BadRequest(ValueError):
+    """A request map refused as a whole; `req_id` is its id when it could be read."""
+
+    def __init__(self, message: str, req_id: Any = None) -> None:
+        super().__init__(message)
+        self.req_id = req_id if isinstance(req_id, (int, str)) and not isinstance(req_id, bool) else None
 
 
 class _RepeatedKey(Exception):

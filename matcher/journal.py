@@ -28,6 +28,12 @@ policy, makes it durable before it returns (the matcher replies only after that)
     "batch"   one write + one fsync per `commit` (group commit, the default)
     "off"     `commit` writes but never fsyncs: a power loss may lose acknowledged records
 
+A commit that fails (a full disk: ENOSPC, EDQUOT, EFBIG; or EIO) leaves the journal
+failed; `rollback` then cuts every file back to the last successful `commit` (deleting
+segments created since, truncating the one that was current) so that the disk holds
+exactly what was durable before, and the journal takes appends again. `probe` tells when
+the disk takes writes again (docs/operations.md, "Disk full").
+
 A new segment is started before a record that would take the current one over
 `segment_bytes`. The full segment is written and fsynced (under every policy) before the
 next segment file is created, and the folder is fsynced after a segment file is created,
@@ -79,6 +85,9 @@ _pack_header = HEADER.pack  # bound once: append() runs once per accepted comman
 _crc32 = zlib.crc32
 
 _default_log = logging.getLogger(__name__).warning
+
+PROBE_NAME = ".write-probe"  # not a segment name: never listed, never replayed
+PROBE_BYTES = 64 * 1024
 
 
 class JournalCorrupt(Exception):
@@ -207,8 +216,8 @@ class Journal:
     """The journal of one symbol: open (verify + repair), append, commit, replay, prune.
 
     Single-threaded, like the matcher loop that owns it. States: new -> open -> closed;
-    a failed write or fsync moves it to failed, where only `close` is allowed (restart:
-    `open` cuts whatever partial tail the failure left).
+    a failed write or fsync moves it to failed, where only `rollback` (back to open, at
+    the last commit) and `close` are allowed.
     """
 
     def __init__(
@@ -245,6 +254,14 @@ class Journal:
         self._directory_dirty = False
         self._bytes_written = 0
         self._records_written = 0
+        # Where the last successful `commit` left the disk, for `rollback`: the current
+        # segment then (None: no segment yet), its size, the seq bound of `append`, and the
+        # segment files created since.
+        self._mark_path: Path | None = None
+        self._mark_size = 0
+        self._mark_last_seq = -1
+        self._created: list[Path] = []
+        self._unmarked = False  # written since the mark (under "always": by append)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -273,6 +290,7 @@ class Journal:
                 self._cut_tail(path, valid_end, len(data), reason)
             if is_last:
                 self._adopt_last_segment(first_seq, path, valid_end)
+        self._mark()
         self._state = _State.OPEN
 
     def _cut_tail(self, path: Path, valid_end: int, size: int, reason: str) -> None:
@@ -349,7 +367,7 @@ class Journal:
         self._buffered_records += 1
         self._last_seq = seq
         if self._always:
-            self.commit()
+            self._flush()
 
     def _start_segment(self, seq: int) -> None:
         self._path = segment_path(self.directory, seq)
@@ -372,8 +390,24 @@ class Journal:
         """
         if self._state is not _OPEN:
             self._expect(_OPEN, "commit")
-        if not self._buffered_records and not self._sealed:
-            return
+        if self._buffered_records or self._sealed:
+            self._flush()
+        if self._unmarked:  # an empty commit (most of a query-only batch) costs no more
+            self._mark()
+
+    def _mark(self) -> None:
+        """Remember the disk as it is now as the point `rollback` returns to. O(1)."""
+        self._mark_path = self._path
+        self._mark_size = self._size
+        self._mark_last_seq = self._last_seq
+        self._unmarked = False
+        if self._created:
+            self._created = []
+
+    def _flush(self) -> None:
+        """Write and sync what is buffered (the body of `commit`; under fsync="always",
+        of every `append`, whose records `rollback` still drops up to the last commit)."""
+        self._unmarked = True
         try:
             # Earlier segments first, each complete and durable before the next file
             # exists: so only the last segment can ever have a torn tail.
@@ -409,8 +443,62 @@ class Journal:
     def _create(self, path: Path) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = os.open(path, flags, 0o644)
+        self._created.append(path)
         self._directory_dirty = True
         return fd
+
+    def rollback(self) -> None:
+        """After a failed commit (or append under "always"): forget every record since the
+        last successful `commit`, in memory and on disk, and take appends again.
+
+        Deletes the segment files created since, truncates the segment that was current
+        then back to its size then and fsyncs it, so a restart replays exactly what was
+        committed. O(files created since). An OSError here leaves the journal failed: what
+        is on disk is then unknown (the caller stops; `open` at the next start decides).
+        """
+        if self._state is not _State.FAILED and self._state is not _OPEN:
+            self._expect(_OPEN, "roll back")
+        self._state = _State.FAILED
+        for _, fd, _, _ in self._sealed:
+            if fd is not None:
+                os.close(fd)
+        self._sealed.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for path in self._created:
+            path.unlink(missing_ok=True)
+        if self._created:
+            fsync_directory(self.directory)
+            self._created = []
+        self._buffer = bytearray()
+        self._buffered_records = 0
+        self._directory_dirty = False
+        self._path = self._mark_path
+        self._size = self._mark_size
+        self._last_seq = self._mark_last_seq
+        if self._path is not None:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, self._size)  # frees space: works on a full disk
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        self._state = _OPEN
+
+    def probe(self, size: int = PROBE_BYTES) -> None:
+        """Write `size` bytes to a scratch file of the folder, fsync, delete it: raises the
+        OSError while the disk cannot take them. O(size), touches no segment."""
+        path = self.directory / PROBE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, bytes(size))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     def _write(self, fd: int, data: bytearray, records: int) -> None:
         _write_all(fd, data)

@@ -131,6 +131,7 @@ class Code:
     UNAVAILABLE = "matcher_unavailable"  # the gateway lost the link: outcome unknown
     TIMEOUT = "matcher_timeout"  # the gateway got no answer by the deadline: not executed
     DEADLINE_EXCEEDED = "deadline_exceeded"  # reached after its deadline: not executed
+    JOURNAL_UNAVAILABLE = "journal_unavailable"  # the journal cannot be written (disk full)
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "request_too_large"
     UNAUTHORIZED = "unauthorized"

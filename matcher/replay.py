@@ -18,10 +18,11 @@
   A bad configuration exits 2.
 
 Read-only: the journal is read through `Journal.records()` and `journal.verify()` (never
-`Journal.open()`, which cuts a torn tail), and snapshots through `read_latest_snapshot`
+`Journal.open()`, which cuts a torn tail), and snapshots through `read_snapshots`
 (never `snapshot.load_latest()`, which deletes leftover temporary files - possibly the one
 a live matcher is writing). So it is safe against the data dir of a running matcher; the
-newest records may then look like a torn tail and are left out with a warning.
+newest records may then look like a torn tail and are left out with a warning. It takes
+no lock for the same reason: it never writes (docs/journal.md, "replay").
 
 Progress goes to stderr every 100,000 records; results go to stdout as `key: value` lines.
 """
@@ -65,15 +66,23 @@ class ReplayFailed(Exception):
     """The journal cannot be replayed or verified: the message says why."""
 
 
-def read_latest_snapshot(directory: Path) -> tuple[int, bytes, list[str]] | None:
-    """(seq, body, problems) of the newest valid snapshot, or None. Reads only.
+def read_snapshots(
+    directory: Path, warn: Callable[[str], None]
+) -> Iterator[tuple[int, Path, bytes]]:
+    """(seq, path, body) of each valid snapshot, newest first. Reads only.
 
-    `problems` lists the newer snapshot files that were skipped and why. Same checks as
-    `snapshot.load_latest` (magic, seq, length, CRC), without its clean-up of temp files.
+    Each file skipped is reported to `warn` with the reason. Same checks as
+    `snapshot.valid_snapshots` (readable, magic, seq, length, CRC), without its clean-up
+    of temp files.
     """
-    problems: list[str] = []
     for seq, path in reversed(list_snapshots(directory)):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # deleted by the live matcher meanwhile
+            continue
+        except OSError as exc:  # a directory in its place, EACCES, EIO...
+            warn(f"warning: skipped unreadable snapshot {path}: {exc.strerror or exc}")
+            continue
         problem = ""
         if len(data) < SNAPSHOT_HEADER.size:
             problem = "short header"
@@ -89,10 +98,9 @@ def read_latest_snapshot(directory: Path) -> tuple[int, bytes, list[str]] | None
             elif zlib.crc32(body) != crc:
                 problem = "crc mismatch"
         if problem:
-            problems.append(f"{path}: {problem}")
+            warn(f"warning: skipped invalid snapshot {path}: {problem}")
             continue
-        return seq, data[SNAPSHOT_HEADER.size :], problems
-    return None
+        yield seq, path, data[SNAPSHOT_HEADER.size :]
 
 
 class Progress:
@@ -186,16 +194,21 @@ def replay_from_snapshot(
 ) -> tuple[Engine, int, int]:
     """What a restarting matcher does: (engine, snapshot seq or 0, records replayed)."""
     directory = journal_dir(data_dir, units.symbol)
-    loaded = read_latest_snapshot(snapshot_dir(data_dir, units.symbol))
     base_seq = 0
     engine = new_engine(units)
-    if loaded is not None:
-        seq, body, problems = loaded
-        for problem in problems:
-            warn(f"warning: skipped invalid snapshot {problem}")
-        if until_seq is None or seq <= until_seq:
+    for seq, path, body in read_snapshots(snapshot_dir(data_dir, units.symbol), warn):
+        if until_seq is not None and seq > until_seq:
+            break
+        try:
             engine = Engine.from_state(codec.decode_state(body))
-            base_seq = seq
+            if engine.seq != seq:
+                raise ValueError(f"its state is at seq {engine.seq}")
+        except Exception as exc:  # msgpack, a missing key, another state version...
+            warn(f"warning: skipped undecodable snapshot {path}: {type(exc).__name__}: {exc}")
+            engine = new_engine(units)
+            continue
+        base_seq = seq
+        break
     journal = _ReadOnlyJournal(directory, warn)
     try:
         replayed = replay_into(engine, journal, progress, until_seq)

@@ -32,7 +32,9 @@ import zmq.backend
 from matcher import codec
 from matcher.config import SymbolConfig, load_config
 from matcher.engine import Engine
+from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
+from matcher.lifeline import exit_with_parent
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
     CMD_NEW_ORDER,
@@ -44,7 +46,7 @@ from matcher.protocol import (
     shown,
 )
 from matcher.rules import differences, rules_command, rules_of
-from matcher.snapshot import list_snapshots, load_latest, write_snapshot
+from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
 from matcher.units import CachedUnits, Units
 from matcher.validation import Validator, account_of, bounded_int, deadline_refusal, order_id_of
 from matcher.views import Views
@@ -57,6 +59,7 @@ GC_THRESHOLD = 100_000
 HEARTBEAT_SECONDS = 1.0
 PUB_HWM = 1_000_000
 CHILD_MAX_FD = 65_536  # a snapshot child closes its inherited descriptors up to this
+PROBE_LOG_EVERY = 60  # while the journal cannot be written: one log line per minute of probes
 # pyzmq's Socket.send is a Python wrapper (routing_id/group handling) around the Cython
 # send: calling the latter directly saves ~0.2 us of the ~0.45 us per frame, and the
 # loop sends 4-5 frames per order.
@@ -89,12 +92,28 @@ def recover(
     units: Units, data_dir: Path, journal: Journal, progress: Any = None, until_seq: int | None = None
 ) -> tuple[Engine, int]:
     """Newest valid snapshot + replay of the journal after it. Returns (engine, replayed)."""
-    loaded = load_latest(snapshot_dir(data_dir, units.symbol), log=log.warning)
-    if loaded is not None and (until_seq is None or loaded[0] <= until_seq):
-        engine = Engine.from_state(codec.decode_state(loaded[1]))
-    else:
-        engine = new_engine(units)
+    engine = load_snapshot(units, data_dir, until_seq)
     return engine, replay_into(engine, journal, progress, until_seq)
+
+
+def load_snapshot(units: Units, data_dir: Path, until_seq: int | None = None) -> Engine:
+    """The engine of the newest snapshot that reads, checks out and decodes (at or before
+    until_seq); else a fresh engine, for a replay of the whole journal. Each one skipped
+    is logged with its file and the reason (docs/journal.md, "Recovery")."""
+    for seq, path, body in valid_snapshots(snapshot_dir(data_dir, units.symbol), log.warning):
+        if until_seq is not None and seq > until_seq:
+            return new_engine(units)
+        try:
+            engine = Engine.from_state(codec.decode_state(body))
+            if engine.seq != seq:
+                raise ValueError(f"its state is at seq {engine.seq}")
+        except Exception as exc:  # msgpack, a missing key, another state version...
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            log.warning("snapshot: skipping undecodable %s: %s; trying an older one or the "
+                        "whole journal", path, reason)
+            continue
+        return engine
+    return new_engine(units)
 
 
 def replay_into(
@@ -170,6 +189,14 @@ class MatcherService:
         self.journaled_seq = 0
         self.journal_failed = False
         self.engine_suspect = False  # a core bug's half-changed engine that recovery failed to replace
+        # One writer per symbol folder: held from start to the end of shutdown.
+        self.lock = FolderLock(self.data_dir / self.symbol)
+        # The journal cannot be written (disk full): mutating ops are refused with
+        # journal_unavailable, reads serve the last durable state, a probe write each
+        # heartbeat tells when to accept again (docs/operations.md, "Disk full").
+        self.journal_down = False
+        self.journal_error = ""
+        self.failed_probes = 0
         self.last_ts = 0
         self.topic_heartbeat = f"hb.{self.symbol}".encode()
         # A PUB frame is topic + TOPIC_END + msgpack body (codec.encode_pub): the hot
@@ -196,11 +223,15 @@ class MatcherService:
             "cancel_order": self.validator.cancel,
             "amend_order": self.validator.amend,
         }
+        # While the journal is down, `_parsers` is this map instead: no per-request check.
+        self._accepting = self._parsers
+        self._refusing = {op: self._refuse_mutation for op in self._parsers}
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
         started = time.perf_counter()
+        self.lock.acquire()  # FolderLocked: before anything reads or repairs the folder
         self.journal.open()
         # Recovery allocates up to millions of objects that all stay alive: cycle
         # collections meanwhile only rescan them (measured: -30% CPU on a 1M-record
@@ -313,6 +344,8 @@ class MatcherService:
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._heartbeat()
+                if self.journal_down:
+                    self._probe_journal()
                 next_heartbeat = now + HEARTBEAT_SECONDS
             timeout_ms = max(1, min(100, int((next_heartbeat - now) * 1000)))
             if poller.poll(timeout_ms):
@@ -339,7 +372,11 @@ class MatcherService:
                       " (a commit failed)" if self.journal_failed else
                       " (the engine could not be rebuilt)" if self.engine_suspect else "")
         elif self.engine.seq > self.last_snapshot_seq:
-            self.take_snapshot()
+            try:
+                self.take_snapshot()
+            except OSError as exc:  # a full disk: the journal holds everything anyway
+                log.error("%s no shutdown snapshot at seq %d: %s", self.symbol,
+                          self.engine.seq, exc)
         self.journal.close()
         for sock in (self.router, self.pub):
             if sock is not None:
@@ -347,6 +384,7 @@ class MatcherService:
         if self.context is not None:
             self.context.term()
         log.info("%s stopped at seq %d", self.symbol, self.engine.seq)
+        self.lock.release()  # last: nothing of this process touches the folder after it
 
     def take_snapshot(self) -> None:
         """Write a snapshot of the current state, here and now (shutdown)."""
@@ -364,6 +402,7 @@ class MatcherService:
         it. Called between batches, after the journal commit: the snapshot never holds a
         command the journal lacks."""
         seq = self.engine.seq
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:  # no memory or no process slot: serve on, retry later
@@ -374,11 +413,19 @@ class MatcherService:
             # The child: write and leave at once, whatever happens. It closes what it
             # inherited (the ZeroMQ sockets, the journal) so that a parent that dies
             # meanwhile can be restarted on the same endpoints.
+            # (The folder lock is a POSIX lock: a child never holds it, so the parent's
+            # death frees it even while this child still writes.)
             code = 1
             try:
+                # A matcher killed meanwhile takes its snapshot child along: an orphan
+                # nobody supervises, holding up to a heap's worth of memory and writing
+                # into the folder the restarted matcher snapshots and cleans.
+                exit_with_parent(parent, signal.SIGKILL)
                 os.closerange(3, CHILD_MAX_FD)
                 self._write_snapshot(f" (child {os.getpid()})")
                 code = 0
+            except OSError as exc:  # a full disk: one line, serving goes on
+                log.error("%s snapshot at seq %d failed: %s", self.symbol, seq, exc)
             except BaseException:
                 log.exception("%s snapshot at seq %d failed", self.symbol, seq)
             finally:
@@ -464,6 +511,7 @@ class MatcherService:
             requests.append((identity, frames))
             if len(requests) == 1 and not int(more(EVENTS)) & POLLIN:
                 break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
+        was_down = self.journal_down
         for identity, frames in requests:
             delimiter: bytes | None = None
             if len(frames) >= 2 and frames[0] == b"":
@@ -474,11 +522,19 @@ class MatcherService:
             else:
                 reply = handle(frames[0], ts, published)
             replies.append((identity, delimiter, reply))
-        try:
-            self.journal.commit()  # group commit: one fsync for the whole batch
-        except BaseException:
-            self.journal_failed = True  # nothing of this batch is acknowledged
-            raise
+        if not self.journal_down:
+            try:
+                self.journal.commit()  # group commit: one fsync for the whole batch
+            except OSError as exc:  # disk full: roll the batch back, refuse until writable
+                self._journal_write_failed(exc)
+            except BaseException:
+                self.journal_failed = True  # nothing of this batch is acknowledged
+                raise
+        if self.journal_down and not was_down:
+            # The batch was rolled back: none of its replies may stand (a query may have
+            # seen its undurable changes), none of its market data is published.
+            replies = self._refused_replies(replies)
+            published = []
         send = raw_send.__get__(router)
         for identity, delimiter, reply in replies:
             send(identity, zmq.SNDMORE)
@@ -496,7 +552,7 @@ class MatcherService:
         gc_freeze()
         if self.snapshot_child is not None:
             self.reap_snapshot()
-        if (self.snapshot_child is None
+        if (self.snapshot_child is None and not self.journal_down
                 and self.engine.seq - self.last_snapshot_seq >= self.snapshot_every):
             self.start_snapshot()
 
@@ -505,7 +561,7 @@ class MatcherService:
         try:
             message = codec.decode_request(frame)
         except ValueError as exc:
-            return self._bad(None, str(exc))
+            return self._bad(getattr(exc, "req_id", None), str(exc))
         req_id = message.get("req_id")
         if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
             req_id = None
@@ -546,8 +602,13 @@ class MatcherService:
         If the rebuild fails too, the engine in memory cannot be trusted: the process
         stops (SystemExit passes `handle`'s catch-all) with no shutdown snapshot, and a
         restart recovers from the journal."""
+        if not self.journal_down:
+            try:
+                self.journal.commit()
+            except OSError as exc:
+                self._journal_write_failed(exc)  # rolls back and rebuilds the engine too
+                return
         try:
-            self.journal.commit()
             self.engine, _ = recover(self.units, self.data_dir, self.journal)
         except Exception:
             self.engine_suspect = True
@@ -556,6 +617,72 @@ class MatcherService:
             raise SystemExit(3) from None
         log.error("%s state rebuilt from the journal at seq %d after an internal error",
                   self.symbol, self.engine.seq)
+
+    # -- a journal that cannot be written (disk full) ---------------------------------
+
+    def _journal_write_failed(self, exc: OSError) -> None:
+        """A commit (or an append under fsync=always) failed: cut the journal back to its
+        last commit, rebuild the engine from disk (the state every acknowledged reply
+        described) and refuse mutating ops until a probe write succeeds.
+
+        If the cut or the rebuild fails, the state on disk or in memory is unknown: stop
+        with exit 3 and no shutdown snapshot; a restart recovers from the journal."""
+        self.journal_down = True
+        self.journal_error = f"{exc.strerror or exc} ({type(exc).__name__})"
+        self._parsers = self._refusing
+        self.failed_probes = 0
+        try:
+            self.journal.rollback()
+            self.engine, _ = recover(self.units, self.data_dir, self.journal)
+        except Exception:
+            self.journal_failed = self.engine_suspect = True
+            log.critical("%s cannot roll back after a failed journal write: stopping",
+                         self.symbol, exc_info=True)
+            raise SystemExit(3) from None
+        self.journaled_seq = self.engine.seq
+        log.error("%s journal write failed: %s; rolled back to seq %d; refusing orders with "
+                  "journal_unavailable and serving reads until the disk takes writes again",
+                  self.symbol, self.journal_error, self.engine.seq)
+
+    def _probe_journal(self) -> None:
+        """Once a heartbeat while the journal is down: one small real write (bounded)."""
+        try:
+            self.journal.probe()
+        except OSError as exc:
+            self.failed_probes += 1
+            if not self.failed_probes % PROBE_LOG_EVERY:
+                log.warning("%s journal still cannot be written: %s", self.symbol,
+                            exc.strerror or exc)
+            return
+        self.journal_down = False
+        self._parsers = self._accepting
+        log.warning("%s journal writable again: accepting orders from seq %d", self.symbol,
+                    self.engine.seq + 1)
+
+    def _refuse_mutation(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
+        raise self._unavailable()
+
+    def _unavailable(self) -> CommandError:
+        return CommandError(Code.JOURNAL_UNAVAILABLE,
+                            f"the journal cannot be written ({self.journal_error}): orders, "
+                            f"cancels and amends are refused until it can; reads still work")
+
+    def _refused_replies(
+        self, replies: list[tuple[bytes, bytes | None, bytes]]
+    ) -> list[tuple[bytes, bytes | None, bytes]]:
+        """Every reply of a rolled-back batch, as a journal_unavailable error with its
+        req_id. Only on that failure path: it decodes each reply again."""
+        message = (f"the journal cannot be written ({self.journal_error}): this request "
+                   f"was not applied")
+        refused = []
+        for identity, delimiter, reply in replies:
+            try:
+                req_id = codec.decode_reply(reply).get("req_id")
+            except Exception:
+                req_id = None
+            refused.append((identity, delimiter,
+                            codec.encode_error(req_id, Code.JOURNAL_UNAVAILABLE, message)))
+        return refused
 
     def _bad(self, req_id: Any, message: str) -> bytes:
         self.bad_requests += 1
@@ -574,7 +701,11 @@ class MatcherService:
         except Exception:
             self._rebuild_after_fault()  # a core bug may have left a half-changed book
             raise
-        self.journal.append(seq, codec.encode_command(command))
+        try:
+            self.journal.append(seq, codec.encode_command(command))
+        except OSError as exc:  # fsync=always writes here: the disk is full
+            self._journal_write_failed(exc)
+            raise self._unavailable() from None
         self.journaled_seq = seq
         packed = self.packed
         changes: dict[tuple[int, int], int] = {}
@@ -688,9 +819,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
                              data_dir=args.data_dir, fsync=args.fsync,
-                             snapshot_every=args.snapshot_every, prune_segments=args.prune_segments,
+                             snapshot_every=args.snapshot_every,
+                             prune_segments=args.prune_segments,
                              segment_bytes=args.segment_bytes, symbols=[args.symbol])
-    except ValueError as exc:  # ConfigError: names the file, section and key
+    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
     service = MatcherService(
@@ -702,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     service.install_signal_handlers()
     try:
         service.start()
-    except (JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
+    except (FolderLocked, JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
         # Refuse to start with one clear line (file and offset, or the endpoint): serving
         # from a damaged journal or the wrong address must never happen silently.
         endpoint = f" ({service.router_endpoint}, {service.pub_endpoint})" \

@@ -16,8 +16,10 @@ File format, one file per snapshot, named `snapshot-<seq:020d>.snap`:
 A snapshot is written to a temporary file in the same folder (`.snapshot-*.tmp`),
 fsynced, renamed over its final name with os.replace, and the folder is fsynced: a
 crash leaves either the whole new snapshot or none (plus a temporary file, removed by
-the next `load_latest`). A file whose magic, seq, length or CRC does not check out is
-skipped with a log line, and the next older snapshot is tried.
+the next `load_latest`). A file that cannot be read (a directory in its place, EACCES,
+EIO) or whose magic, seq, length or CRC does not check out is skipped with a log line
+naming it and why, and the next older snapshot is tried; so is one whose body the caller
+cannot decode (`valid_snapshots` goes on to the older ones).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from matcher.files import fsync_directory, numbered_files
@@ -39,6 +41,7 @@ __all__ = [
     "list_snapshots",
     "load_latest",
     "snapshot_path",
+    "valid_snapshots",
     "write_snapshot",
 ]
 
@@ -110,27 +113,48 @@ def load_latest(
     and left in place for inspection. Cost: reads the newest valid file whole, plus
     the invalid ones newer than it.
     """
+    for seq, _, body in valid_snapshots(directory, log):
+        return seq, body
+    return None
+
+
+def valid_snapshots(
+    directory: str | Path, log: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, Path, bytes]]:
+    """(seq, path, body) of each snapshot that reads and checks out, newest first; first
+    removes leftover temp files. A caller that cannot decode a body takes the next one.
+
+    Unreadable and invalid files are skipped with a line to `log` (default: this module's
+    logger) naming the file and why, and left in place for inspection. Lazy: reads one
+    file per step.
+    """
     report = log if log is not None else _default_log
     folder = Path(directory)
     if not folder.is_dir():
-        return None
+        return
     for name in os.listdir(folder):
         if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
             # missing_ok: the snapshot child of a matcher killed just before may still
             # be running, and rename its temporary file meanwhile.
-            (folder / name).unlink(missing_ok=True)
+            try:
+                (folder / name).unlink(missing_ok=True)
+            except OSError as exc:  # e.g. a directory of that name: not ours to remove
+                report(f"snapshot: cannot remove leftover {folder / name}: {exc.strerror}")
+                continue
             report(f"snapshot: removed leftover temporary file {folder / name}")
     for seq, path in reversed(list_snapshots(folder)):
         try:
             data = path.read_bytes()
         except FileNotFoundError:  # pruned meanwhile
             continue
+        except OSError as exc:  # a directory in its place, EACCES, EIO...
+            report(f"snapshot: skipping unreadable {path}: {exc.strerror or exc}")
+            continue
         problem = _check(seq, data)
         if problem:
             report(f"snapshot: skipping invalid {path}: {problem}")
             continue
-        return seq, data[HEADER.size :]
-    return None
+        yield seq, path, data[HEADER.size :]
 
 
 def _check(seq: int, data: bytes) -> str:

@@ -1,12 +1,13 @@
 /*
  * matchwire live dashboard (served by the gateway at /test; no build step, no CDN).
  *
- * Data sources (docs: DESIGN.md §4 REST, §5 WebSockets):
+ * Data sources (docs/api.md for REST, docs/feeds.md for the WebSockets):
  *   GET /                               symbols and their rules, feed_url of the feed hub
  *   ${feed_url}/ws/market_data/{symbol} snapshot, then l2update with book_seq +1 each
  *   ${feed_url}/ws/trades?symbol=       every trade
  *   GET /trades/{symbol}?limit=1000     trade history, and to fill a trade-id gap
- *   POST /submit_order, /submit_stop_order, /cancel_order, GET /orders/{symbol}?status=open
+ *   POST /submit_order, /submit_stop_order, /cancel_order, /amend_order,
+ *   GET /orders/{symbol}?status=open
  *
  * Why the delta feed rather than ?depth=20: a snapshot plus l2updates gives the whole book
  * (the depth chart shows more than 20 levels), book_seq proves that no update was missed,
@@ -27,12 +28,24 @@
     symbol: "matchwire.symbol",
     account: "matchwire.account",
     apiKey: "matchwire.apiKey",
+    defaultAccount: "matchwire.defaultAccount",  // this browser's own web-xxxxxx
   };
   const STOP_TYPES = new Set(["stop_loss", "stop_limit", "take_profit"]);
   const TRADE_LOG_MAX = 5000;      // trades kept for the price chart
   const TAPE_ROWS = 300;           // trades shown in the tape (and exported as CSV)
   const TRADE_HISTORY = 1000;      // GET /trades limit (the API's maximum)
   const DEPTH_CHART_LEVELS = 100;  // levels per side drawn in the depth chart
+  const DEPTH_BAND = 0.02;         // the depth chart never reaches further than mid ± 2%
+  const DEPTH_BAND_LEVELS = 50;    // ... and narrows to the 50 best levels a side inside it
+  // Highlights of changed ladder levels and new trades. A level flashes at most once a
+  // second, and at most a few rows flash at once, so a book changing thousands of times a
+  // second stays readable (the bars and numbers tell the rest). FLASH_MS and TAPE_FLASH_MS
+  // are the animations' lengths in dashboard.css.
+  const FLASH_MS = 600;
+  const FLASH_LEVEL_COOLDOWN_MS = 1000;
+  const FLASH_MAX_PER_SIDE = 3;
+  const TAPE_FLASH_MS = 800;
+  const TAPE_FLASH_MAX = 3;
   const RESULTS_MAX = 40;
   const OPEN_ORDERS_POLL_MS = 5000;
   const BACKOFF_MIN_MS = 250;
@@ -41,6 +54,54 @@
   const CHECKSUM_STRIKES = 3;      // mismatches in a row, each after a fresh snapshot
 
   const $ = (id) => document.getElementById(id);
+
+  /**
+   * Rate limit for highlights: `start(key)` says whether a change of `key` may flash now
+   * (not while `maxActive` others flash, nor twice within `cooldownMs`); `elapsed(key)`
+   * is how far into its flash a key is, or null, so a row that is drawn again continues
+   * its animation instead of restarting it.
+   */
+  class Highlighter {
+    constructor(durationMs, maxActive, cooldownMs) {
+      this.durationMs = durationMs;
+      this.maxActive = maxActive;
+      this.cooldownMs = cooldownMs;
+      this.started = new Map();  // key -> start time (ms)
+    }
+
+    prune(now) {
+      const keep = Math.max(this.durationMs, this.cooldownMs);
+      for (const [key, at] of this.started) if (now - at >= keep) this.started.delete(key);
+    }
+
+    active(now) {
+      let count = 0;
+      for (const at of this.started.values()) if (now - at < this.durationMs) count += 1;
+      return count;
+    }
+
+    start(key, now) {
+      this.prune(now);
+      if (this.started.has(key) || this.active(now) >= this.maxActive) return false;
+      this.started.set(key, now);
+      return true;
+    }
+
+    elapsed(key, now) {
+      const at = this.started.get(key);
+      return at !== undefined && now - at < this.durationMs ? now - at : null;
+    }
+
+    /** Milliseconds until the next flash ends, or null when none is running. */
+    nextEnd(now) {
+      let soonest = null;
+      for (const at of this.started.values()) {
+        const left = this.durationMs - (now - at);
+        if (left > 0 && (soonest === null || left < soonest)) soonest = left;
+      }
+      return soonest;
+    }
+  }
 
   const store = {
     get(key) {
@@ -124,10 +185,14 @@
     tapeShownMaxId: null,   // newest trade_id rendered in the tape
     tapeRebuild: true,
     openOrders: [],
+    openOrdersLoads: 0,     // GET /orders answers applied (tests wait on it)
     results: [],
     feeds: { market: null, trades: null },
-    dirty: { book: true, trades: true, depth: true, price: true },
+    dirty: { book: true, ladder: true, trades: true, depth: true, price: true },
     hover: { depth: null, price: null },
+    charts: { depth: null, price: null },  // what the charts drew last: ranges, label boxes
+    auth: null,             // GET / says whether the gateway wants API keys (null: unknown)
+    amend: null,            // {orderId} while the inline amend editor is open
     everLive: false,
     resyncs: 0,
     lastProblem: "",
@@ -147,6 +212,10 @@
       checksumStrikes: 0,
       checksumDisabled: false,
       prevShown: { buy: new Map(), sell: new Map() },
+      flash: {
+        buy: new Highlighter(FLASH_MS, FLASH_MAX_PER_SIDE, FLASH_LEVEL_COOLDOWN_MS),
+        sell: new Highlighter(FLASH_MS, FLASH_MAX_PER_SIDE, FLASH_LEVEL_COOLDOWN_MS),
+      },
     };
   }
   state.book = newBook();
@@ -191,10 +260,15 @@
     return data;
   }
 
-  /** The identity fields: with an API key the key names the account, so none is sent. */
+  /** The account to name in requests: none with an API key or with auth on (the key
+   * names it), else the account field. */
+  function namedAccount() {
+    return apiKey() || state.auth === true ? "" : account();
+  }
+
   function withAccount(body) {
-    const name = account();
-    if (name && !apiKey()) body.account = name;
+    const name = namedAccount();
+    if (name) body.account = name;
     return body;
   }
 
@@ -511,6 +585,27 @@
     return state.trades.slice(-TAPE_ROWS).reverse();
   }
 
+  const tapeFlash = new Highlighter(TAPE_FLASH_MS, TAPE_FLASH_MAX, 0);
+  let tapeFlashTimer = null;
+
+  /** Take the highlight off tape rows whose flash is over (rows are not redrawn). */
+  function dropTapeFlashes(now) {
+    for (const row of $("tape-body").querySelectorAll("tr.fresh")) {
+      if (tapeFlash.elapsed(row.dataset.tradeId, now) === null) row.classList.remove("fresh");
+    }
+  }
+
+  function scheduleTapeFlashCleanup() {
+    if (tapeFlashTimer) return;
+    const wait = tapeFlash.nextEnd(performance.now());
+    if (wait === null) return;
+    tapeFlashTimer = setTimeout(() => {
+      tapeFlashTimer = null;
+      dropTapeFlashes(performance.now());
+      scheduleTapeFlashCleanup();
+    }, wait + 20);
+  }
+
   function tapeRow(trade, fresh) {
     const side = trade.aggressor_side === "buy" ? "buy" : "sell";
     return `<tr data-trade-id="${esc(trade.trade_id)}" data-side="${side}"${fresh ? ' class="fresh"' : ""}>`
@@ -535,7 +630,12 @@
       }
       if (fresh.length <= TAPE_ROWS) {
         if (fresh.length) {
-          body.insertAdjacentHTML("afterbegin", fresh.map((t) => tapeRow(t, true)).join(""));
+          const now = performance.now();
+          dropTapeFlashes(now);
+          // Newest first: in a burst, only the newest few flash.
+          const html = fresh.map((t) => tapeRow(t, tapeFlash.start(String(t.trade_id), now)));
+          body.insertAdjacentHTML("afterbegin", html.join(""));
+          scheduleTapeFlashCleanup();
           while (body.rows.length > TAPE_ROWS) body.deleteRow(body.rows.length - 1);
         }
         state.tapeShownMaxId = newest;
@@ -594,15 +694,21 @@
 
   function ladderRows(levels, side, count, maxTotal, cumulative) {
     const prev = state.book.prevShown[side];
+    const flash = state.book.flash[side];
+    const now = performance.now();
     const shown = new Map();
     const rows = [];
     for (let i = 0; i < Math.min(count, levels.length); i++) {
       const [price, qty] = levels[i];
       const width = maxTotal > 0 ? (cumulative[i] / maxTotal) * 100 : 0;
       const changed = prev.has(price) ? prev.get(price) !== qty : prev.size > 0;
+      if (changed) flash.start(price, now);
+      // A row drawn again mid-flash continues its animation where it was.
+      const elapsed = flash.elapsed(price, now);
+      const flashing = elapsed === null ? "" : ` flash" style="animation-delay:-${Math.round(elapsed)}ms`;
       shown.set(price, qty);
       rows.push(
-        `<div class="ladder-row${changed ? " flash" : ""}" data-side="${side}" data-price="${esc(price)}" `
+        `<div class="ladder-row${flashing}" data-side="${side}" data-price="${esc(price)}" `
         + `data-quantity="${esc(qty)}" title="click: use this price">`
         + `<div class="bar" style="width:${width.toFixed(2)}%"></div>`
         + `<span class="price">${esc(price)}</span><span>${esc(qty)}</span>`
@@ -634,6 +740,7 @@
     // Asks read upwards from the spread: the best ask sits just above it.
     $("asks").innerHTML = ladderRows(asks, "sell", count, maxTotal, askTotals).reverse().join("");
     $("bids").innerHTML = ladderRows(bids, "buy", count, maxTotal, bidTotals).join("");
+    scheduleLadderFlashCleanup();
     $("book-seq").textContent = book.seq === null ? "seq —" : `seq ${book.seq}`;
 
     const bestBid = bids.length ? bids[0][0] : null;
@@ -659,6 +766,21 @@
     }
     $("spread").textContent = spreadText;
     $("ladder-spread").innerHTML = ladderText;
+  }
+
+  let ladderFlashTimer = null;
+
+  /** Draw the ladder again when the next flash is over, so its highlight goes away. */
+  function scheduleLadderFlashCleanup() {
+    if (ladderFlashTimer) return;
+    const now = performance.now();
+    const waits = [state.book.flash.buy.nextEnd(now), state.book.flash.sell.nextEnd(now)]
+      .filter((wait) => wait !== null);
+    if (!waits.length) return;
+    ladderFlashTimer = setTimeout(() => {
+      ladderFlashTimer = null;
+      markDirty("ladder");
+    }, Math.min(...waits) + 20);
   }
 
   function renderLast() {
@@ -736,6 +858,23 @@
     return value.toPrecision(2);
   }
 
+  /**
+   * Labels centred under their ticks, each moved inside [lo, hi] when it would stick out
+   * (a tick at the very edge of the plot, as on a one-sided book), and dropped when it
+   * would overlap the label before it. [{text, x0, x1}] in CSS pixels, left to right.
+   */
+  function axisLabels(ctx, ticks, lo, hi) {
+    const labels = [];
+    for (const [text, at] of ticks) {
+      const w = ctx.measureText(text).width;
+      const x0 = Math.max(lo, Math.min(hi - w, at - w / 2));
+      const previous = labels[labels.length - 1];
+      if (previous && x0 < previous.x1 + 8) continue;
+      labels.push({ text, x0, x1: x0 + w });
+    }
+    return labels;
+  }
+
   function drawMessage(ctx, width, height, text) {
     ctx.fillStyle = state.palette.muted;
     ctx.textAlign = "center";
@@ -782,22 +921,31 @@
     if (!bids.length && !asks.length) {
       drawMessage(ctx, width, height, state.book.synced ? "Empty book" : "Waiting for the book…");
       canvas._geometry = null;
+      state.charts.depth = null;
+      $("depth-legend").textContent = "cumulative size by price";
       return;
     }
     const bestBid = bids.length ? bids[0][0] : null;
     const bestAsk = asks.length ? asks[0][0] : null;
     const mid = bestBid !== null && bestAsk !== null ? (bestBid + bestAsk) / 2 : (bestBid ?? bestAsk);
     const tick = state.rules ? Number(state.rules.tick_size) : 0.01;
-    // The range covers 95% of each side's size (of the levels drawn), so a small order far
-    // away does not squash the part around the spread; beyond it the curves run flat.
-    const reach = (series, distance) => {
-      if (!series.length) return 0;
-      const total = series[series.length - 1][1];
-      const level = series.find(([, cumulative]) => cumulative >= total * 0.95) || series[series.length - 1];
-      return distance(level[0]);
-    };
-    let half = Math.max(reach(bids, (price) => mid - price), reach(asks, (price) => price - mid));
-    half = Math.max(Math.min(half, mid * 0.25) * 1.08, tick * 10);
+    // The x-range is a price band around the mid, never decided by size: at most mid ± 2%
+    // (the usual "2% market depth"), narrowed to the farthest of the 50 best levels a side
+    // that lie inside it, and at least ± 10 ticks. Levels outside the band are left off
+    // (the ladder lists them), so a big bid at 1.00 cannot squeeze the spread. A spread
+    // wider than the band widens it to the best bid and ask.
+    const band = Math.max(mid * DEPTH_BAND, Math.abs(mid - (bestBid ?? mid)), Math.abs((bestAsk ?? mid) - mid));
+    let reach = 0;
+    for (const series of [bids, asks]) {
+      for (const [price] of series.slice(0, DEPTH_BAND_LEVELS)) {
+        const distance = Math.abs(price - mid);
+        if (distance <= band && distance > reach) reach = distance;
+      }
+    }
+    const half = Math.max(reach * 1.08, tick * 10);
+    const percent = (half / mid) * 100;
+    const legend = `cumulative size · mid ± ${percent < 0.01 ? "< 0.01" : percent.toPrecision(2)}%`;
+    if ($("depth-legend").textContent !== legend) $("depth-legend").textContent = legend;
     const xMin = mid - half;
     const xMax = mid + half;
     const inRange = (series, within) => series.filter(([price]) => within(price));
@@ -832,10 +980,13 @@
       ctx.stroke();
       ctx.fillText(compactNumber(t), left - 6, yy);
     }
-    ctx.textAlign = "center";
     const priceTicks = niceTicks(xMin, xMax, Math.max(2, Math.floor(plotWidth / 90)));
     const priceDecimals = tickDecimals(priceTicks);
-    for (const t of priceTicks) ctx.fillText(t.toFixed(priceDecimals), x(t), height - bottom / 2);
+    // from just right of the size axis's "0" to the canvas's right edge
+    const xLabels = axisLabels(ctx, priceTicks.map((t) => [t.toFixed(priceDecimals), x(t)]),
+      left - 4, width - 2);
+    ctx.textAlign = "left";
+    for (const label of xLabels) ctx.fillText(label.text, label.x0, height - bottom / 2);
 
     const area = (series, color, fill, direction) => {
       if (!series.length) return;
@@ -878,6 +1029,7 @@
     ctx.setLineDash([]);
 
     canvas._geometry = { left, top, plotWidth, plotHeight, xMin, xMax, mid, bids, asks };
+    state.charts.depth = { width, height, xMin, xMax, mid, yTop, xLabels };
     const hover = state.hover.depth;
     if (hover && hover.x >= left && hover.x <= left + plotWidth) {
       const price = xMin + ((hover.x - left) / plotWidth) * (xMax - xMin);
@@ -908,6 +1060,7 @@
     if (!points.length) {
       drawMessage(ctx, width, height, state.tradesLoaded ? "No trades yet" : "Loading trades…");
       canvas._geometry = null;
+      state.charts.price = null;
       return;
     }
     const tick = state.rules ? Number(state.rules.tick_size) : 0.01;
@@ -928,8 +1081,15 @@
     pMin -= pad;
     pMax += pad;
 
+    const priceTicks = niceTicks(pMin, pMax, 4);
+    const priceDecimals = tickDecimals(priceTicks);
+    const last = points[points.length - 1];
+    // The axis is as wide as its widest text (the last-price tag or a label), so a long
+    // price is not cut at the canvas's edge.
+    const textWidth = Math.max(ctx.measureText(last.price).width,
+      ...priceTicks.map((t) => ctx.measureText(t.toFixed(priceDecimals)).width));
     const left = 8;
-    const right = 64;
+    const right = Math.max(64, Math.ceil(textWidth) + 12);
     const top = 10;
     const bottom = 20;
     const plotWidth = Math.max(10, width - left - right);
@@ -941,17 +1101,24 @@
     ctx.lineWidth = 1;
     ctx.fillStyle = p.muted;
     ctx.textAlign = "left";
-    const priceTicks = niceTicks(pMin, pMax, 4);
-    const priceDecimals = tickDecimals(priceTicks);
-    const lastY = y(points[points.length - 1].px);
+    const lastY = y(last.px);
+    const TAG_HALF = 8;     // the tag is 16 px tall, centred on the last price
+    const LABEL_HALF = 7;   // an 11 px label, centred on its tick
+    const tag = { text: last.price, x0: left + plotWidth + 1, x1: width - 1,
+      y0: lastY - TAG_HALF, y1: lastY + TAG_HALF };
+    const yLabels = [];
     for (const t of priceTicks) {
       const yy = Math.round(y(t)) + 0.5;
-      if (Math.abs(yy - lastY) < 12) continue;  // the last-price tag sits there
+      // No label (nor grid line) under the last-price tag, with 2 px to spare.
+      if (Math.abs(yy - lastY) < TAG_HALF + LABEL_HALF + 2) continue;
       ctx.beginPath();
       ctx.moveTo(left, yy);
       ctx.lineTo(left + plotWidth, yy);
       ctx.stroke();
-      ctx.fillText(t.toFixed(priceDecimals), left + plotWidth + 6, yy);
+      const text = t.toFixed(priceDecimals);
+      ctx.fillText(text, left + plotWidth + 6, yy);
+      yLabels.push({ text, x0: left + plotWidth + 6, x1: left + plotWidth + 6 + ctx.measureText(text).width,
+        y0: yy - LABEL_HALF, y1: yy + LABEL_HALF });
     }
     ctx.textAlign = "center";
     const labels = Math.max(2, Math.floor(plotWidth / 110));
@@ -969,7 +1136,6 @@
       ctx.lineTo(x(points[i].ms), y(points[i - 1].px));
       ctx.lineTo(x(points[i].ms), y(points[i].px));
     }
-    const last = points[points.length - 1];
     ctx.lineTo(left + plotWidth, y(last.px));
     ctx.strokeStyle = p.accent;
     ctx.lineWidth = 1.5;
@@ -1001,12 +1167,13 @@
     ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = tagColor;
-    ctx.fillRect(left + plotWidth + 1, lastY - 8, right - 2, 16);
+    ctx.fillRect(tag.x0, tag.y0, tag.x1 - tag.x0, tag.y1 - tag.y0);
     ctx.fillStyle = "#fff";
     ctx.textAlign = "left";
     ctx.fillText(last.price, left + plotWidth + 5, lastY);
 
     canvas._geometry = { left, plotWidth };
+    state.charts.price = { width, height, pMin, pMax, tag, yLabels };
     const hover = state.hover.price;
     if (hover && hover.x >= left && hover.x <= left + plotWidth) {
       const ms = tMin + ((hover.x - left) / plotWidth) * (tMax - tMin);
@@ -1078,11 +1245,13 @@
     frameRequested = false;
     // Take the flags first: drawing may mark things again (a resync), for the next frame.
     const dirty = { ...state.dirty };
-    state.dirty = { book: false, trades: false, depth: false, price: false };
+    state.dirty = { book: false, ladder: false, trades: false, depth: false, price: false };
     if (!state.palette) readPalette();
     if (dirty.book) {
       sortBook();
       verifyChecksum();
+    }
+    if (dirty.book || dirty.ladder) {
       renderLadder();
       updateStatus();
     }
@@ -1172,25 +1341,60 @@
   const FIELD_INPUTS = {
     stop_price: "stop-price", price: "price", quantity: "quantity", time_in_force: "time-in-force",
     post_only: "post-only", client_order_id: "client-order-id", stp: "stp", order_type: "order-type",
-    symbol: "symbol-select",
+    symbol: "symbol-select", api_key: "api-key",
   };
+  // The field an error code is about, before any field its message names (the message
+  // of would_trigger_immediately says "price", meaning the stop price).
+  const CODE_FIELDS = {
+    would_trigger_immediately: ["stop_price"],
+    invalid_quantity: ["quantity"],
+    duplicate_client_order_id: ["client_order_id"],
+    post_only_would_take: ["price", "post_only"],
+    unauthorized: ["api_key"],
+    unknown_symbol: ["symbol"],
+  };
+  // When the message names no field: the fields a code may be about, in order.
+  const CODE_FALLBACKS = { invalid_price: ["price", "stop_price"] };
+
+  /** Is the input part of the form as it is shown (not in a row hidden for this type)? */
+  function isShown(input) {
+    const row = input.closest(".form-row");
+    return !row || !row.hidden;
+  }
+
+  /**
+   * The input an API error is about, among `inputs` (field name -> element id) that are
+   * shown: the code's own field, else a field the message names, else the code's
+   * fallbacks; null when none fits.
+   */
+  function errorInput(err, inputs) {
+    const message = String(err.message || "");
+    const named = Object.keys(inputs).filter((name) => new RegExp(`\\b${name}\\b`).test(message));
+    const candidates = [...(CODE_FIELDS[err.code] || []), ...named, ...(CODE_FALLBACKS[err.code] || [])];
+    for (const name of candidates) {
+      const input = inputs[name] && $(inputs[name]);
+      if (input && isShown(input)) return input;
+    }
+    return null;
+  }
+
+  function clearInvalid(scope) {
+    for (const el of document.querySelectorAll(`${scope} [aria-invalid="true"]`)) el.removeAttribute("aria-invalid");
+  }
 
   function clearOrderError() {
     $("order-error").hidden = true;
     $("order-error").textContent = "";
-    for (const el of document.querySelectorAll('#order-form [aria-invalid="true"]')) el.removeAttribute("aria-invalid");
+    clearInvalid("#order-form");
+    clearInvalid("#identity-form");
   }
 
   function showOrderError(err) {
     const el = $("order-error");
     el.innerHTML = `<code>${esc(err.code)}</code> ${esc(err.message)}`;
     el.hidden = false;
-    // Point at the field the API complained about, when the code or message names one.
-    const message = String(err.message || "");
-    let field = Object.keys(FIELD_INPUTS).find((name) => new RegExp(`\\b${name}\\b`).test(message));
-    if (!field && err.code === "invalid_price") field = "price";
-    if (!field && (err.code === "invalid_quantity" || err.code === "invalid_lot")) field = "quantity";
-    if (field) $(FIELD_INPUTS[field]).setAttribute("aria-invalid", "true");
+    const input = errorInput(err, FIELD_INPUTS);
+    if (input) input.setAttribute("aria-invalid", "true");
   }
 
   function showNotice(html, warn) {
@@ -1288,16 +1492,17 @@
     ordersInFlight = true;
     const generation = state.generation;
     const params = new URLSearchParams({ status: "open" });
-    if (account() && !apiKey()) params.set("account", account());
+    if (namedAccount()) params.set("account", namedAccount());
     try {
       const data = await api("GET", `/orders/${encodeURIComponent(state.symbol)}?${params}`);
       if (generation === state.generation) {
         state.openOrders = (data.orders || []).slice().sort((a, b) => (b.order_id > a.order_id ? 1 : -1));
         renderOpenOrders();
-        setOpenOrdersError(null);
+        if (openOrdersErrorFrom === "refresh") setOpenOrdersError(null);
+        state.openOrdersLoads += 1;
       }
     } catch (err) {
-      if (generation === state.generation) setOpenOrdersError(err);
+      if (generation === state.generation) setOpenOrdersError(err, "refresh");
     } finally {
       ordersInFlight = false;
       if (ordersAgain) {
@@ -1307,8 +1512,13 @@
     }
   }
 
-  function setOpenOrdersError(err) {
+  // What the error above the list is about: a failed poll ("refresh"), which the next good
+  // poll clears, or a cancel or amend ("action"), which a poll must not hide.
+  let openOrdersErrorFrom = null;
+
+  function setOpenOrdersError(err, from = "action") {
     const el = $("open-orders-error");
+    openOrdersErrorFrom = err ? from : null;
     if (!err) {
       el.hidden = true;
       return;
@@ -1333,27 +1543,141 @@
     take_profit: "take profit", ioc: "ioc", fok: "fok",
   };
 
+  /** Who "My open orders" belongs to, as far as the page knows. */
+  function ownerLabel() {
+    if (apiKey() || state.auth === true) {
+      const named = state.openOrders.length ? state.openOrders[0].account : null;
+      return named || "API key's account";
+    }
+    return account() || "anonymous";
+  }
+
+  function openOrderRow(o) {
+    const side = o.side === "sell" ? "sell" : "buy";
+    let type = TYPE_LABELS[o.order_type] || o.order_type;
+    if (o.order_type === "limit") type += ` ${o.time_in_force || ""}${o.post_only ? " post" : ""}`;
+    const status = o.status === "partially_filled" ? "partial" : o.status;
+    const price = o.price ?? "market";
+    const stop = o.stop_price ? `<small>stop ${esc(o.stop_price)}</small>` : "";
+    const id = esc(o.order_id);
+    // Pending stops are not amendable (the API answers stop_not_amendable): no button.
+    const amend = o.status === "pending" ? ""
+      : `<button type="button" data-amend="${id}" data-testid="amend-${id}" aria-label="Amend order ${id}"`
+        + `${state.amend && state.amend.orderId === String(o.order_id) ? " aria-expanded=\"true\"" : ""}>Amend</button>`;
+    return `<tr data-order-id="${id}" data-status="${esc(o.status)}"`
+      + ` title="${esc(o.timestamp)}${o.client_order_id ? ` · client id ${esc(o.client_order_id)}` : ""}">`
+      + `<td><span class="${side}">${side}</span> ${esc(type)}<small>#${id} · ${esc(status)}</small></td>`
+      + `<td class="num">${esc(price)}${stop}</td>`
+      + `<td class="num">${esc(o.quantity)}<small>filled ${esc(o.filled_quantity)}</small></td>`
+      + `<td class="num"><div class="actions">${amend}<button type="button" data-cancel="${id}"`
+      + ` data-testid="cancel-${id}" aria-label="Cancel order ${id}">Cancel</button></div></td></tr>`;
+  }
+
+  /** The inline editor under an order's row: new total quantity and price. */
+  function amendRow(o) {
+    const id = esc(o.order_id);
+    return `<tr class="amend-row" data-amend-for="${id}"><td colspan="4">`
+      + `<form id="amend-form" class="amend-form" data-order-id="${id}" novalidate autocomplete="off"`
+      + ` aria-label="Amend order ${id}">`
+      + `<label for="amend-price">Price</label>`
+      + `<input id="amend-price" name="price" inputmode="decimal" value="${esc(o.price ?? "")}">`
+      + `<label for="amend-quantity">Qty</label>`
+      + `<input id="amend-quantity" name="quantity" inputmode="decimal" value="${esc(o.quantity)}">`
+      + `<button type="submit" id="amend-save" data-testid="amend-save">Save</button>`
+      + `<button type="button" id="amend-close" data-testid="amend-close" class="ghost">Close</button>`
+      + `<small class="amend-note">quantity is the new total (filled ${esc(o.filled_quantity)}); a new price`
+      + ` or a larger quantity loses time priority</small></form></td></tr>`;
+  }
+
   function renderOpenOrders() {
-    // Two lines per order keep the table inside the narrow column: what / where / how much.
-    const body = $("open-orders-body");
-    body.innerHTML = state.openOrders.map((o) => {
-      const side = o.side === "sell" ? "sell" : "buy";
-      let type = TYPE_LABELS[o.order_type] || o.order_type;
-      if (o.order_type === "limit") type += ` ${o.time_in_force || ""}${o.post_only ? " post" : ""}`;
-      const status = o.status === "partially_filled" ? "partial" : o.status;
-      const price = o.price ?? "market";
-      const stop = o.stop_price ? `<small>stop ${esc(o.stop_price)}</small>` : "";
-      return `<tr data-order-id="${esc(o.order_id)}" data-status="${esc(o.status)}"`
-        + ` title="${esc(o.timestamp)}${o.client_order_id ? ` · client id ${esc(o.client_order_id)}` : ""}">`
-        + `<td><span class="${side}">${side}</span> ${esc(type)}<small>#${esc(o.order_id)} · ${esc(status)}</small></td>`
-        + `<td class="num">${esc(price)}${stop}</td>`
-        + `<td class="num">${esc(o.quantity)}<small>filled ${esc(o.filled_quantity)}</small></td>`
-        + `<td class="num"><button type="button" data-cancel="${esc(o.order_id)}" data-testid="cancel-${esc(o.order_id)}"`
-        + ` aria-label="Cancel order ${esc(o.order_id)}">Cancel</button></td></tr>`;
-    }).join("");
     $("open-orders-empty").hidden = state.openOrders.length > 0;
-    const who = apiKey() ? "API key's account" : account() || "anonymous";
-    $("open-account").textContent = `${state.openOrders.length} · ${who}`;
+    $("open-account").textContent = `${state.openOrders.length} · ${ownerLabel()}`;
+    const editing = state.amend
+      && state.openOrders.find((o) => String(o.order_id) === state.amend.orderId);
+    if (state.amend && !editing) {
+      // The order filled or was cancelled while it was being edited.
+      setOpenOrdersError({ code: "order_not_open", message: `order ${state.amend.orderId} is no longer open` });
+      state.amend = null;
+    }
+    // An open editor is kept as it is (what was typed, the focus) while the rows around
+    // it are drawn again.
+    const body = $("open-orders-body");
+    const editor = editing
+      ? body.querySelector(`tr.amend-row[data-amend-for="${CSS.escape(state.amend.orderId)}"]`) : null;
+    const focused = editor && editor.contains(document.activeElement) ? document.activeElement : null;
+    const selection = focused && typeof focused.selectionStart === "number"
+      ? [focused.selectionStart, focused.selectionEnd] : null;
+    // Two lines per order keep the table inside the narrow column: what / where / how much.
+    body.innerHTML = state.openOrders
+      .map((o) => openOrderRow(o) + (o === editing && !editor ? amendRow(o) : "")).join("");
+    if (editor) {
+      body.querySelector(`tr[data-order-id="${CSS.escape(state.amend.orderId)}"]`).after(editor);
+      if (focused) {
+        focused.focus();
+        if (selection) focused.setSelectionRange(selection[0], selection[1]);
+      }
+    }
+  }
+
+  function openAmend(orderId) {
+    state.amend = { orderId: String(orderId) };
+    setOpenOrdersError(null);
+    renderOpenOrders();
+    const input = $("amend-quantity");
+    if (input) {
+      input.focus();
+      input.select();
+    }
+  }
+
+  function closeAmend() {
+    state.amend = null;
+    renderOpenOrders();
+  }
+
+  const AMEND_INPUTS = { price: "amend-price", quantity: "amend-quantity" };
+
+  async function submitAmend(form) {
+    const order = state.openOrders.find((o) => String(o.order_id) === form.dataset.orderId);
+    if (!order) {
+      closeAmend();
+      return;
+    }
+    clearInvalid("#amend-form");
+    const price = $("amend-price").value.trim();
+    const quantity = $("amend-quantity").value.trim();
+    // Only what changed is sent: an unchanged quantity must not look like a new total.
+    const body = withAccount({ symbol: order.symbol || state.symbol, order_id: order.order_id });
+    if (price !== (order.price ?? "") && !(price && order.price && Number(price) === Number(order.price))) {
+      body.price = price;
+    }
+    if (quantity !== order.quantity && !(quantity && Number(quantity) === Number(order.quantity))) {
+      body.quantity = quantity;
+    }
+    if (!("price" in body) && !("quantity" in body)) {
+      closeAmend();
+      return;
+    }
+    const save = $("amend-save");
+    save.disabled = true;
+    try {
+      const amended = await api("POST", "/amend_order", body);
+      addResult({ action: "amend", symbol: body.symbol, order: amended });
+      state.openOrders = state.openOrders.map((o) => (String(o.order_id) === String(amended.order_id) ? amended : o))
+        .filter((o) => o.status === "new" || o.status === "partially_filled" || o.status === "pending");
+      setOpenOrdersError(null);
+      closeAmend();
+    } catch (err) {
+      setOpenOrdersError(err);
+      addResult({ action: "amend", symbol: body.symbol, error: { code: err.code, message: err.message } });
+      if ($("amend-form")) {
+        save.disabled = false;
+        const input = errorInput(err, AMEND_INPUTS);
+        if (input) input.setAttribute("aria-invalid", "true");
+      }
+    } finally {
+      refreshOpenOrders();
+    }
   }
 
   async function cancelOrder(button) {
@@ -1366,6 +1690,7 @@
       const order = await api("POST", "/cancel_order", body);
       addResult({ action: "cancel", symbol: body.symbol, order });
       state.openOrders = state.openOrders.filter((o) => String(o.order_id) !== String(raw));
+      if (state.amend && state.amend.orderId === String(raw)) state.amend = null;
       renderOpenOrders();
       setOpenOrdersError(null);
     } catch (err) {
@@ -1416,8 +1741,13 @@
     state.tradesLoaded = false;
     state.tapeShownMaxId = null;
     state.openOrders = [];
+    state.amend = null;
     state.everLive = false;
     state.lastProblem = "";
+    // An error or notice about the other symbol's order would now be misleading.
+    clearOrderError();
+    $("order-notice").hidden = true;
+    setOpenOrdersError(null);
     $("symbol-select").value = symbol;
     store.set(STORAGE.symbol, symbol);
     if (location.hash !== `#${symbol}`) history.replaceState(null, "", `#${symbol}`);
@@ -1445,6 +1775,44 @@
     }
   }
 
+  // ---- identity -------------------------------------------------------------------------
+
+  /**
+   * This browser's own account for auth off, `web-` and six random letters or digits,
+   * made once and kept in localStorage: the shared `anonymous` would show (and let this
+   * page cancel) everybody's anonymous orders.
+   */
+  function browserAccount() {
+    let name = store.get(STORAGE.defaultAccount);
+    if (!name) {
+      const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+      const bytes = crypto.getRandomValues(new Uint8Array(6));
+      name = `web-${Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("")}`;
+      store.set(STORAGE.defaultAccount, name);
+    }
+    return name;
+  }
+
+  /** With auth on the API key names the account: the account field has no say. */
+  function applyAuthMode() {
+    const auth = state.auth;
+    const key = $("api-key");
+    const name = $("account");
+    key.placeholder = auth === true ? "required" : auth === false ? "not needed" : "if auth is on";
+    key.title = auth === true
+      ? "Auth is on: every order request needs a key, sent as X-API-Key; the key names the account"
+      : auth === false ? "Auth is off: no key needed; a key, if set, is sent as X-API-Key"
+        : "Sent as X-API-Key; with auth on, the key names the account";
+    name.disabled = auth === true;
+    if (auth === true) {
+      name.value = "";  // shown only: the saved name stays in localStorage for auth off
+      name.placeholder = "the key's";
+    }
+    name.title = auth === true ? "Auth is on: the API key names the account"
+      : "Your account while auth is off (this browser's own by default); not sent when an API key is set";
+    renderOpenOrders();
+  }
+
   // ---- wiring ---------------------------------------------------------------------------
 
   function wire() {
@@ -1467,31 +1835,55 @@
 
     // Enter in an identity field only saves it (the change event below), never reloads.
     $("identity-form").addEventListener("submit", (event) => event.preventDefault());
-    $("account").value = store.get(STORAGE.account) || "";
+    $("account").value = store.get(STORAGE.account) || browserAccount();
     $("api-key").value = store.get(STORAGE.apiKey) || "";
     for (const [id, key] of [["account", STORAGE.account], ["api-key", STORAGE.apiKey]]) {
       $(id).addEventListener("input", () => store.set(key, $(id).value.trim()));
       $(id).addEventListener("change", () => {
+        // An emptied account field means this browser's own account, not the shared one.
+        if (id === "account" && !account()) $("account").value = browserAccount();
+        $(id).removeAttribute("aria-invalid");
         state.openOrders = [];
+        state.amend = null;
         renderOpenOrders();
         refreshOpenOrders();
       });
     }
 
-    // A click on a ladder level copies its price into the form.
+    // A click on a ladder level copies its price into the form (the stop price for a stop
+    // loss, which has no limit price).
     $("ladder").addEventListener("click", (event) => {
       const row = event.target.closest(".ladder-row[data-price]");
       if (!row) return;
+      clearOrderError();
       if ($("order-type").value === "market") $("order-type").value = "limit";
       applyOrderTypeVisibility();
-      $("price").value = row.dataset.price;
-      $("price").focus();
+      const target = $("order-type").value === "stop_loss" ? $("stop-price") : $("price");
+      target.value = row.dataset.price;
+      target.focus();
       updateHint();
     });
 
-    $("open-orders").addEventListener("click", (event) => {
-      const button = event.target.closest("button[data-cancel]");
-      if (button && !button.disabled) cancelOrder(button);
+    const orders = $("open-orders");
+    orders.addEventListener("click", (event) => {
+      const cancel = event.target.closest("button[data-cancel]");
+      if (cancel && !cancel.disabled) cancelOrder(cancel);
+      const amend = event.target.closest("button[data-amend]");
+      if (amend) {
+        if (state.amend && state.amend.orderId === amend.dataset.amend) closeAmend();
+        else openAmend(amend.dataset.amend);
+      }
+      if (event.target.closest("#amend-close")) closeAmend();
+    });
+    orders.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (event.target.id === "amend-form" && !$("amend-save").disabled) submitAmend(event.target);
+    });
+    orders.addEventListener("input", (event) => {
+      if (event.target.getAttribute("aria-invalid")) event.target.removeAttribute("aria-invalid");
+    });
+    orders.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && state.amend) closeAmend();
     });
     $("export-csv").addEventListener("click", exportCsv);
 
@@ -1517,6 +1909,8 @@
     applyOrderTypeVisibility();
     updateStatus();
     state.info = await loadInfo();
+    state.auth = typeof state.info.auth === "boolean" ? state.info.auth : null;
+    applyAuthMode();
     const symbols = Object.keys(state.info.symbols || {});
     $("symbol-select").innerHTML = symbols.map((s) => `<option value="${esc(s)}">${esc(s)}</option>`).join("");
     const fromHash = decodeURIComponent(location.hash.slice(1));

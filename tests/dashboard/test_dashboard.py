@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
+import re
 import shutil
 import signal
 import time
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from clients.zmq_client import MatcherClient
 from tests.support import REPO, Child, free_port, free_port_run, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -525,6 +528,10 @@ def test_api_key_is_sent_and_remembered_when_auth_is_on(browser: Any, tmp_path: 
     try:
         page = context.new_page()
         open_dashboard(page, "BTC-USDT")
+        # GET / says auth is on: the page asks for a key, and the key names the account.
+        assert httpx.get(f"{base_url}/").json()["auth"] is True
+        expect(page.locator("#api-key")).to_have_attribute("placeholder", "required")
+        expect(page.locator("#account")).to_be_disabled()
         refused = place_order(page, side="buy", price="20000.00", quantity="0.0100")
         assert refused["status"] == "error"
         expect(page.locator("#order-error")).to_be_visible()
@@ -533,6 +540,7 @@ def test_api_key_is_sent_and_remembered_when_auth_is_on(browser: Any, tmp_path: 
             "quantity": "0.0100"})
         assert expected.status_code == 401
         expect(page.locator("#order-error")).to_contain_text(expected.json()["error"]["code"])
+        expect(page.locator("#api-key")).to_have_attribute("aria-invalid", "true")
 
         page.fill("#api-key", "key-of-carol")
         page.press("#api-key", "Tab")
@@ -553,3 +561,399 @@ def test_api_key_is_sent_and_remembered_when_auth_is_on(browser: Any, tmp_path: 
     finally:
         context.close()
         child.stop()
+
+
+# ---- issue 16: defects seen in Chromium ---------------------------------------------------
+
+
+def computed(page: Page, selector: str, prop: str) -> str:
+    return str(page.eval_on_selector(selector, f"el => getComputedStyle(el).{prop}"))
+
+
+def sell_colour(page: Page) -> str:
+    """The palette's --sell, as the browser resolves it (the best ask is drawn in it)."""
+    return computed(page, "#best-ask", "color")
+
+
+def make_trade(base_url: str, symbol: str, price: str, quantity: str, tag: str) -> None:
+    """One trade at `price` between two accounts of this test (sets the last price)."""
+    rest_order(base_url, symbol=symbol, order_type="limit", side="sell", price=price,
+               quantity=quantity, account=f"{tag}-maker")
+    taker = rest_order(base_url, symbol=symbol, order_type="limit", side="buy", price=price,
+                       quantity=quantity, account=f"{tag}-taker", time_in_force="ioc")
+    assert taker["status"] == "filled", taker
+
+
+def test_an_invalid_field_is_outlined_in_red(page: Page) -> None:
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "outline")
+    plain = computed(page, "#price", "borderTopColor")
+    assert plain != sell_colour(page)
+
+    place_order(page, side="buy", price="1900.005", quantity="1.000")  # off the tick grid
+    expect(page.locator("#price")).to_have_attribute("aria-invalid", "true")
+    # The rule for every text input must not outrank the invalid outline.
+    assert computed(page, "#price", "borderTopColor") == sell_colour(page)
+    assert sell_colour(page) in computed(page, "#price", "boxShadow")
+    assert computed(page, "#quantity", "borderTopColor") == plain
+
+    page.fill("#price", "1900.00")  # typing clears it
+    assert computed(page, "#price", "borderTopColor") == plain
+
+
+def test_would_trigger_immediately_marks_the_stop_price(page: Page, base_url: str) -> None:
+    make_trade(base_url, "ETH-USDT", "1750.00", "0.001", "trigger")
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "trigger")
+    expected = httpx.post(f"{base_url}/submit_stop_order", json={
+        "symbol": "ETH-USDT", "order_type": "stop_loss", "side": "sell", "quantity": "0.100",
+        "stop_price": "990000.00", "account": "trigger"}).json()["error"]
+    assert expected["code"] == "would_trigger_immediately"
+
+    # A stop loss has no price field: the stop price is what the refusal is about.
+    refused = place_order(page, side="sell", order_type="stop_loss", stop_price="990000.00",
+                          quantity="0.100")
+    assert refused["status"] == "error"
+    expect(page.locator("#order-error")).to_contain_text("would_trigger_immediately")
+    expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#price")).to_be_hidden()
+    expect(page.locator("#price")).not_to_have_attribute("aria-invalid", "true")
+    assert computed(page, "#stop-price", "borderTopColor") == sell_colour(page)
+
+    # A stop limit shows both: still the stop price, although the message says "price".
+    page.fill("#stop-price", "")
+    expect(page.locator("#stop-price")).not_to_have_attribute("aria-invalid", "true")
+    place_order(page, side="sell", order_type="stop_limit", stop_price="990000.00",
+                price="989000.00", quantity="0.100")
+    expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#price")).to_be_visible()
+    expect(page.locator("#price")).not_to_have_attribute("aria-invalid", "true")
+
+    # An off-grid stop price names stop_price: that field, not the limit price.
+    place_order(page, side="sell", order_type="stop_limit", stop_price="1000.005",
+                price="990.00", quantity="0.100")
+    expect(page.locator("#order-error")).to_contain_text("stop_price")
+    expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#price")).not_to_have_attribute("aria-invalid", "true")
+    assert not httpx.get(f"{base_url}/orders/ETH-USDT?status=open&account=trigger").json()["orders"]
+
+
+def test_an_order_error_is_cleared_by_a_symbol_switch_or_a_ladder_click(
+    page: Page, base_url: str
+) -> None:
+    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1234.00",
+               quantity="0.010", account="clearer-book")
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "clearer")
+    error = page.locator("#order-error")
+
+    place_order(page, side="buy", price="1234.005", quantity="0.010")
+    expect(error).to_be_visible()
+    expect(page.locator("#price")).to_have_attribute("aria-invalid", "true")
+    page.click('#bids .ladder-row[data-price="1234.00"]')
+    expect(error).to_be_hidden()
+    expect(page.locator("#price")).to_have_value("1234.00")
+    expect(page.locator("#order-form [aria-invalid]")).to_have_count(0)
+
+    place_order(page, side="buy", price="1234.005", quantity="0.010")
+    expect(error).to_be_visible()
+    page.select_option("#symbol-select", "BTC-USDT")
+    expect(page.locator("#status")).to_have_attribute("data-state", "live")
+    expect(error).to_be_hidden()
+    expect(page.locator("#order-notice")).to_be_hidden()
+    expect(page.locator("#order-form [aria-invalid]")).to_have_count(0)
+    cancel_all(base_url, "ETH-USDT", "clearer-book")
+
+
+def depth_chart(page: Page) -> dict[str, Any]:
+    return dict(page.evaluate("window.matchwire.state.charts.depth"))
+
+
+def test_the_depth_chart_keeps_to_a_band_around_the_mid(page: Page, base_url: str) -> None:
+    for i in range(4):
+        rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy",
+                   price=f"{1649.00 - i * 0.5:.2f}", quantity="0.500", account="depth-band")
+        rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell",
+                   price=f"{1651.00 + i * 0.5:.2f}", quantity="0.500", account="depth-band")
+    # Far away and large: it must not decide the chart's x-range.
+    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1.00",
+               quantity="50.000", account="depth-band")
+    open_dashboard(page, "ETH-USDT")
+    expect(page.locator('#bids .ladder-row[data-price="1.00"]')).to_have_count(1)
+    page.wait_for_function(
+        "() => { const d = window.matchwire.state.charts.depth; return d && d.mid === 1650; }")
+    chart = depth_chart(page)
+    # The rule of gateway/static/README.md: within mid ± 2%, narrowed to the levels there.
+    assert 1650 * 0.98 <= chart["xMin"] <= 1647.50
+    assert 1652.50 <= chart["xMax"] <= 1650 * 1.02
+    assert chart["xMax"] - 1650 == pytest.approx(1650 - chart["xMin"])
+    assert chart["yTop"] < 50  # the 50 at 1.00 is off the chart, so not in its scale
+    expect(page.locator("#depth-legend")).to_contain_text("mid ±")
+    cancel_all(base_url, "ETH-USDT", "depth-band")
+
+
+def wait_for_chart(page: Page, name: str) -> dict[str, Any]:
+    """The chart's state once it is drawn at the canvas's current size."""
+    page.wait_for_function(
+        """name => {
+            const chart = window.matchwire.state.charts[name];
+            const canvas = document.getElementById(name + "-chart");
+            return chart && chart.width === canvas.clientWidth
+                && chart.height === canvas.clientHeight;
+        }""",
+        arg=name,
+    )
+    return dict(page.evaluate("name => window.matchwire.state.charts[name]", name))
+
+
+def assert_labels_fit(labels: list[dict[str, Any]], width: float) -> None:
+    """Every label inside the canvas, none overlapping the one before it."""
+    assert labels
+    for label in labels:
+        assert 0 <= label["x0"] < label["x1"] <= width, label
+    for before, after in itertools.pairwise(labels):
+        assert before["x1"] <= after["x0"], (before, after)
+
+
+def test_axis_labels_stay_inside_the_charts(browser: Any, tmp_path: Path) -> None:
+    """A fresh system, so the book can be one-sided and the trades are known."""
+    base_url, child = start_system(tmp_path)
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
+    try:
+        # One bid, nothing else: the x-range is a round band, its last tick at the edge.
+        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="buy",
+                   price="30000.00", quantity="0.5000", account="one-side")
+        page = context.new_page()
+        open_dashboard(page, "BTC-USDT")
+        expect(page.locator("#ladder-spread")).to_contain_text("one-sided")
+        depth = wait_for_chart(page, "depth")
+        assert depth["xMax"] > 30000 > depth["xMin"]
+        assert_labels_fit(depth["xLabels"], depth["width"])
+        # A spread wider than the 2% band: the band widens to show both best prices.
+        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell",
+                   price="40000.00", quantity="0.5000", account="one-side")
+        page.wait_for_function("window.matchwire.state.charts.depth.mid === 35000")
+        depth = wait_for_chart(page, "depth")
+        assert depth["xMin"] < 30000 and depth["xMax"] > 40000, depth
+        assert_labels_fit(depth["xLabels"], depth["width"])
+
+        # The last-price tag and the price axis's labels never overlap, at any height.
+        for i, price in enumerate(["3000.00", "3004.00", "3001.50", "3007.00", "3003.20"]):
+            make_trade(base_url, "ETH-USDT", price, "0.010", f"tag{i}")
+        page.select_option("#symbol-select", "ETH-USDT")
+        expect(page.locator("#last-price")).to_have_text("3003.20")
+        for height in range(620, 1000, 18):
+            page.set_viewport_size({"width": 1280, "height": height})
+            chart = wait_for_chart(page, "price")
+            tag = chart["tag"]
+            assert tag["text"] == "3003.20"
+            assert 0 <= tag["y0"] and tag["y1"] <= chart["height"]
+            assert tag["x1"] <= chart["width"]
+            assert chart["yLabels"], chart
+            for label in chart["yLabels"]:
+                assert label["y1"] <= tag["y0"] or label["y0"] >= tag["y1"], (height, label, tag)
+                assert 0 <= label["y0"] and label["y1"] <= chart["height"]
+                assert label["x1"] <= chart["width"]
+    finally:
+        context.close()
+        child.stop()
+
+
+FLASH_SAMPLER = """() => {
+    // Each frame: how many ladder rows and tape rows are highlighted at once.
+    const seen = window.flashSeen = {buy: 0, sell: 0, tape: 0, frames: 0};
+    const count = (selector) => document.querySelectorAll(selector).length;
+    const sample = () => {
+        seen.buy = Math.max(seen.buy, count("#bids .ladder-row.flash"));
+        seen.sell = Math.max(seen.sell, count("#asks .ladder-row.flash"));
+        seen.tape = Math.max(seen.tape, count("#tape-body tr.fresh"));
+        seen.frames += 1;
+        if (!window.flashStop) requestAnimationFrame(sample);
+    };
+    requestAnimationFrame(sample);
+}"""
+
+
+def matcher_burst(base_url: str, symbol: str, bodies: list[dict[str, Any]]) -> int:
+    """Every body as a new_order straight to the symbol's matcher, pipelined 200 at a time
+    (the REST gateway alone does not reach thousands a second on a loaded machine);
+    returns how many were accepted."""
+    endpoint = httpx.get(f"{base_url}/").json()["symbols"][symbol]["order_endpoint"]
+    accepted = 0
+    with MatcherClient(endpoint, timeout=30) as client:
+        for first in range(0, len(bodies), 200):
+            replies = client.pipeline(
+                {"op": "new_order", **body} for body in bodies[first:first + 200])
+            accepted += sum(1 for reply in replies if reply.get("ok"))
+    return accepted
+
+
+def matcher_cancel_all(base_url: str, symbol: str, account: str) -> None:
+    """cancel_all for thousands of orders: the cancels pipelined to the matcher."""
+    endpoint = httpx.get(f"{base_url}/").json()["symbols"][symbol]["order_endpoint"]
+    with MatcherClient(endpoint, timeout=30) as client:
+        for _ in range(20):  # GET /orders answers 1000 at most
+            orders = httpx.get(f"{base_url}/orders/{symbol}?status=open&account={account}",
+                               timeout=10).json()["orders"]
+            if not orders:
+                return
+            client.pipeline({"op": "cancel_order", "symbol": symbol, "account": account,
+                             "order_id": order["order_id"]} for order in orders)
+    raise AssertionError(f"{account} still has open orders on {symbol}")
+
+
+def test_a_busy_book_does_not_light_up_the_whole_ladder(page: Page, base_url: str) -> None:
+    open_dashboard(page, "ETH-USDT")
+    page.evaluate(FLASH_SAMPLER)
+    # Ten ask and ten bid levels around 1800 change with every order, and every third
+    # order trades: a few thousand changes a second, as far as this machine can send them.
+    bodies: list[dict[str, Any]] = []
+    for i in range(1500):
+        level = i % 10
+        bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "sell",
+                       "price": f"{1800.00 + level * 0.05:.2f}", "quantity": "0.001",
+                       "account": "flash-maker"})
+        bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "buy",
+                       "price": f"{1799.95 - level * 0.05:.2f}", "quantity": "0.001",
+                       "account": "flash-maker"})
+        if i % 3 == 0:
+            bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "buy",
+                           "price": "1800.45", "quantity": "0.002", "time_in_force": "ioc",
+                           "account": "flash-taker"})
+    started = time.monotonic()
+    assert matcher_burst(base_url, "ETH-USDT", bodies) == len(bodies)
+    rate = len(bodies) / (time.monotonic() - started)  # for the message only
+    print(f"burst: {len(bodies)} orders at {rate:.0f}/s")
+    expect_ladder_matches_rest(page, base_url, "ETH-USDT")
+    page.wait_for_function("window.flashSeen.frames > 10")
+    seen = page.evaluate("window.flashStop = true, window.flashSeen")
+    assert 1 <= seen["buy"] <= 3 and 1 <= seen["sell"] <= 3, seen
+    assert 1 <= seen["tape"] <= 3, seen
+    # and once the book is quiet, nothing stays highlighted
+    expect(page.locator("#ladder .ladder-row.flash")).to_have_count(0)
+    expect(page.locator("#tape-body tr.fresh")).to_have_count(0)
+
+    # A single change on a quiet book still flashes.
+    page.evaluate("window.flashStop = false")
+    page.evaluate(FLASH_SAMPLER)
+    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1799.45",
+               quantity="0.001", account="flash-maker")  # a new level, never flashed before
+    page.wait_for_function("window.flashSeen.buy >= 1")
+    page.evaluate("window.flashStop = true")
+    matcher_cancel_all(base_url, "ETH-USDT", "flash-maker")
+
+
+def test_api_key_placeholder_follows_the_gateways_auth(page: Page, base_url: str) -> None:
+    assert httpx.get(f"{base_url}/").json()["auth"] is False
+    open_dashboard(page, "BTC-USDT")
+    key = page.locator("#api-key")
+    expect(key).to_have_attribute("placeholder", "not needed")
+    expect(page.locator("#account")).to_be_enabled()
+
+
+WEB_ACCOUNT = r"^web-[a-z0-9]{6}$"
+
+
+def test_each_browser_has_its_own_account_by_default(
+    page: Page, browser: Any, base_url: str
+) -> None:
+    shared = rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy",
+                        price="1111.00", quantity="0.010")  # no account: anonymous
+    assert shared["account"] == "anonymous"
+    open_dashboard(page, "ETH-USDT")
+    name = page.locator("#account").input_value()
+    assert re.match(WEB_ACCOUNT, name), name
+    expect(page.locator("#open-account")).to_contain_text(name)
+
+    mine = place_order(page, side="buy", price="1112.00", quantity="0.010")
+    assert mine["status"] == "new"
+    expect(page.locator(f'#open-orders tr[data-order-id="{mine["order_id"]}"]')).to_be_visible()
+    expect(page.locator(f'#open-orders tr[data-order-id="{shared["order_id"]}"]')).to_have_count(0)
+    expect(page.locator("#open-orders-body tr")).to_have_count(1)
+    owned = httpx.get(f"{base_url}/orders/ETH-USDT?status=open&account={name}").json()["orders"]
+    assert [str(o["order_id"]) for o in owned] == [mine["order_id"]]
+
+    page.reload()
+    open_dashboard(page, "ETH-USDT")
+    expect(page.locator("#account")).to_have_value(name)  # kept in localStorage
+    set_account(page, "")  # an emptied field is this browser's account again, not anonymous
+    expect(page.locator("#account")).to_have_value(name)
+
+    other = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
+    try:
+        tab = other.new_page()
+        open_dashboard(tab, "ETH-USDT")
+        theirs = tab.locator("#account").input_value()
+        assert re.match(WEB_ACCOUNT, theirs) and theirs != name
+        expect(tab.locator("#open-orders-empty")).to_be_visible()
+        expect(tab.locator(f'[data-cancel="{mine["order_id"]}"]')).to_have_count(0)
+    finally:
+        other.close()
+    cancel_all(base_url, "ETH-USDT", name)
+    cancel_all(base_url, "ETH-USDT", "anonymous")
+
+
+def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "amender")
+    order = place_order(page, side="buy", price="1300.00", quantity="1.000")
+    order_id = order["order_id"]
+    stop = place_order(page, side="sell", order_type="stop_loss", stop_price="1000.00",
+                       quantity="0.100")
+    assert stop["status"] == "pending"
+    row = page.locator(f'#open-orders tr[data-order-id="{order_id}"]')
+    expect(row).to_be_visible()
+    # Pending stops are not amendable: no button for them.
+    expect(page.locator(f'[data-amend="{stop["order_id"]}"]')).to_have_count(0)
+
+    page.click(f'[data-amend="{order_id}"]')
+    editor = page.locator(f'tr.amend-row[data-amend-for="{order_id}"]')
+    expect(editor).to_be_visible()
+    expect(page.locator("#amend-price")).to_have_value("1300.00")
+    expect(page.locator("#amend-quantity")).to_have_value("1.000")
+
+    # An invalid quantity: the API's error, the field outlined, the editor still open.
+    page.fill("#amend-quantity", "0.0005")
+    loads = page.evaluate("window.matchwire.state.openOrdersLoads")
+    page.click("#amend-save")
+    expect(page.locator("#open-orders-error")).to_contain_text("invalid_quantity")
+    expect(page.locator("#amend-quantity")).to_have_attribute("aria-invalid", "true")
+    expect(editor).to_be_visible()
+    # the list is polled again after every amend: that must not hide the amend's error
+    page.wait_for_function("n => window.matchwire.state.openOrdersLoads > n", arg=loads)
+    expect(page.locator("#open-orders-error")).to_be_visible()
+
+    # What is typed survives the list being drawn again (a poll while the editor is open).
+    page.fill("#amend-quantity", "0.400")
+    page.fill("#amend-price", "1301.00")
+    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1299.00",
+               quantity="0.010", account="amender")
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator("#open-orders-body tr[data-order-id]")).to_have_count(3)
+    expect(page.locator("#amend-quantity")).to_have_value("0.400")
+    expect(page.locator("#amend-price")).to_have_value("1301.00")
+
+    page.click("#amend-save")
+    expect(editor).to_have_count(0)
+    expect(row).to_contain_text("1301.00")
+    expect(row).to_contain_text("0.400")
+    expect(page.locator("#open-orders-error")).to_be_hidden()
+    newest = page.locator("#order-results li").first
+    expect(newest).to_contain_text("amend")
+    expect(newest).to_have_attribute("data-order-id", order_id or "")
+    amended = httpx.get(f"{base_url}/orders/ETH-USDT/{order_id}?account=amender").json()
+    assert (amended["price"], amended["quantity"]) == ("1301.00", "0.400")
+    expect(page.locator('#bids .ladder-row[data-price="1301.00"]')).to_have_attribute(
+        "data-quantity", "0.400")
+    expect(page.locator('#bids .ladder-row[data-price="1300.00"]')).to_have_count(0)
+
+    # Quantity only, by Enter; Escape closes the editor without sending.
+    page.click(f'[data-amend="{order_id}"]')
+    page.fill("#amend-quantity", "0.300")
+    page.press("#amend-quantity", "Enter")
+    expect(row).to_contain_text("0.300")
+    expect(row).to_contain_text("1301.00")
+    page.click(f'[data-amend="{order_id}"]')
+    page.press("#amend-quantity", "Escape")
+    expect(page.locator("tr.amend-row")).to_have_count(0)
+    cancel_all(base_url, "ETH-USDT", "amender")

@@ -190,6 +190,75 @@ def test_a_failed_commit_leaves_the_journal_failed(tmp_path: Path) -> None:
     journal.close()
 
 
+@pytest.mark.parametrize("policy", ["batch", "always"])
+def test_rollback_after_a_failed_write_restores_the_last_commit(tmp_path: Path, policy: str) -> None:
+    """A real EFBIG (RLIMIT_FSIZE) in the middle of a commit that spans two segments: the
+    first got a record, the second was created. rollback() cuts the first back, deletes
+    the second, and the journal takes appends again from the same seq."""
+    script = (
+        "import resource, sys\n"
+        "from matcher.journal import Journal\n"
+        f"journal = Journal(sys.argv[1], fsync={policy!r}, segment_bytes=100)\n"
+        "journal.open()\n"
+        "journal.append(1, b'one')\n"
+        "journal.append(2, b'two')\n"
+        "journal.commit()\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+        "try:\n"
+        "    journal.append(3, b'three')\n"
+        "    journal.append(4, b'x' * 300)  # rolls: a segment of its own, over the limit\n"
+        "    journal.commit()\n"
+        "except OSError as exc:\n"
+        "    print('failed:', exc.strerror)\n"
+        "journal.rollback()\n"
+        "journal.append(3, b'three again')\n"
+        "journal.commit()\n"
+        "journal.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "failed: File too large" in done.stdout
+    assert read_all(tmp_path) == [b"one", b"two", b"three again"]
+    assert [first for first, _ in list_segments(tmp_path)] == [1]
+    verify(tmp_path)
+
+
+def test_rollback_of_a_journal_with_no_segment_yet(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, fsync="always")
+    journal.open()
+    journal.append(1, b"one")  # written at once under "always"
+    journal.rollback()  # back to before it: no segment at all
+    assert list_segments(tmp_path) == []
+    journal.append(1, b"uno")
+    journal.commit()
+    journal.close()
+    assert read_all(tmp_path) == [b"uno"]
+
+
+def test_probe_writes_and_removes_a_scratch_file(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.probe()
+    assert os.listdir(tmp_path) == []
+    script = (
+        "import resource, sys\n"
+        "from matcher.journal import Journal\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "journal = Journal(sys.argv[1])\n"
+        "journal.open()\n"
+        "try:\n"
+        "    journal.probe()\n"
+        "except OSError as exc:\n"
+        "    print('refused:', exc.strerror)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert "refused: File too large" in done.stdout, done.stderr
+    assert os.listdir(tmp_path) == []  # the scratch file is gone even then
+    journal.close()
+
+
 # -- segments --------------------------------------------------------------------------
 
 

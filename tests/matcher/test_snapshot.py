@@ -13,6 +13,7 @@ from matcher.snapshot import (
     list_snapshots,
     load_latest,
     snapshot_path,
+    valid_snapshots,
     write_snapshot,
 )
 
@@ -124,3 +125,31 @@ def test_other_files_in_the_folder_are_left_alone(tmp_path: Path) -> None:
         write_snapshot(tmp_path, seq, b"s")
     assert load_latest(tmp_path) == (4, b"s")
     assert segment.read_bytes() == b"journal bytes"
+
+
+def test_an_unreadable_snapshot_is_skipped_naming_it_and_why(tmp_path: Path) -> None:
+    """Root reads any file whatever its mode, so the unreadable one is a directory."""
+    write_snapshot(tmp_path, 10, b"older state")
+    newest = snapshot_path(tmp_path, 20)
+    newest.mkdir()
+    lines: list[str] = []
+    assert load_latest(tmp_path, log=lines.append) == (10, b"older state")
+    assert lines == [f"snapshot: skipping unreadable {newest}: Is a directory"]
+
+
+def test_valid_snapshots_go_on_to_the_older_ones(tmp_path: Path) -> None:
+    """A caller that cannot decode the newest body takes the next one."""
+    write_snapshot(tmp_path, 10, b"ten", keep=3)
+    write_snapshot(tmp_path, 20, b"twenty", keep=3)
+    write_snapshot(tmp_path, 30, b"thirty", keep=3)
+    assert [(seq, body) for seq, _, body in valid_snapshots(tmp_path)] == [
+        (30, b"thirty"), (20, b"twenty"), (10, b"ten")]
+
+
+def test_a_leftover_temp_name_that_is_a_directory_is_reported_not_fatal(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, 7, b"seven")
+    odd = tmp_path / ".snapshot-odd.tmp"
+    odd.mkdir()
+    lines: list[str] = []
+    assert load_latest(tmp_path, log=lines.append) == (7, b"seven")
+    assert odd.is_dir() and lines and lines[0].startswith(f"snapshot: cannot remove leftover {odd}")

@@ -195,3 +195,12 @@ def test_parse_decimal_refuses_text_that_is_not_plain(text: str) -> None:
 def test_parse_decimal_reads_plain_text_and_numbers(value: Any, expected: str) -> None:
     # Signs and zero pass here as numbers: the grid checks (price_ticks) refuse them.
     assert parse_decimal(value, "price", Code.INVALID_PRICE) == Decimal(expected)
+
+
+def test_a_repeated_key_refusal_carries_the_request_id(strict_matcher: MatcherProcess) -> None:
+    # A pipelining client matches replies by req_id: the refusal must carry it (unless
+    # req_id itself is the repeated key, and so cannot be trusted).
+    reply = send(strict_matcher, frame([("req_id", 77), *NEW_ORDER, ("side", "sell")], "fixmap"))
+    assert reply["ok"] is False and reply["req_id"] == 77
+    reply = send(strict_matcher, frame([("req_id", 1), *NEW_ORDER, ("req_id", 2)], "fixmap"))
+    assert reply["ok"] is False and reply["req_id"] is None
