@@ -426,13 +426,31 @@ def run_benchmarks(argv: list[str]) -> int:
         print("run.py bench: the benchmarks are not installed with the package; run "
               "`python run.py bench` from a clone of the repository", file=sys.stderr)
         return 2
+    from matcher import _build
     from tests.bench.suite import main as bench_main
 
+    print(f"build: {_build.selection().describe()}", flush=True)
     return bench_main(argv)
+
+
+def print_version() -> int:
+    """`python run.py --version`: the version and which build of the matching core runs."""
+    import importlib.metadata
+
+    from matcher import _build
+
+    try:
+        version = importlib.metadata.version("matchwire")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.1.0 (not installed)"
+    print(f"matchwire {version}, build: {_build.selection().describe()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:
+        return print_version()
     if argv and argv[0] in COMPONENTS:
         return run_component(argv[0], argv[1:])
     return run_system(argv)

@@ -62,6 +62,7 @@ from gateway.validation import (
     require_symbol,
     unknown_symbol,
 )
+from matcher import _build
 from matcher.config import SystemConfig
 from matcher.protocol import Code
 
@@ -96,6 +97,9 @@ class Gateway:
         self.info = encode({
             "name": "matchwire",
             "version": version(),
+            # Which build of the matching core runs here, "compiled" or "pure"
+            # (docs/architecture.md, "Two builds"); matchers started alike choose alike.
+            "build": _build.build_name(),
             "feed_url": config.feed_url,
             "auth": self.auth,
             "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
@@ -240,7 +244,7 @@ class Gateway:
         return json_response(body, 200 if healthy else 503)
 
     async def root(self, request: Request) -> Response:
-        """The exchange: name, version, feed_url and each symbol's rules and endpoints."""
+        """The exchange: name, version, build, feed_url and each symbol's rules and endpoints."""
         return Response(self.info, media_type=JSON)
 
     async def metrics_text(self, request: Request) -> Response:

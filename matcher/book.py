@@ -2,20 +2,34 @@
 
 No I/O, no clock. Prices are integer ticks, quantities integer lots.
 
-Layout, chosen for CPython speed and memory (measured in tests/bench/core.py):
-- each side is a dict price -> Level plus a SortedList of its prices, so the best price
-  is `asks.prices[0]` / `bids.prices[-1]` (O(1)) and a new level is O(log n);
+Layout, chosen for speed and memory in both builds (docs/architecture.md, "Two builds";
+measured with tests/bench/core.py):
+- each side is a dict price -> Level plus a plain sorted list of its prices (`bisect`),
+  so the best price is `asks.prices[0]` / `bids.prices[-1]` (O(1)); a new or emptied
+  level costs a bisect and a memmove of the list, cheaper than a SortedList's bookkeeping
+  at the few hundred levels a live book has, and a list a compiler indexes directly;
 - a Level keeps its orders in a deque (FIFO: append/popleft ~30 ns) and its total;
-- `Order` uses __slots__ (about 140 bytes) and packs order type, time in force, STP and
-  post-only into one small int so a resting order costs under 250 bytes in all.
+- `Order` uses __slots__ and packs order type, time in force, STP and post-only into one
+  small int. The compiled build types these classes (book.pxd beside this file): ticks,
+  lots, ids and timestamps become machine integers (they fit: max_price and max_quantity
+  stay under 2**62, matcher/config.py); a level's total stays a Python int, since a sum
+  of many orders near the bound could pass 64 bits.
 """
 
 from __future__ import annotations
 
+import sys
+
+from matcher import _build
+
+if __name__ == "matcher.book" and (_twin := _build.twin("book")) is not None:
+    # The compiled build of this very file takes its place (matcher/_build.py). The rest
+    # of this file still runs once, unused: the cost of keeping one plain source.
+    sys.modules[__name__] = _twin
+
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
-
-from sortedcontainers import SortedList
 
 from matcher.protocol import BUY, FINISHED_STATUSES, PARTIALLY_FILLED, SELL
 
@@ -132,14 +146,26 @@ class Level:
 
 
 class Side:
-    """One side of the book: levels by price and the sorted list of their prices."""
+    """One side of the book: levels by price and the ascending list of their prices."""
 
     __slots__ = ("side", "levels", "prices")
 
     def __init__(self, side: int) -> None:
         self.side = side
         self.levels: dict[int, Level] = {}
-        self.prices: SortedList = SortedList()
+        self.prices: list[int] = []  # ascending on both sides: bids' best is the last
+
+    def add_level(self, price: int) -> Level:
+        """A new, empty level at `price`. Cost: O(log n) bisect + O(n) memmove."""
+        level = self.levels[price] = Level(price)
+        insort(self.prices, price)
+        return level
+
+    def drop_level(self, price: int) -> None:
+        """Forget the (empty) level at `price`. Cost: O(log n) bisect + O(n) memmove."""
+        del self.levels[price]
+        prices = self.prices
+        del prices[bisect_left(prices, price)]
 
     def best(self) -> int | None:
         """Best price or None. Cost: O(1)."""
@@ -175,8 +201,7 @@ class Book:
         assert price is not None
         level = book_side.levels.get(price)
         if level is None:
-            level = book_side.levels[price] = Level(price)
-            book_side.prices.add(price)
+            level = book_side.add_level(price)
         else:
             order.price = level.price  # share one int object per level: saves 28 bytes
         level.orders.append(order)
@@ -202,7 +227,7 @@ class Book:
         level = book_side.levels[order.price]  # type: ignore[index]
         level.dead += 1
         if level.dead > 16 and level.dead * 2 > len(level.orders):
-            level.orders = deque(o for o in level.orders if o is not order and is_live(o))
+            level.orders = deque([o for o in level.orders if o is not order and is_live(o)])
             level.dead = 0
         return self._unlink(book_side, level, order)
 
@@ -210,8 +235,7 @@ class Book:
         level.total -= order.leaves
         del self.orders[order.order_id]
         if not level.total:
-            del book_side.levels[level.price]
-            book_side.prices.remove(level.price)
+            book_side.drop_level(level.price)
         return level
 
     def depth(self, side: int, limit: int) -> list[tuple[int, int]]:

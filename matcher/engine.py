@@ -29,7 +29,17 @@ order id first (`resolve`): that is the command journaled, so replay needs no lo
 
 from __future__ import annotations
 
+import sys
+
+from matcher import _build
+
+if __name__ == "matcher.engine" and (_twin := _build.twin("engine")) is not None:
+    # The compiled build of this very file takes its place (matcher/_build.py). The rest
+    # of this file still runs once, unused: the cost of keeping one plain source.
+    sys.modules[__name__] = _twin
+
 import hashlib
+from bisect import insort
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +87,13 @@ from matcher.protocol import (
 FINISHED_WINDOW = 100_000  # finished orders kept for lookups and client_order_id reuse checks
 RECENT_TRADES = 1_000  # trades kept for GET /trades
 STATE_VERSION = 1
+# Every attribute of an Engine but its handlers (Engine._rules copies them from a rebuilt
+# engine; tests/matcher/test_engine.py checks the list is complete).
+STATE_ATTRIBUTES = (
+    "maker_rate", "taker_rate", "book", "seq", "ts", "book_seq", "trade_id", "last_price",
+    "stops", "rising_stops", "falling_stops", "finished", "finished_ids", "finished_window",
+    "client_ids", "recent_trades", "_low", "_high", "rules", "grid_units",
+)
 
 Event = tuple
 Trade = tuple  # (EV_TRADE, trade_id, price, quantity, aggressor_side, maker_id, taker_id,
@@ -176,22 +193,21 @@ class Engine:
         )
         if tif == GTC and price is not None:
             # Fast path (most orders): a limit order that does not cross just rests.
-            # Book.add is inlined and SortedList's sublists read directly (`_lists`):
-            # together they halve the cost of this path.
+            # Book.add is inlined: that halves the cost of this path in the pure build.
             book = self.book
             if side == BUY:
-                opposite = book.asks.prices._lists
-                rests = not opposite or price < opposite[0][0]
+                opposite = book.asks.prices
+                rests = not opposite or price < opposite[0]
                 own = book.bids
             else:
-                opposite = book.bids.prices._lists
-                rests = not opposite or price > opposite[-1][-1]
+                opposite = book.bids.prices
+                rests = not opposite or price > opposite[-1]
                 own = book.asks
             if rests:
                 level = own.levels.get(price)
                 if level is None:
                     level = own.levels[price] = Level(price)
-                    own.prices.add(price)
+                    insort(own.prices, price)
                 else:
                     order.price = level.price  # one shared int per level (memory)
                 level.orders.append(order)
@@ -333,10 +349,10 @@ class Engine:
                 rebuilt = Engine.from_state(symbol_rules.rescale_state(state, change),
                                             self.finished_window)
                 # from_state builds every attribute; take them all but the handlers,
-                # which are bound to `rebuilt`.
-                for name, value in vars(rebuilt).items():
-                    if name != "_handlers":
-                        setattr(self, name, value)
+                # which are bound to `rebuilt`. Named, not vars(): the compiled build's
+                # Engine has no __dict__ (engine.pxd).
+                for name in STATE_ATTRIBUTES:
+                    setattr(self, name, getattr(rebuilt, name))
         self.seq = command[1]
         self.rules, self.grid_units = change.rules, change.units
         self.maker_rate, self.taker_rate = change.maker_rate, change.taker_rate
@@ -426,11 +442,8 @@ class Engine:
         low = self._low
         high = self._high
         self_trade = False
-        # SortedList's sublists, read directly: indexing through SortedList.__getitem__
-        # was a fifth of this loop's time. `sublists` is mutated in place, never replaced.
-        sublists = prices._lists
-        while leaves and sublists:
-            best = sublists[best_index][best_index]
+        while leaves and prices:
+            best = prices[best_index]
             if limit is not None and (best > limit if is_buy else best < limit):
                 break
             level = levels[best]
@@ -500,7 +513,7 @@ class Engine:
                 add_event((EV_LEVEL, opposite, best, level.total))
                 if not level.total:
                     del levels[best]
-                    prices.pop(best_index)  # the best level is at the end: no bisect
+                    del prices[best_index]  # the best level is at one end: no bisect
             if self_trade:
                 break
         taker.leaves = leaves
@@ -645,17 +658,17 @@ class Engine:
     def bbo(self) -> tuple[int | None, int, int | None, int]:
         """(bid price, bid total, ask price, ask total); None/0 for an empty side. O(1).
 
-        Called after every book-changing command: SortedList's sublists are read directly.
+        Called after every book-changing command: the price lists are read directly.
         """
         bids, asks = self.book.bids, self.book.asks
-        bid_lists, ask_lists = bids.prices._lists, asks.prices._lists
-        if bid_lists:
-            bid = bid_lists[-1][-1]
+        bid_prices, ask_prices = bids.prices, asks.prices
+        if bid_prices:
+            bid = bid_prices[-1]
             bid_total = bids.levels[bid].total
         else:
             bid, bid_total = None, 0
-        if ask_lists:
-            ask = ask_lists[0][0]
+        if ask_prices:
+            ask = ask_prices[0]
             ask_total = asks.levels[ask].total
         else:
             ask, ask_total = None, 0

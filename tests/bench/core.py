@@ -1,13 +1,19 @@
 """Core benchmark: the matching engine alone on a seeded, realistic flow.
 
     python -m tests.bench.core [--ops 200000] [--runs 5] [--resting 1000000] [--quick]
+                               [--replay RECORDS]
 
 The flow (generated before timing, fixed seed): around a drifting mid, 55% passive limit
 orders 1-50 ticks from mid, 25% cancels of live orders, 15% limit orders crossing 1-5
 ticks through the opposite best (partial fills, sweeps), 5% market orders; quantities
 1-100 lots. Every run replays the same commands on a fresh engine, with every event
-produced. Prints ops/s and µs/op (median of the runs after a warm-up), trades, and the
-memory per resting order with `--resting` resting orders (tracemalloc).
+produced. Prints ops/s and µs/op (CPU time, median of the runs after a warm-up), trades,
+and the memory per resting order with `--resting` resting orders (tracemalloc).
+
+With `--replay RECORDS`, also the replay rate of a journal of that many commands of the
+same kind of flow, from the first record (the recovery figure of
+tests/bench/matcher_loop.py alone). The first line says which build ran
+(docs/architecture.md, "Two builds").
 
 For scale, the same flow runs through `BareBook`, an 40-line SortedDict + deque book
 that produces no events, no fees and no order states: the floor of this data layout.
@@ -28,6 +34,7 @@ from sortedcontainers import SortedDict
 
 from clients.flow import CANCEL, OrderFlow
 from clients.flow import MARKET as MARKET_STEP
+from matcher import _build
 from matcher.engine import Engine
 from matcher.protocol import (
     BUY,
@@ -40,9 +47,17 @@ from matcher.protocol import (
     SELL,
     TIF_IOC,
 )
-from matcher.service import GC_THRESHOLD
+from matcher.service import GC_THRESHOLD, MAX_BATCH
 
 ACCOUNT = "anonymous"  # one account that never self-trade-prevents
+# CPU time of this process: on a shared machine (load 6-10 on 2 cores seen here) wall time
+# moved 5x between runs minutes apart; CPU time of a one-threaded loop moves far less.
+clock = time.process_time
+# The service freezes what each batch left alive out of the collector's reach
+# (matcher/service.py); the bench does the same every FREEZE_EVERY commands, the most one
+# batch holds. Without it the collector walks every resting and finished order again and
+# again: a fifth of the pure and a third of the compiled build's time (docs/benchmarks.md).
+FREEZE_EVERY = MAX_BATCH
 
 
 def generate_flow(ops: int, seed: int = 42) -> list[tuple]:
@@ -90,15 +105,18 @@ def run_engine(commands: list[tuple]) -> tuple[float, int]:
     engine = Engine()
     apply = engine.apply
     trades = 0
-    started = time.perf_counter()
-    for command in commands:
+    freeze = gc.freeze if FREEZE_EVERY else None
+    started = clock()
+    for i, command in enumerate(commands):
+        if freeze is not None and not i % FREEZE_EVERY:
+            freeze()
         try:
             events = apply(command)
         except Exception:
             continue
         if events[0][0] == EV_TRADE or len(events) > 2:
             trades += 1
-    elapsed = time.perf_counter() - started
+    elapsed = clock() - started
     return elapsed, engine.trade_id
 
 
@@ -144,13 +162,16 @@ class BareBook:
 def run_bare(commands: list[tuple]) -> tuple[float, int]:
     book = BareBook()
     limit, cancel = book.limit, book.cancel
-    started = time.perf_counter()
-    for command in commands:
+    freeze = gc.freeze if FREEZE_EVERY else None
+    started = clock()
+    for i, command in enumerate(commands):
+        if freeze is not None and not i % FREEZE_EVERY:
+            freeze()
         if command[0] == CMD_CANCEL:
             cancel(command[4])
         else:
             limit(command[1], command[4], command[7], command[8])
-    return time.perf_counter() - started, 0
+    return clock() - started, 0
 
 
 def timed(runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tuple], runs: int) -> dict[str, float]:
@@ -162,10 +183,12 @@ def timed(runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tup
     gc.set_threshold(GC_THRESHOLD, 50, 100)
     try:
         for _ in range(runs):
+            gc.unfreeze()
             gc.collect()
             elapsed, trades = runner(commands)
             seconds.append(elapsed)
     finally:
+        gc.unfreeze()
         gc.set_threshold(*thresholds)
     median = statistics.median(seconds)
     return {
@@ -198,7 +221,41 @@ def memory_per_resting_order(count: int) -> float:
     return used / count
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def replay_figure(records: int) -> tuple[int, float, float]:
+    """(records, records/s, µs per record of reading + decoding alone) of a full replay
+    of a fresh journal of `records` commands; best of 3 each."""
+    import tempfile
+    from pathlib import Path
+
+    from matcher import codec
+    from matcher.replay import _records, replay_full
+    from matcher.service import journal_dir
+    from tests.bench.matcher_loop import SYMBOL, write_history
+
+    with tempfile.TemporaryDirectory(prefix="matchwire-bench-") as work:
+        write_history(Path(work), records, snapshot_every=records)
+        directory = journal_dir(Path(work), SYMBOL)
+        decode = codec.decode_command
+        elapsed = decoding = float("inf")
+        replayed = 0
+        gc.collect()
+        gc.disable()  # as `run.py replay` runs it (matcher/replay.py)
+        try:
+            for _ in range(3):
+                started = clock()
+                for payload in _records(directory, 0, print):
+                    decode(payload)
+                decoding = min(decoding, clock() - started)
+                engine = Engine()
+                started = clock()
+                replayed = replay_full(engine, directory, None, None, None, print)
+                elapsed = min(elapsed, clock() - started)
+        finally:
+            gc.enable()
+        return replayed, replayed / elapsed, decoding / replayed * 1e6
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=200_000)
@@ -206,28 +263,44 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--resting", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="never gc.freeze() (the bench before issue 14)")
+    parser.add_argument("--replay", type=int, default=0, metavar="RECORDS",
+                        help="also time a full journal replay of RECORDS commands")
     args = parser.parse_args(argv)
     if args.quick:
         args.ops, args.runs, args.resting = 20_000, 2, 20_000
+    global FREEZE_EVERY
+    if args.no_freeze:
+        FREEZE_EVERY = 0
     commands = generate_flow(args.ops, args.seed)
     core = timed(run_engine, commands, args.runs)
     bare = timed(run_bare, commands, args.runs)
     memory = memory_per_resting_order(args.resting)
-    figures = {
+    figures: dict[str, Any] = {
         "core_ops_per_s": core["ops_per_s"],
         "core_us_per_op": core["us_per_op"],
         "core_trades": core["trades"],
         "bare_ops_per_s": bare["ops_per_s"],
         "core_vs_bare": core["ops_per_s"] / bare["ops_per_s"],
         "bytes_per_resting_order": memory,
+        "build": _build.build_name(),
     }
-    print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs")
+    print(f"build: {_build.selection().describe()}")
+    print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs, "
+          f"gc.freeze() every {FREEZE_EVERY or 'never'}")
     print(f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
           f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
           f"trades {core['trades']:,}")
     print(f"  bare book floor: {bare['ops_per_s']:>12,.0f} ops/s  {bare['us_per_op']:.3f} µs/op "
           f"(no events)  core/bare = {figures['core_vs_bare']:.2f}")
     print(f"  memory: {memory:.0f} bytes per resting order ({args.resting:,} resting)")
+    if args.replay:
+        replayed, rate, decode_us = replay_figure(args.replay)
+        figures["replay_records_per_s"] = rate
+        figures["replay_decode_us_per_record"] = decode_us
+        print(f"  replay: {rate:,.0f} records/s ({replayed:,} records from the first); "
+              f"reading + decoding alone {decode_us:.2f} µs per record")
     return figures
 
 

@@ -91,7 +91,7 @@ def test_check_catches_empty_level_and_price_list_mismatch() -> None:
     with pytest.raises(AssertionError, match="empty level"):
         book.check()
     book = small_book()
-    book.asks.prices.add(107)
+    book.asks.prices.append(107)
     with pytest.raises(AssertionError, match="prices"):
         book.check()
 
