@@ -89,7 +89,7 @@ class Gateway:
     def __init__(self, config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.config = config
         self.symbols = config.symbols
-        self.matchers = Matchers(config.symbols, matcher_timeout)
+        self.matchers = Matchers(config.symbols, matcher_timeout, link=config.gateway_link)
         self.accounts = Accounts(config.api_keys)
         self.auth = self.accounts.enabled
         self.metrics = Metrics(self.matchers.up)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
-from gateway.matchers import DEFAULT_TIMEOUT
+from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link
 from matcher.config import SystemConfig, is_loopback, load_config
 
 log = logging.getLogger("matchwire.gateway")
@@ -61,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for a matcher, sent as each command's deadline "
              f"([server] matcher_timeout, default {DEFAULT_TIMEOUT:g})",
     )
+    parser.add_argument(
+        "--gateway-link", choices=LINKS,
+        help="the link to the matchers: zmtp (the accelerator), pyzmq (the library path, "
+             f"the only one under CURVE) or auto (the fastest that applies); default "
+             f"${LINK_ENV}, then [server] gateway_link, then auto",
+    )
     return parser.parse_args(argv)
 
 
@@ -70,6 +77,7 @@ def load(args: argparse.Namespace) -> SystemConfig:
         args.config, host=args.host, http_port=args.http_port, ws_port=args.ws_port,
         zmq_port=args.zmq_port, data_dir=args.data_dir, symbols=symbols,
         matcher_timeout=args.matcher_timeout,
+        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
     )
 
 
@@ -88,14 +96,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        link = choose_link(config.gateway_link)
+    except ValueError as exc:
+        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(uvicorn.Config(
         app, host=config.host, port=config.http_port, loop="uvloop", http="httptools",
         log_level="warning", access_log=False, lifespan="on",
     ))
     log.info(
-        "gateway on http://%s:%d for %s (auth %s)", config.host, config.http_port,
-        ", ".join(config.symbols), "on" if config.auth_enabled else "off",
+        "gateway on http://%s:%d for %s (auth %s, %s link)", config.host, config.http_port,
+        ", ".join(config.symbols), "on" if config.auth_enabled else "off", link,
     )
     server.run()
     log.info("gateway stopped")

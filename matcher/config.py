@@ -81,6 +81,7 @@ class SystemConfig:
     prune_segments: bool = False  # keep the full history by default
     segment_bytes: int = 64 * 1024 * 1024
     matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
+    gateway_link: str = ""  # "auto", "zmtp" or "pyzmq"; "": MATCHWIRE_GATEWAY_LINK, else auto
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -190,6 +191,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     matcher_timeout = float(server.get("matcher_timeout", 2.0))
     if not 0 < matcher_timeout < 3600:  # NaN fails too
         raise ValueError(f"matcher_timeout must be in (0, 3600) seconds, not {matcher_timeout}")
+    gateway_link = str(server.get("gateway_link", ""))
+    if gateway_link not in ("", "auto", "zmtp", "pyzmq"):
+        raise ValueError(f"gateway_link must be auto, zmtp or pyzmq, not {gateway_link!r}")
     return SystemConfig(
         host=host,
         http_port=int(server.get("http_port", 8000)),
@@ -201,6 +205,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         prune_segments=bool(server.get("prune_segments", False)),
         segment_bytes=int(server.get("segment_bytes", 64 * 1024 * 1024)),
         matcher_timeout=matcher_timeout,
+        gateway_link=gateway_link,
         symbols=symbols,
         api_keys=api_keys,
     )
