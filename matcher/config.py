@@ -70,6 +70,61 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class CurveClient:
+    """A listed client key of the matchers: a raw client's account, or a trusted role."""
+
+    public_key: Path  # its certificate file (NAME.key)
+    account: str | None = None
+    role: str | None = None  # "gateway" or "feedhub": may name any account
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """`[curve]`: key files (relative paths are the config file's folder's). Each process
+    reads only the files it needs: a matcher its secret and the clients' public keys, the
+    gateway and the feed hub their own secret and the matchers' public key."""
+
+    matcher_public: Path
+    matcher_secret: Path | None = None
+    gateway_secret: Path | None = None
+    feedhub_secret: Path | None = None
+    clients: tuple[CurveClient, ...] = ()
+
+
+def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
+    """`[curve]` -> CurveConfig; ValueError naming what is wrong."""
+    known = {"matcher_public", "matcher_secret", "gateway_secret", "feedhub_secret", "clients"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"[curve]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    if not raw.get("matcher_public"):
+        raise ValueError("[curve] needs matcher_public: the matchers' public key file")
+
+    def path(value: Any) -> Path:
+        return base / str(value)
+
+    clients = []
+    for i, entry in enumerate(raw.get("clients") or ()):
+        if not isinstance(entry, dict) or "public_key" not in entry:
+            raise ValueError(f"[curve] clients[{i}]: a table with public_key and account or role")
+        account, role = entry.get("account"), entry.get("role")
+        if (account is None) == (role is None):
+            raise ValueError(f"[curve] clients[{i}]: exactly one of account or role")
+        if role is not None and role not in ("gateway", "feedhub"):
+            raise ValueError(f"[curve] clients[{i}]: role {role!r}: gateway or feedhub")
+        if account is not None and (not isinstance(account, str) or not account):
+            raise ValueError(f"[curve] clients[{i}]: account must be a non-empty string")
+        clients.append(CurveClient(path(entry["public_key"]), account, role))
+    return CurveConfig(
+        matcher_public=path(raw["matcher_public"]),
+        matcher_secret=path(raw["matcher_secret"]) if raw.get("matcher_secret") else None,
+        gateway_secret=path(raw["gateway_secret"]) if raw.get("gateway_secret") else None,
+        feedhub_secret=path(raw["feedhub_secret"]) if raw.get("feedhub_secret") else None,
+        clients=tuple(clients),
+    )
+
+
+@dataclass(frozen=True)
 class SystemConfig:
     host: str = "127.0.0.1"
     http_port: int = 8000
@@ -84,6 +139,7 @@ class SystemConfig:
     gateway_link: str = ""  # "auto", "zmtp" or "pyzmq"; "": MATCHWIRE_GATEWAY_LINK, else auto
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    curve: CurveConfig | None = None  # [curve]: CurveZMQ on the matchers' sockets
 
     @property
     def auth_enabled(self) -> bool:
@@ -208,4 +264,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         gateway_link=gateway_link,
         symbols=symbols,
         api_keys=api_keys,
+        curve=parse_curve(raw["curve"], Path(path).parent if path else Path(".")) if raw.get("curve") else None,
     )
