@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from feedhub.replica import Replica, dumps
 from feedhub.wire import FeedProtocol, text_frame
 from matcher.config import SymbolConfig
+from matcher.curve import CurveKeys
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
@@ -111,9 +112,11 @@ class Hub:
         *,
         queue_size: int = CLIENT_QUEUE,
         heartbeat_timeout: float | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         options = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
-        self.replicas = {name: Replica(config, self, **options) for name, config in symbols.items()}
+        self.replicas = {name: Replica(config, self, curve=curve, **options)
+                         for name, config in symbols.items()}
         self.queue_size = queue_size
         self._book: dict[str, set[Client]] = {name: set() for name in symbols}
         self._depth: dict[str, set[Client]] = {name: set() for name in symbols}

@@ -18,6 +18,7 @@ import argparse
 import logging
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +37,7 @@ from starlette.websockets import WebSocket
 from feedhub.hub import CLIENT_QUEUE, Feed, Hub, close_quietly
 from feedhub.wire import LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
+from matcher.curve import CurveKeys, client_keys, exposure
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
@@ -159,6 +161,15 @@ def _depth(value: str | None) -> int | None:
     return depth
 
 
+def feedhub_curve(config: SystemConfig) -> CurveKeys | None:
+    """The hub's CURVE client keys under `[curve]`; ValueError if they cannot be read."""
+    if config.curve is None:
+        return None
+    if config.curve.feedhub_secret is None:
+        raise ValueError("[curve] needs feedhub_secret: the feed hub's key pair")
+    return client_keys(config.curve.matcher_public, config.curve.feedhub_secret)
+
+
 def create_app(
     config: SystemConfig,
     *,
@@ -166,7 +177,8 @@ def create_app(
     heartbeat_timeout: float | None = None,
 ) -> Starlette:
     """The feed hub for every symbol of `config`; its lifespan runs the replicas."""
-    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout)
+    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout,
+              curve=feedhub_curve(config))
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
 
@@ -289,6 +301,17 @@ def main(argv: list[str] | None = None) -> int:
                          zmq_port=args.zmq_port, symbols=symbols)
     if not config.symbols:
         parser.error("no symbols to serve")
+    try:  # the matchers' sockets beyond loopback only with CURVE (docs/operations.md)
+        curve = feedhub_curve(config)
+    except ValueError as exc:
+        print(f"feedhub: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    endpoints = [endpoint for rules in config.symbols.values()
+                 for endpoint in (rules.order_endpoint, rules.feed_endpoint)]
+    refusal = exposure("feedhub", endpoints, curve is not None)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     app = create_app(config, queue_size=args.queue_size)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers

@@ -47,7 +47,7 @@ from gateway.formats import (
     read_body,
     trades_csv,
 )
-from gateway.matchers import DEFAULT_TIMEOUT, Matchers
+from gateway.matchers import DEFAULT_TIMEOUT, Matchers, gateway_curve, public_key
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.validation import (
     AMEND_FIELDS,
@@ -89,7 +89,9 @@ class Gateway:
     def __init__(self, config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.config = config
         self.symbols = config.symbols
-        self.matchers = Matchers(config.symbols, matcher_timeout, link=config.gateway_link)
+        curve = gateway_curve(config)
+        self.matchers = Matchers(config.symbols, matcher_timeout, link=config.gateway_link,
+                                 curve=curve)
         self.accounts = Accounts(config.api_keys)
         self.auth = self.accounts.enabled
         self.metrics = Metrics(self.matchers.up)
@@ -97,7 +99,8 @@ class Gateway:
             "name": "matchwire",
             "version": version(),
             "feed_url": config.feed_url,
-            "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
+            "symbols": {symbol: {**rules.public(), **public_key(curve, symbol)}
+                        for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"
 

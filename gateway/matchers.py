@@ -44,9 +44,10 @@ from typing import Any
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from gateway import zmtp
 from gateway.errors import ApiError
-from gateway.zmq_link import CurveKeys, LinkLost, PyzmqLink
+from gateway.zmq_link import LinkLost, PyzmqLink
 from matcher import codec
-from matcher.config import SymbolConfig
+from matcher.config import SymbolConfig, SystemConfig
+from matcher.curve import CurveKeys, client_keys
 from matcher.protocol import MUTATING_OPS, Code
 
 log = logging.getLogger("matchwire.gateway")
@@ -449,6 +450,24 @@ def unknown_outcome(symbol: str, op: str, exc: Exception) -> str:
         return (f"outcome unknown: {exc}; the {symbol} matcher may have executed it before "
                 "it went away: look the order up (client_order_id) once it is back")
     return f"the {symbol} matcher went away ({exc}); retry"
+
+
+def gateway_curve(config: SystemConfig) -> dict[str, CurveKeys]:
+    """Each symbol's CURVE client keys under `[curve]` (none: the NULL mechanism); ValueError
+    if the gateway's own key or the matchers' public key cannot be read."""
+    curve = config.curve
+    if curve is None:
+        return {}
+    if curve.gateway_secret is None:
+        raise ValueError("[curve] needs gateway_secret: the gateway's key pair")
+    keys = client_keys(curve.matcher_public, curve.gateway_secret)
+    return dict.fromkeys(config.symbols, keys)
+
+
+def public_key(curve: dict[str, CurveKeys], symbol: str) -> dict[str, str]:
+    """GET /'s `curve_public_key` of a symbol's matcher (public: clients need it)."""
+    keys = curve.get(symbol)
+    return {"curve_public_key": keys.server_public.decode()} if keys is not None else {}
 
 
 def choose_link(requested: str | None, curve: bool = False) -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
-from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link
+from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
 from matcher.config import SystemConfig, is_loopback, load_config
+from matcher.curve import exposure
 
 log = logging.getLogger("matchwire.gateway")
 
@@ -97,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        link = choose_link(config.gateway_link)
+        curve = gateway_curve(config)
+        link = choose_link(config.gateway_link, curve=bool(curve))
     except ValueError as exc:
         print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    refusal = exposure("gateway", [rules.order_endpoint for rules in config.symbols.values()],
+                       bool(curve))
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(uvicorn.Config(

@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -31,6 +30,7 @@ import zmq.asyncio
 
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from matcher import codec
+from matcher.curve import CurveKeys
 from matcher.protocol import MUTATING_OPS
 
 log = logging.getLogger("matchwire.gateway")
@@ -45,21 +45,6 @@ Future = asyncio.Future[dict[str, Any]]
 class LinkLost(MatcherTimeout):
     """The connection closed with the request written to it and unanswered: the matcher
     may have executed it (and died before replying) or not."""
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """A CURVE client's keys (Z85, as zmq.auth writes them): the matcher's public key,
-    ours, and our secret."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    def apply(self, sock: zmq.Socket[Any]) -> None:
-        sock.curve_serverkey = self.server_public
-        sock.curve_publickey = self.public
-        sock.curve_secretkey = self.secret
 
 
 class _Socket:
