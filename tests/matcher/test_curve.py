@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -76,7 +77,7 @@ def curved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         matcher.stop()
 
 
-ORDER = {"symbol": BTC, "side": "buy", "order_type": "limit", "price": "100",
+ORDER: dict[str, Any] = {"symbol": BTC, "side": "buy", "order_type": "limit", "price": "100",
          "quantity": "1"}
 
 
