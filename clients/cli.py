@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
+from clients.curve import client_keys
 from clients.zmq_client import MatcherClient, MatcherError, MatcherTimeout
-from matcher.curve import client_keys
 from matcher.protocol import ORDER_FIELDS, TRADE_FIELDS
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN, EXIT_AUTH = 0, 1, 2, 3, 4

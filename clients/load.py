@@ -32,9 +32,9 @@ from typing import Any
 
 import zmq
 
+from clients.curve import CurveKeys, client_keys
 from clients.flow import CANCEL, MARKET, OrderFlow
 from matcher import codec
-from matcher.curve import CurveKeys, client_keys
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 ANSWER_GRACE_S = 5.0  # after --duration, how long answers to what was sent are awaited

@@ -27,8 +27,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from clients.curve import CurveKeys
 from matcher import codec
-from matcher.curve import CurveKeys
 
 
 class MatcherError(Exception):

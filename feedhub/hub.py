@@ -31,10 +31,10 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from clients.curve import CurveKeys
 from feedhub.replica import Replica, dumps
 from feedhub.wire import FeedProtocol, text_frame
 from matcher.config import SymbolConfig
-from matcher.curve import CurveKeys
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")

@@ -42,10 +42,10 @@ from typing import Any, Protocol
 import zmq
 
 from clients.book import BookSide, L2Book
+from clients.curve import CurveKeys
 from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from matcher import codec
 from matcher.config import SymbolConfig
-from matcher.curve import CurveKeys
 
 log = logging.getLogger("matchwire.feedhub")
 

@@ -34,10 +34,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, Feed, Hub, close_quietly
 from feedhub.wire import LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
-from matcher.curve import CurveKeys, client_keys, exposure
+from matcher.curve import exposure
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")

@@ -41,13 +41,13 @@ import os
 import time
 from typing import Any
 
+from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from gateway import zmtp
 from gateway.errors import ApiError
 from gateway.zmq_link import LinkLost, PyzmqLink
 from matcher import codec
 from matcher.config import SymbolConfig, SystemConfig
-from matcher.curve import CurveKeys, client_keys
 from matcher.protocol import MUTATING_OPS, Code
 
 log = logging.getLogger("matchwire.gateway")

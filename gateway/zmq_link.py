@@ -28,9 +28,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from clients.curve import CurveKeys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from matcher import codec
-from matcher.curve import CurveKeys
 from matcher.protocol import MUTATING_OPS
 
 log = logging.getLogger("matchwire.gateway")

@@ -10,6 +10,7 @@ NAME --dir D`: NAME.key, the public key to hand out, and NAME.key_secret, the pa
   only as that account) or a trusted role (`gateway`, `feedhub`: may name any account).
   An unknown key gets no connection, and its refusal is logged once (then at most once a
   minute for all of them).
+- The clients' side (CurveKeys, client_keys) is clients/curve.py.
 - The User-Id libzmq attaches to each message (ZAP's answer: the Z85 public key) tells
   the matcher which key sent a request: `Peers.get`.
 - Beyond loopback a matcher binds, and a client connects, only with CURVE on:
@@ -27,7 +28,6 @@ from typing import Any
 
 import zmq
 import zmq.auth
-import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 from matcher.config import CurveConfig
@@ -35,21 +35,6 @@ from matcher.config import CurveConfig
 ROLES = ("gateway", "feedhub")
 ZAP_DOMAIN = "matchwire"
 REFUSAL_LOG_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """A CURVE client's keys (Z85): the matcher's public key, ours, and our secret."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    def apply(self, sock: zmq.Socket[Any]) -> None:
-        """Make `sock` a CURVE client of the matcher (before it connects)."""
-        sock.curve_serverkey = self.server_public
-        sock.curve_publickey = self.public
-        sock.curve_secretkey = self.secret
 
 
 @dataclass(frozen=True)
@@ -84,21 +69,6 @@ def load_pair(path: str | Path) -> tuple[bytes, bytes]:
     if not public or not secret:
         raise ValueError(f"CURVE key file {path} holds no secret key (a .key_secret file?)")
     return public, secret
-
-
-def client_keys(server_public: str | Path, own_secret: str | Path) -> CurveKeys:
-    """A client's CurveKeys: `own_secret` is its .key_secret file; `server_public` the
-    matcher's public key, as a file or as its 40 Z85 characters (GET / shows them)."""
-    public, secret = load_pair(own_secret)
-    text = str(server_public)
-    if len(text) == 40 and not Path(text).exists():
-        try:
-            if len(zmq.utils.z85.decode(text)) == 32:
-                return CurveKeys(text.encode(), public, secret)
-        except (ValueError, KeyError):
-            pass
-        raise ValueError(f"server key {text!r}: neither a key file nor a Z85 public key")
-    return CurveKeys(load_public(server_public), public, secret)
 
 
 class Peers:

@@ -20,9 +20,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from clients.curve import CurveKeys, client_keys
 from clients.load import RequestFlow, run_zmq
 from clients.zmq_client import MatcherClient
-from matcher.curve import CurveKeys, client_keys
 from tests.matcher.test_curve import curve_section, make_keys
 from tests.support import Child, free_port, wait_for_port, write_config
 

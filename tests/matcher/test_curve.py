@@ -13,9 +13,10 @@ import pytest
 import zmq
 import zmq.auth
 
+from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import MatcherClient, MatcherTimeout
 from matcher.config import load_config
-from matcher.curve import CurveKeys, beyond_loopback, client_keys, exposure
+from matcher.curve import beyond_loopback, exposure
 from tests.support import REPO, Child, free_port, port_is_free, wait_for_port, write_config
 
 BTC = "BTC-USDT"
