@@ -5,6 +5,7 @@
     python run.py gateway | feedhub    # one component (sharded deployments)
     python run.py replay --data-dir data --symbol BTC-USDT [--csv trades.csv] [--verify]
     python run.py bench [core|zmq|rest|ws|all] [--quick]
+    python run.py keys NAME --dir keys  # a CURVE key pair (docs/operations.md)
 
 The supervisor only starts, watches and restarts (docs/operations.md, "The supervisor"):
 a child that crashes after it was ready is started again at once (it recovers from its
@@ -35,7 +36,7 @@ from typing import IO, cast
 from matcher.config import SystemConfig, is_loopback, load_config
 from matcher.lifeline import exit_with_parent
 
-COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench")
+COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench", "keys")
 REPO = Path(__file__).resolve().parent
 
 EXIT_REFUSED = 2  # a child that cannot run says why on stderr and exits 2: never retried
@@ -375,6 +376,14 @@ def run_system(argv: list[str]) -> int:
         print(f"run.py: refusing to bind {config.host} with auth off: configure api_keys "
               "or use a loopback host", file=sys.stderr)
         return 2
+    from matcher.curve import exposure
+
+    for symbol, rules in config.symbols.items():  # the matchers' own check, before any start
+        refusal = exposure(f"{symbol} matcher", [rules.order_endpoint, rules.feed_endpoint],
+                           config.curve is not None)
+        if refusal:
+            print(f"run.py: {refusal}", file=sys.stderr)
+            return 2
     children = [
         Child(f"matcher {symbol}",
               ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher"),
@@ -417,7 +426,32 @@ def run_component(name: str, argv: list[str]) -> int:
 
     if name == "bench":
         return run_benchmarks(argv)
+    if name == "keys":
+        return make_keys(argv)
     return int(importlib.import_module(ENTRY_POINTS[name]).main(argv) or 0)
+
+
+def make_keys(argv: list[str]) -> int:
+    """`run.py keys NAME --dir D`: a CURVE key pair, D/NAME.key (public, to hand out) and
+    D/NAME.key_secret (the pair: keep it on its host), as zmq.auth writes them."""
+    import zmq.auth
+
+    parser = argparse.ArgumentParser(prog="run.py keys", description=make_keys.__doc__)
+    parser.add_argument("name", help="the key's name: matcher, gateway, feedhub, an account")
+    parser.add_argument("--dir", type=Path, default=Path("keys"), help="folder (default keys)")
+    args = parser.parse_args(argv)
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        print(f"run.py keys: bad name {args.name!r}", file=sys.stderr)
+        return 2
+    secret = args.dir / f"{args.name}.key_secret"
+    if secret.exists():
+        print(f"run.py keys: {secret} exists: not overwritten", file=sys.stderr)
+        return 2
+    args.dir.mkdir(parents=True, exist_ok=True)
+    public_file, secret_file = zmq.auth.create_certificates(args.dir, args.name)
+    os.chmod(secret_file, 0o600)
+    print(f"{public_file}\n{secret_file}")
+    return 0
 
 
 def run_benchmarks(argv: list[str]) -> int:

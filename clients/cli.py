@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from clients.curve import client_keys
 from clients.zmq_client import MatcherClient, MatcherError, MatcherTimeout
 from matcher.protocol import ORDER_FIELDS, TRADE_FIELDS
 
@@ -91,19 +92,37 @@ class RestTransport:
 class ZmqTransport:
     """Talks to the symbol's matcher directly; endpoints come from --endpoint or GET /."""
 
-    def __init__(self, endpoint: str | None, url: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoint: str | None, url: str, timeout: float = 5.0, key: str | None = None,
+        server_key: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.url = url
         self.timeout = timeout
+        self.key = key  # our CURVE .key_secret file (the matcher has CURVE on)
+        self.server_key = server_key  # the matcher's public key (default: from GET /)
         self.clients: dict[str, MatcherClient] = {}
 
     def _client(self, symbol: str) -> MatcherClient:
         if symbol not in self.clients:
             endpoint = self.endpoint or self._discover(symbol)
-            self.clients[symbol] = MatcherClient(endpoint, timeout=self.timeout)
+            curve = None
+            if self.key is not None:
+                server_key = self.server_key or self._rules(symbol).get("curve_public_key")
+                if not server_key:
+                    raise CliError(EXIT_USAGE, f"--key: {self.url}/ shows no CURVE key for "
+                                               f"{symbol}; pass --server-key")
+                try:
+                    curve = client_keys(server_key, self.key)
+                except ValueError as exc:
+                    raise CliError(EXIT_USAGE, str(exc)) from None
+            self.clients[symbol] = MatcherClient(endpoint, timeout=self.timeout, curve=curve)
         return self.clients[symbol]
 
     def _discover(self, symbol: str) -> str:
+        return str(self._rules(symbol)["order_endpoint"])
+
+    def _rules(self, symbol: str) -> dict[str, Any]:
         try:
             symbols = httpx.get(self.url + "/", timeout=self.timeout).json()["symbols"]
         except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -111,7 +130,7 @@ class ZmqTransport:
                                       f"{exc}; pass --endpoint") from None
         if symbol not in symbols:
             raise CliError(EXIT_REFUSED, f"unknown_symbol: {symbol}")
-        return str(symbols[symbol]["order_endpoint"])
+        return dict(symbols[symbol])
 
     def request(self, op: str, **fields: Any) -> Any:
         try:
@@ -281,7 +300,7 @@ async def watch(feed_url: str, symbol: str, depth: int, updates: int | None, as_
 
 
 # Options that come before the command; `load` takes those it shares with them.
-FORWARDED_TO_LOAD = ("transport", "url", "endpoint", "api_key", "account")
+FORWARDED_TO_LOAD = ("transport", "url", "endpoint", "api_key", "account", "key", "server_key")
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -290,6 +309,9 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="matcher ROUTER for --transport zmq (default: from GET /)")
     parser.add_argument("--api-key", help="X-API-Key when auth is on")
     parser.add_argument("--account", help="account to act for (auth off)")
+    parser.add_argument("--key", help="--transport zmq with CurveZMQ: your .key_secret file")
+    parser.add_argument("--server-key",
+                        help="the matcher's CURVE public key, file or Z85 (default: from GET /)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=float, default=10.0)
 
@@ -421,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         transport: Any = (RestTransport(args.url, args.api_key, args.timeout)
                           if args.transport == "rest"
-                          else ZmqTransport(args.endpoint, args.url, args.timeout))
+                          else ZmqTransport(args.endpoint, args.url, args.timeout, args.key,
+                                            args.server_key))
         result, render = args.handler(args, transport)
     except CliError as exc:
         print(f"matchwire: {exc}", file=sys.stderr)

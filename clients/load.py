@@ -32,6 +32,7 @@ from typing import Any
 
 import zmq
 
+from clients.curve import CurveKeys, client_keys
 from clients.flow import CANCEL, MARKET, OrderFlow
 from matcher import codec
 
@@ -112,11 +113,13 @@ def percentile(ordered: list[float], p: float) -> float:
 
 
 def run_zmq(endpoint: str, flow: RequestFlow, count: int, rate: float, duration: float,
-            window: int = 1000) -> Report:
-    """One DEALER; fixed-rate schedule or a pipelined window (rate 0)."""
+            window: int = 1000, curve: CurveKeys | None = None) -> Report:
+    """One DEALER; fixed-rate schedule or a pipelined window (rate 0); `curve`: CurveZMQ."""
     context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
     sock.connect(endpoint)
     report = Report()
     pending: dict[int, float] = {}  # req_id -> time the latency counts from
@@ -269,6 +272,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gateway: the REST target, and where the symbol's rules and "
                              "endpoint are read (GET /)")
     parser.add_argument("--api-key")
+    parser.add_argument("--key", help="zmq with CurveZMQ: your .key_secret file")
+    parser.add_argument("--server-key",
+                        help="the matcher's CURVE public key, file or Z85 (default: from GET /)")
     parser.add_argument("--account", default="anonymous", help="account to trade as (auth off)")
     parser.add_argument("--symbol", default="BTC-USDT")
     parser.add_argument("--tick", help="tick size (default: the symbol's, from GET /)")
@@ -307,9 +313,15 @@ def resolve(args: argparse.Namespace) -> tuple[str | None, Decimal, Decimal]:
     """(endpoint, tick, lot) for the run: flags win, the gateway fills in the rest, so
     `--symbol ETH-USDT` sends to ETH-USDT's matcher with ETH-USDT's grid."""
     needs_endpoint = args.transport == "zmq" and args.endpoint is None
+    needs_server_key = args.transport == "zmq" and args.key and not args.server_key
     rules: dict[str, str] = {}
-    if needs_endpoint or args.tick is None or args.lot is None:
+    if needs_endpoint or needs_server_key or args.tick is None or args.lot is None:
         rules = symbol_rules(args.url, args.symbol)
+    if needs_server_key:
+        args.server_key = rules.get("curve_public_key")
+        if not args.server_key:
+            raise LoadError(f"--key: {args.url}/ shows no CURVE key for {args.symbol}; "
+                            "pass --server-key")
     endpoint = args.endpoint or rules.get("order_endpoint")
     try:
         tick = Decimal(args.tick or rules["tick_size"])
@@ -328,7 +340,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     flow = RequestFlow(args.symbol, tick, lot, Decimal(args.mid), args.seed, args.account)
     if args.transport == "zmq":
         assert endpoint is not None
-        report = run_zmq(endpoint, flow, args.count, args.rate, args.duration, args.window)
+        try:
+            curve = client_keys(args.server_key, args.key) if args.key else None
+        except ValueError as exc:
+            raise LoadError(str(exc)) from None
+        report = run_zmq(endpoint, flow, args.count, args.rate, args.duration, args.window,
+                         curve)
     else:
         report = asyncio.run(run_rest(args.url, flow, args.count, args.rate, args.duration,
                                       args.concurrency, args.api_key))

@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from clients.curve import CurveKeys
 from matcher import codec
 
 
@@ -81,13 +82,15 @@ class MatcherClient:
     """Blocking client. `request` waits for one reply; `pipeline` sends many, then reads.
 
     `deadlines=True`: every request carries the deadline "sent + timeout" (see above).
+    `curve`: the keys to speak CurveZMQ with a matcher that has it on (docs/protocol.md).
     """
 
     def __init__(
         self, endpoint: str, timeout: float = 5.0, context: zmq.Context | None = None,
-        deadlines: bool = False,
+        deadlines: bool = False, curve: CurveKeys | None = None,
     ):
         self.endpoint = endpoint
+        self.curve = curve
         self.timeout = timeout
         self.timeout_ms = int(timeout * 1000)
         self.deadlines = deadlines
@@ -100,6 +103,8 @@ class MatcherClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 1_000_000)
         sock.setsockopt(zmq.RCVHWM, 1_000_000)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         return sock
 
@@ -182,8 +187,12 @@ class MatcherClient:
 class AsyncMatcherClient:
     """asyncio client: many coroutines share one DEALER; a reader task routes replies."""
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, deadlines: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, timeout: float = 5.0, deadlines: bool = False,
+        curve: CurveKeys | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self.curve = curve  # as for MatcherClient
         self.timeout = timeout
         self.deadlines = deadlines  # every request carries "sent + timeout" (see above)
         self._context = zmq.asyncio.Context.instance()
@@ -197,6 +206,8 @@ class AsyncMatcherClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         return sock
 

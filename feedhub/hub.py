@@ -36,6 +36,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from clients.curve import CurveKeys
 from feedhub.replica import Replica, dumps
 from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, FeedProtocol, text_frame
 from matcher.config import SymbolConfig
@@ -120,9 +121,11 @@ class Hub:
         heartbeat_timeout: float | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        curve: CurveKeys | None = None,
     ) -> None:
         options = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
-        self.replicas = {name: Replica(config, self, **options) for name, config in symbols.items()}
+        self.replicas = {name: Replica(config, self, curve=curve, **options)
+                         for name, config in symbols.items()}
         self.queue_size = queue_size
         self.drain_timeout = drain_timeout
         self.max_connections = max_connections

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import zmq
 
 from clients.book import BookSide, L2Book
+from clients.curve import CurveKeys
 from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from matcher import codec
 from matcher.config import SymbolConfig
@@ -112,8 +113,10 @@ class Replica:
         *,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.config = config
+        self.curve = curve  # CURVE client keys for both sockets, when the matcher has it on
         self.symbol = config.symbol
         self.fanout = fanout
         self.heartbeat_timeout = heartbeat_timeout
@@ -198,11 +201,14 @@ class Replica:
         sub: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
         sub.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(sub)
         for topic in self._topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sub.connect(self.config.feed_endpoint)
         self._sub = sub
-        self._requests = AsyncMatcherClient(self.config.order_endpoint, self.request_timeout)
+        self._requests = AsyncMatcherClient(self.config.order_endpoint, self.request_timeout,
+                                            curve=self.curve)
         fd = sub.fileno()  # edge-triggered: see _drain
         loop.add_reader(fd, self._on_readable)
         self._ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)

@@ -37,9 +37,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
 from feedhub.wire import DRAIN_TIMEOUT, LINK, FeedProtocol
 from matcher.config import SystemConfig, load_config
+from matcher.curve import exposure
 from matcher.protocol import shown
 
 log = logging.getLogger("matchwire.feedhub")
@@ -186,6 +188,15 @@ def _depth(value: str | None) -> int | None:
     return depth
 
 
+def feedhub_curve(config: SystemConfig) -> CurveKeys | None:
+    """The hub's CURVE client keys under `[curve]`; ValueError if they cannot be read."""
+    if config.curve is None:
+        return None
+    if config.curve.feedhub_secret is None:
+        raise ValueError("[curve] needs feedhub_secret: the feed hub's key pair")
+    return client_keys(config.curve.matcher_public, config.curve.feedhub_secret)
+
+
 def create_app(
     config: SystemConfig,
     *,
@@ -195,7 +206,8 @@ def create_app(
 ) -> Starlette:
     """The feed hub for every symbol of `config`; its lifespan runs the replicas."""
     hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout,
-              drain_timeout=drain_timeout, max_connections=config.ws_max_connections)
+              drain_timeout=drain_timeout, max_connections=config.ws_max_connections,
+              curve=feedhub_curve(config))
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
 
@@ -367,6 +379,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not config.symbols:
         parser.error("no symbols to serve")
+    try:  # the matchers' sockets beyond loopback only with CURVE (docs/operations.md)
+        curve = feedhub_curve(config)
+    except ValueError as exc:
+        print(f"feedhub: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    endpoints = [endpoint for rules in config.symbols.values()
+                 for endpoint in (rules.order_endpoint, rules.feed_endpoint)]
+    refusal = exposure("feedhub", endpoints, curve is not None)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     _fit_descriptor_limit(config.ws_max_connections)
     try:
         sock = listening_socket(config.host, config.ws_port, args.client_sndbuf)

@@ -46,7 +46,7 @@ from gateway.formats import (
     read_body,
     trades_csv,
 )
-from gateway.matchers import DEFAULT_TIMEOUT, Matchers
+from gateway.matchers import DEFAULT_TIMEOUT, Matchers, gateway_curve, public_key
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.validation import (
     AMEND_FIELDS,
@@ -90,7 +90,9 @@ class Gateway:
     def __init__(self, config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.config = config
         self.symbols = config.symbols
-        self.matchers = Matchers(config.symbols, matcher_timeout)
+        curve = gateway_curve(config)
+        self.matchers = Matchers(config.symbols, matcher_timeout, link=config.gateway_link,
+                                 curve=curve)
         self.accounts = Accounts(config.api_keys)
         self.auth = self.accounts.enabled
         self.metrics = Metrics(self.matchers.up)
@@ -102,7 +104,8 @@ class Gateway:
             "build": _build.build_name(),
             "feed_url": config.feed_url,
             "auth": self.auth,
-            "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
+            "symbols": {symbol: {**rules.public(), **public_key(curve, symbol)}
+                        for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"
 

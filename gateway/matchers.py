@@ -1,12 +1,15 @@
 """The gateway's side of the matchers: one asyncio DEALER link per symbol.
 
 Each symbol's matcher is reached at `config.symbols[symbol].order_endpoint` through one
-`MatcherLink`, shared by every request of the process; replies are correlated by
-`req_id`, so any number of requests may be in flight (the matcher keeps the order of one
-client's requests). Nothing here blocks the event loop. `MatcherLink` keeps the contract
-of `clients.zmq_client.AsyncMatcherClient` (same messages, same `MatcherTimeout`) but
-speaks ZeroMQ's wire protocol itself over a plain asyncio connection (gateway/zmtp.py):
-see its docstring for why and the figures.
+link, shared by every request of the process; replies are correlated by `req_id`, so any
+number of requests may be in flight (the matcher keeps the order of one client's
+requests). Nothing here blocks the event loop. Two transports keep one contract (the
+messages and `MatcherTimeout` of `clients.zmq_client.AsyncMatcherClient`, and
+everything below): `PyzmqLink` (gateway/zmq_link.py), the library path, always
+available and the only one under CURVE; and `MatcherLink`, an accelerator that speaks
+ZeroMQ's wire protocol itself over a plain asyncio connection (gateway/zmtp.py; see its
+docstring for why and the figures). `[server] gateway_link`, the gateway's
+`--gateway-link` or MATCHWIRE_GATEWAY_LINK choose (choose_link).
 
 Deadlines (docs/api.md, docs/protocol.md): every request is sent with `deadline` = its
 send time + `timeout`, and the matcher refuses a mutating command it reaches after that.
@@ -34,33 +37,38 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import time
 from typing import Any
 
+from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from gateway import zmtp
 from gateway.errors import ApiError
+from gateway.zmq_link import LinkLost, PyzmqLink
 from matcher import codec
-from matcher.config import SymbolConfig
+from matcher.config import SymbolConfig, SystemConfig
 from matcher.protocol import MUTATING_OPS, Code
 
 log = logging.getLogger("matchwire.gateway")
 
 DEFAULT_TIMEOUT = 2.0
+LINK_ENV = "MATCHWIRE_GATEWAY_LINK"
+LINKS = ("auto", "zmtp", "pyzmq")
 PING_TIMEOUT = 0.5
 RECONNECT_INTERVAL = 0.1  # between connection attempts while requests wait (libzmq's default)
 MAX_IN_FLIGHT = 100_000  # requests awaiting a reply per matcher (the old socket's HWM)
+# ZMTP 3.1 heartbeats of the ZMTP link: a PING after a silent interval; a connection
+# silent (no reply, no PONG) this long is retired, so a half-open peer (a host gone
+# without closing its connections) is found before the next request times out on it.
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT = 3.0
 # After the grace, one more pass of the event loop before a 503: a loop that was busy
 # when both the timer and the reply came due runs the timer first (uvloop does), and the
 # reply waiting in the socket must win.
 LAST_LOOK = 0.001
 
 Future = asyncio.Future[dict[str, Any]]
-
-
-class LinkLost(MatcherTimeout):
-    """The connection closed with the request written to it and unanswered: the matcher
-    may have executed it (and died before replying) or not."""
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
@@ -113,6 +121,8 @@ class MatcherLink:
         self.endpoint = endpoint
         self.timeout = timeout
         self.grace = grace
+        self.heartbeat_interval = HEARTBEAT_INTERVAL
+        self.heartbeat_timeout = HEARTBEAT_TIMEOUT
         self._longest = timeout  # the longest timeout of any request sent: bounds a retiree
         self._address = parse_endpoint(endpoint)
         self._ids = itertools.count(1)
@@ -273,6 +283,17 @@ class MatcherLink:
         if self._outbox:  # requests queued for the old connection go out on the new one
             self._dial(self._loop)
 
+    def _silent(self, connection: _Connection) -> None:
+        """`connection` has answered nothing, not even PINGs, for HEARTBEAT_TIMEOUT: new
+        requests go over a fresh one. Those in flight on it keep their deadlines (their
+        outcome is known only then), as after a timeout."""
+        if connection is self._connection:
+            log.warning("matcher link %s: no answer to heartbeats in %gs; reconnecting",
+                        self.endpoint, self.heartbeat_timeout)
+            self.retire()
+        elif connection not in self._retired:
+            connection.abort()
+
     def _drop(self, connection: _Connection) -> None:
         self._retired.discard(connection)
         connection.abort()
@@ -307,7 +328,13 @@ class _Connection(asyncio.Protocol):
         self.link = link
         self.reader = zmtp.FrameReader()
         self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.parts: list[bytes] = []  # the frames so far of a multi-frame message
+        # Heartbeats: `heard` is set by every read; a tick that finds it unset PINGs.
+        self.heard = False
+        self.silent_ticks = 0
+        self.beat: asyncio.TimerHandle | None = None
         # The ids of the first and last requests written here (0: none yet): a link
         # writes its requests in id order, so these are exactly the ones it carried.
         self.first_id = 0
@@ -334,12 +361,40 @@ class _Connection(asyncio.Protocol):
         except zmtp.ProtocolError as exc:
             self._fail(exc)
             return
+        self.heard = True
         reply = self.link._reply
         for flags, body in frames:
             if flags & zmtp.COMMAND:
                 self._command(body)
+            elif flags & zmtp.MORE or self.parts:
+                self._part(flags, body)
             else:
                 reply(body)
+
+    def _part(self, flags: int, body: bytes) -> None:
+        """A frame of a multi-frame message: no matcher reply is one, so it is dropped."""
+        self.parts.append(body)
+        if not flags & zmtp.MORE:
+            log.warning("matcher link %s: dropped a message of %d frames (a reply is one)",
+                        self.link.endpoint, len(self.parts))
+            self.parts = []
+
+    def _tick(self) -> None:
+        """Every heartbeat interval: PING a connection silent since the last tick; one
+        silent for the heartbeat timeout is half-open or its peer frozen: retired."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        link = self.link
+        if self.heard:
+            self.heard = False
+            self.silent_ticks = 0
+        else:
+            self.silent_ticks += 1
+            if self.silent_ticks * link.heartbeat_interval >= link.heartbeat_timeout:
+                link._silent(self)
+                return
+            self.write(zmtp.PING)
+        self.beat = self.loop.call_later(link.heartbeat_interval, self._tick)
 
     def _command(self, body: bytes) -> None:
         try:
@@ -350,6 +405,7 @@ class _Connection(asyncio.Protocol):
                     raise zmtp.ProtocolError(f"the peer is a {socket_type!r} socket, not ROUTER")
                 if not self.ready.done():
                     self.ready.set_result(None)
+                    self.beat = self.loop.call_later(self.link.heartbeat_interval, self._tick)
             elif name == b"PING":  # heartbeat: PONG with the PING's context
                 self.write(zmtp.command(b"PONG", data[2:]))
             elif name == b"ERROR":
@@ -370,6 +426,8 @@ class _Connection(asyncio.Protocol):
             self.ready.exception()  # retrieved: the dialer may have been cancelled
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.beat is not None:
+            self.beat.cancel()
         self._settle(ConnectionResetError("closed during the handshake"))
         self.link._lost(self)
 
@@ -394,17 +452,61 @@ def unknown_outcome(symbol: str, op: str, exc: Exception) -> str:
     return f"the {symbol} matcher went away ({exc}); retry"
 
 
+def gateway_curve(config: SystemConfig) -> dict[str, CurveKeys]:
+    """Each symbol's CURVE client keys under `[curve]` (none: the NULL mechanism); ValueError
+    if the gateway's own key or the matchers' public key cannot be read."""
+    curve = config.curve
+    if curve is None:
+        return {}
+    if curve.gateway_secret is None:
+        raise ValueError("[curve] needs gateway_secret: the gateway's key pair")
+    keys = client_keys(curve.matcher_public, curve.gateway_secret)
+    return dict.fromkeys(config.symbols, keys)
+
+
+def public_key(curve: dict[str, CurveKeys], symbol: str) -> dict[str, str]:
+    """GET /'s `curve_public_key` of a symbol's matcher (public: clients need it)."""
+    keys = curve.get(symbol)
+    return {"curve_public_key": keys.server_public.decode()} if keys is not None else {}
+
+
+def choose_link(requested: str | None, curve: bool = False) -> str:
+    """The transport to use: "zmtp" (the accelerator) or "pyzmq" (the library path).
+
+    `requested` is the flag or `[server] gateway_link`; None reads MATCHWIRE_GATEWAY_LINK
+    (CI runs the gateway's tests once more with it set to pyzmq), then "auto": the ZMTP
+    link where it applies, pyzmq under CURVE. ValueError for anything else, or for
+    "zmtp" under CURVE (the accelerator speaks only the NULL mechanism)."""
+    choice = requested or os.environ.get(LINK_ENV) or "auto"
+    if choice not in LINKS:
+        raise ValueError(f"gateway link {choice!r}: one of {', '.join(LINKS)}")
+    if choice == "zmtp" and curve:
+        raise ValueError("gateway link 'zmtp' speaks no CURVE: use 'pyzmq' or 'auto'")
+    if choice == "auto":
+        return "pyzmq" if curve else "zmtp"
+    return choice
+
+
 class Matchers:
-    """Routes requests to the matcher of their symbol and maps its answers."""
+    """Routes requests to the matcher of their symbol and maps its answers.
+
+    `link`: see choose_link. `curve`: each symbol's client keys, when its matcher
+    speaks CURVE (the pyzmq link only)."""
 
     def __init__(
         self, symbols: dict[str, SymbolConfig], timeout: float = DEFAULT_TIMEOUT,
-        grace: float = DEADLINE_GRACE,
+        grace: float = DEADLINE_GRACE, link: str | None = None,
+        curve: dict[str, CurveKeys] | None = None,
     ) -> None:
         self.timeout = timeout
+        curve = curve or {}
+        self.link = choose_link(link, bool(curve))
         self.endpoints = {symbol: config.order_endpoint for symbol, config in symbols.items()}
-        self.clients = {
-            symbol: MatcherLink(endpoint, timeout, grace)
+        self.clients: dict[str, MatcherLink | PyzmqLink] = {
+            symbol: (
+                PyzmqLink(endpoint, timeout, grace, curve.get(symbol))
+                if self.link == "pyzmq" else MatcherLink(endpoint, timeout, grace)
+            )
             for symbol, endpoint in self.endpoints.items()
         }
         # Bumped by each retirement, so a batch of requests that time out together

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -24,8 +25,9 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
-from gateway.matchers import DEFAULT_TIMEOUT
+from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
 from matcher.config import SystemConfig, is_loopback, load_config
+from matcher.curve import exposure
 
 log = logging.getLogger("matchwire.gateway")
 
@@ -79,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for a matcher, sent as each command's deadline "
              f"([server] matcher_timeout, default {DEFAULT_TIMEOUT:g})",
     )
+    parser.add_argument(
+        "--gateway-link", choices=LINKS,
+        help="the link to the matchers: zmtp (the accelerator), pyzmq (the library path, "
+             f"the only one under CURVE) or auto (the fastest that applies); default "
+             f"${LINK_ENV}, then [server] gateway_link, then auto",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,6 +96,7 @@ def load(args: argparse.Namespace) -> SystemConfig:
         args.config, host=args.host, http_port=args.http_port, ws_port=args.ws_port,
         zmq_port=args.zmq_port, data_dir=args.data_dir, symbols=symbols,
         matcher_timeout=args.matcher_timeout,
+        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
     )
 
 
@@ -107,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        curve = gateway_curve(config)
+        link = choose_link(config.gateway_link, curve=bool(curve))
+    except ValueError as exc:
+        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    refusal = exposure("gateway", [rules.order_endpoint for rules in config.symbols.values()],
+                       bool(curve))
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    try:
         sock = listening_socket(config.host, config.http_port)
     except OSError as exc:
         # Bound here rather than by uvicorn, which would log the failure and exit 1: a
@@ -120,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning", access_log=False, lifespan="on",
     ))
     log.info(
-        "gateway on http://%s:%d for %s (auth %s)", config.host, config.http_port,
-        ", ".join(config.symbols), "on" if config.auth_enabled else "off",
+        "gateway on http://%s:%d for %s (auth %s, %s link)", config.host, config.http_port,
+        ", ".join(config.symbols), "on" if config.auth_enabled else "off", link,
     )
     server.run(sockets=[sock])
     log.info("gateway stopped")

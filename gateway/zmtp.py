@@ -1,19 +1,21 @@
-"""The bytes of the gateway's link to a matcher: ZMTP 3.0, a DEALER with the NULL mechanism.
+"""The bytes of the gateway's link to a matcher: ZMTP 3.1, a DEALER with the NULL mechanism.
 
 The matcher's ROUTER (libzmq) speaks ZMTP (rfc.zeromq.org/spec/23) on its TCP port; the
 gateway speaks it too, from its event loop, instead of through libzmq (see
 gateway/matchers.py for why). What goes on the wire, in order:
 
-- greeting, each way, 64 bytes: signature `FF 00*8 7F`, version `03 00`, the mechanism
+- greeting, each way, 64 bytes: signature `FF 00*8 7F`, version `03 01`, the mechanism
   `NULL` padded with zeros to 20 bytes, as-server `00`, 31 zero bytes of filler;
 - one READY command each way: our metadata `Socket-Type: DEALER`, the matcher's
   `Socket-Type: ROUTER`;
 - then frames. A frame is a flags byte (`01` more frames follow, `02` long size, `04`
   command), its size (one byte, or eight big-endian bytes when long) and its body. A
   request is one frame (a DEALER sends no empty delimiter, and the matcher answers
-  without one), the matcher's msgpack map (matcher/codec.py); so is each reply.
-  Commands after the handshake: PING (answered with PONG, ZMTP 3.1 heartbeats, which
-  the matcher does not ask for today) and ERROR (the peer refuses us).
+  without one), the matcher's msgpack map (matcher/codec.py); so is each reply. A
+  message of several frames (`01` on all but the last) is no reply: the link drops it.
+  Commands after the handshake: PING and PONG (ZMTP 3.1 heartbeats: the link PINGs a
+  connection that has been silent for a while, and answers the peer's PINGs) and ERROR
+  (the peer refuses us).
 
 `FrameReader` turns the received bytes back into frames; nothing here does I/O.
 """
@@ -25,7 +27,7 @@ SIGNATURE_END = 0x7F
 GREETING_SIZE = 64
 GREETING = (
     b"\xff" + b"\x00" * 8 + b"\x7f"  # signature
-    + b"\x03\x00"  # version 3.0
+    + b"\x03\x01"  # version 3.1 (heartbeats)
     + b"NULL".ljust(20, b"\x00")  # mechanism
     + b"\x00"  # as-server: no
     + b"\x00" * 31  # filler
@@ -87,6 +89,13 @@ def split_command(body: bytes) -> tuple[bytes, bytes]:
     return body[1 : 1 + body[0]], body[1 + body[0] :]
 
 
+def ping(context: bytes = b"") -> bytes:
+    """A PING command: TTL 0 (the peer keeps no timer of its own for us), then `context`,
+    which the peer's PONG echoes."""
+    return command(b"PING", b"\x00\x00" + context)
+
+
+PING = ping()
 DEALER_READY = command(b"READY", metadata({b"Socket-Type": b"DEALER"}))
 HANDSHAKE = GREETING + DEALER_READY  # what the DEALER sends as soon as it is connected
 

@@ -74,6 +74,61 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class CurveClient:
+    """A listed client key of the matchers: a raw client's account, or a trusted role."""
+
+    public_key: Path  # its certificate file (NAME.key)
+    account: str | None = None
+    role: str | None = None  # "gateway" or "feedhub": may name any account
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """`[curve]`: key files (relative paths are the config file's folder's). Each process
+    reads only the files it needs: a matcher its secret and the clients' public keys, the
+    gateway and the feed hub their own secret and the matchers' public key."""
+
+    matcher_public: Path
+    matcher_secret: Path | None = None
+    gateway_secret: Path | None = None
+    feedhub_secret: Path | None = None
+    clients: tuple[CurveClient, ...] = ()
+
+
+def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
+    """`[curve]` -> CurveConfig; ValueError naming what is wrong."""
+    known = {"matcher_public", "matcher_secret", "gateway_secret", "feedhub_secret", "clients"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"[curve]: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    if not raw.get("matcher_public"):
+        raise ValueError("[curve] needs matcher_public: the matchers' public key file")
+
+    def path(value: Any) -> Path:
+        return base / str(value)
+
+    clients = []
+    for i, entry in enumerate(raw.get("clients") or ()):
+        if not isinstance(entry, dict) or "public_key" not in entry:
+            raise ValueError(f"[curve] clients[{i}]: a table with public_key and account or role")
+        account, role = entry.get("account"), entry.get("role")
+        if (account is None) == (role is None):
+            raise ValueError(f"[curve] clients[{i}]: exactly one of account or role")
+        if role is not None and role not in ("gateway", "feedhub"):
+            raise ValueError(f"[curve] clients[{i}]: role {role!r}: gateway or feedhub")
+        if account is not None and (not isinstance(account, str) or not account):
+            raise ValueError(f"[curve] clients[{i}]: account must be a non-empty string")
+        clients.append(CurveClient(path(entry["public_key"]), account, role))
+    return CurveConfig(
+        matcher_public=path(raw["matcher_public"]),
+        matcher_secret=path(raw["matcher_secret"]) if raw.get("matcher_secret") else None,
+        gateway_secret=path(raw["gateway_secret"]) if raw.get("gateway_secret") else None,
+        feedhub_secret=path(raw["feedhub_secret"]) if raw.get("feedhub_secret") else None,
+        clients=tuple(clients),
+    )
+
+
+@dataclass(frozen=True)
 class SystemConfig:
     host: str = "127.0.0.1"
     http_port: int = 8000
@@ -86,8 +141,10 @@ class SystemConfig:
     segment_bytes: int = 64 * 1024 * 1024
     matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
     ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
+    gateway_link: str = ""  # "auto", "zmtp" or "pyzmq"; "": MATCHWIRE_GATEWAY_LINK, else auto
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    curve: CurveConfig | None = None  # [curve]: CurveZMQ on the matchers' sockets
 
     @property
     def auth_enabled(self) -> bool:
@@ -121,7 +178,7 @@ SYMBOL_KEYS = RULE_KEYS + ENDPOINT_KEYS
 API_KEY_KEYS = ("account", "rate_limit", "burst")
 # Every [server] key is a SystemConfig field (one definition: a field added there is
 # accepted here with no second list to edit); these two are tables of their own.
-NOT_SERVER_KEYS = frozenset(("symbols", "api_keys"))
+NOT_SERVER_KEYS = frozenset(("symbols", "api_keys", "curve"))
 FSYNC_POLICIES = ("always", "batch", "off")
 POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes", "ws_max_connections"))
 
@@ -224,6 +281,8 @@ def _server_value(key: str, value: Any, kind: Any, where: str) -> Any:
         raise ConfigError(f"{where}{key} must be {name}, not {type(value).__name__} {value!r}")
     if key == "fsync" and value not in FSYNC_POLICIES:
         raise ConfigError(f"{where}fsync must be always, batch or off, not {value!r}")
+    if key == "gateway_link" and value not in ("", "auto", "zmtp", "pyzmq"):
+        raise ConfigError(f"{where}gateway_link must be auto, zmtp or pyzmq, not {value!r}")
     if key == "matcher_timeout" and not 0 < value < 3600:
         raise ConfigError(f"{where}matcher_timeout must be in (0, 3600) seconds, not {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -271,10 +330,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     raw: dict[str, Any] = _read(path) if path is not None else {}
     where = f"{path}: " if path is not None else ""
     for section in raw:
-        if section not in ("server", "symbols", "api_keys"):
+        if section not in ("server", "symbols", "api_keys", "curve"):
             kind = "section" if isinstance(raw[section], dict) else "key"
             raise ConfigError(f"{where}unknown {kind} {section!r} at the top level "
-                              f"(known sections: [server], [symbols.X], [api_keys.K])")
+                              f"(known sections: [server], [symbols.X], [api_keys.K], "
+                              f"[curve])")
     known = _server_fields()
     server: dict[str, Any] = {}
     table = _table(raw, "server", where)
@@ -342,4 +402,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         api_keys[key] = ApiKey(key=key, account=account,
                                rate_limit=float(rate) if rate is not None else None,
                                burst=burst)
-    return SystemConfig(**server, symbols=symbols, api_keys=api_keys)
+    curve_table = raw.get("curve")
+    try:
+        curve = (parse_curve(curve_table, Path(path).parent if path else Path("."))
+                 if curve_table else None)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return SystemConfig(**server, symbols=symbols, api_keys=api_keys, curve=curve)

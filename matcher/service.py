@@ -28,10 +28,19 @@ from typing import Any
 
 import zmq
 import zmq.backend
+from zmq.auth.thread import ThreadAuthenticator
 
 from matcher import codec
 from matcher.book import Order
 from matcher.config import SymbolConfig, load_config
+from matcher.curve import (
+    Peer,
+    ServerCurve,
+    exposure,
+    make_server,
+    server_curve,
+    start_authenticator,
+)
 from matcher.engine import Engine
 from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
@@ -87,6 +96,18 @@ class NothingToCancel(Exception):
 class RulesMismatch(RecoveryError):
     """The configured rules differ from the journaled ones and cannot (or may not) be
     applied: refuse to start, naming each rule (docs/journal.md, "Rules")."""
+
+
+# The ops that act as an account: an account key's request without `account` acts as its own.
+ACCOUNT_OPS = frozenset(
+    ("new_order", "new_stop_order", "cancel_order", "amend_order", "get_order", "orders",
+     "cancel_all"))
+
+
+class Keyed(bytes):
+    """A request frame received under CURVE, with the Peer its key names (None: unlisted)."""
+
+    peer: Peer | None
 
 
 def journal_dir(data_dir: Path, symbol: str) -> Path:
@@ -177,9 +198,12 @@ class MatcherService:
         prune_segments: bool = False,
         segment_bytes: int = 64 * 1024 * 1024,
         apply_rules: bool = False,
+        curve: ServerCurve | None = None,
     ) -> None:
         self.config = config
         self.apply_rules = apply_rules  # journal a rules change instead of refusing it
+        self.curve = curve  # CurveZMQ on both sockets (matcher/curve.py); None: NULL
+        self.authenticator: ThreadAuthenticator | None = None
         self.prune_segments = prune_segments
         self.symbol = config.symbol
         self.units = CachedUnits(config)
@@ -281,10 +305,14 @@ class MatcherService:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.router.bind(self.router_endpoint)
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.pub.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:  # only listed keys connect (matcher/curve.py)
+            self.authenticator = start_authenticator(self.context, self.curve.peers)
+            make_server(self.router, self.curve.secret)
+            make_server(self.pub, self.curve.secret)
+        self.router.bind(self.router_endpoint)
         self.pub.bind(self.pub_endpoint)
         log.info("%s serving on %s, publishing on %s (fsync=%s)", self.symbol,
                  self.router_endpoint, self.pub_endpoint, self.journal.fsync)
@@ -396,6 +424,8 @@ class MatcherService:
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close(0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         if self.context is not None:
             self.context.term()
         log.info("%s stopped at seq %d", self.symbol, self.engine.seq)
@@ -504,10 +534,11 @@ class MatcherService:
         # through pyzmq's attribute lookup (~2.7 us); getsockopt costs a third of that. A
         # ROUTER message always has a frame after the identity, so one check per request.
         recv = router.recv
+        body = recv if self.curve is None else self._recv_keyed  # the sender's key too
         more = router.getsockopt
         RCVMORE, EVENTS, POLLIN = zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN
         NOBLOCK = zmq.NOBLOCK
-        handle = self.handle
+        handle = self.handle if self.curve is None else self.handle_keyed
         replies: list[tuple[bytes, bytes | None, bytes]] = []
         published: list[bytes] = []
         ts = max(time.time_ns() // 1000, self.last_ts)  # one clock read per batch, monotonic
@@ -520,9 +551,9 @@ class MatcherService:
                 identity = recv(NOBLOCK)
             except zmq.Again:
                 break
-            frames = [recv()]
+            frames = [body()]
             while more(RCVMORE):
-                frames.append(recv())
+                frames.append(body())
             requests.append((identity, frames))
             if len(requests) == 1 and not int(more(EVENTS)) & POLLIN:
                 break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
@@ -610,6 +641,40 @@ class MatcherService:
             if self.internal_errors <= 100 or not self.internal_errors % 10_000:
                 log.exception("internal error #%d on op %s", self.internal_errors, shown(op))
             return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    def _recv_keyed(self) -> bytes:
+        """A request frame under CURVE, as `Keyed` bytes naming the key that sent it (its
+        User-Id: a frame's properties need a copy=False receive)."""
+        assert self.router is not None and self.curve is not None
+        frame = self.router.recv(copy=False)
+        keyed = Keyed(frame.bytes)
+        keyed.peer = self.curve.peers.get(str(frame.get("User-Id")))
+        return keyed
+
+    def handle_keyed(self, frame: bytes, ts: int, published: list[bytes]) -> bytes:
+        """`handle` under CURVE: a trusted role's request as it is; an account key's
+        request only as its own account (an account it does not name is filled in)."""
+        peer: Peer | None = getattr(frame, "peer", None)
+        if peer is not None and peer.trusted:
+            return self.handle(frame, ts, published)
+        try:
+            message = codec.decode_request(frame)
+        except ValueError:
+            return self.handle(frame, ts, published)  # its own clear refusal
+        req_id = message.get("req_id")
+        if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
+            req_id = None
+        if peer is None:
+            return codec.encode_error(req_id, Code.UNAUTHORIZED, "this CURVE key is not listed")
+        named = message.get("account")
+        if named is None:
+            if message.get("op") in ACCOUNT_OPS:
+                message["account"] = peer.account
+                frame = codec.encode_request(message)
+        elif named != peer.account:
+            return codec.encode_error(req_id, Code.UNAUTHORIZED, (
+                f"this CURVE key acts only as account {peer.account!r}, not {shown(named)}"))
+        return self.handle(frame, ts, published)
 
     def _rebuild_after_fault(self) -> None:
         """An unexpected error inside the engine may have left it half-changed: rebuild it
@@ -878,11 +943,23 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
+    symbol = config.symbols[args.symbol]
+    # Before anything is bound or opened: beyond loopback only with CurveZMQ.
+    endpoints = [args.router or symbol.order_endpoint, args.pub or symbol.feed_endpoint]
+    refusal = exposure(f"{args.symbol} matcher", endpoints, config.curve is not None)
+    try:
+        curve = server_curve(config.curve) if config.curve is not None else None
+    except ValueError as exc:
+        refusal = f"{args.symbol} matcher: {exc}"
+    if refusal:
+        log.error("%s", refusal)
+        return 2
     service = MatcherService(
-        config.symbols[args.symbol], config.data_dir, config.fsync, config.snapshot_every,
+        symbol, config.data_dir, config.fsync, config.snapshot_every,
         router_endpoint=args.router, pub_endpoint=args.pub,
         prune_segments=config.prune_segments, segment_bytes=config.segment_bytes,
         apply_rules=args.apply_rules,
+        curve=curve,
     )
     service.install_signal_handlers()
     try:

@@ -1,0 +1,58 @@
+"""A CurveZMQ client's keys (docs/protocol.md, "CurveZMQ"): ZeroMQ's own CURVE through
+pyzmq, never a cipher of our own. Key files are those `zmq.auth.create_certificates`
+writes (`python run.py keys NAME`): NAME.key (public) and NAME.key_secret (the pair)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+import zmq.utils.z85
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A CURVE client's keys (Z85): the matcher's public key, ours, and our secret."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make `sock` a CURVE client of the matcher (before it connects)."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+def load_key_file(path: str | Path, secret: bool = False) -> tuple[bytes, bytes | None]:
+    """(public, secret) of a certificate file; ValueError naming the file if it holds no
+    public key, or no secret when `secret` is asked for (a .key_secret file)."""
+    try:
+        public_key, secret_key = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"CURVE key file {path}: {exc}") from None
+    if not public_key:
+        raise ValueError(f"CURVE key file {path} holds no public key")
+    if secret and not secret_key:
+        raise ValueError(f"CURVE key file {path} holds no secret key (a .key_secret file?)")
+    return public_key, secret_key
+
+
+def client_keys(server_public: str | Path, own_secret: str | Path) -> CurveKeys:
+    """A client's CurveKeys: `own_secret` is its .key_secret file; `server_public` the
+    matcher's public key, as a file or as its 40 Z85 characters (GET / shows them)."""
+    public, secret = load_key_file(own_secret, secret=True)
+    assert secret is not None
+    text = str(server_public)
+    if len(text) == 40 and not Path(text).exists():
+        try:
+            if len(zmq.utils.z85.decode(text)) == 32:
+                return CurveKeys(text.encode(), public, secret)
+        except (ValueError, KeyError):
+            pass
+        raise ValueError(f"server key {text!r}: neither a key file nor a Z85 public key")
+    return CurveKeys(load_key_file(server_public)[0], public, secret)
