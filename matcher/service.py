@@ -31,7 +31,7 @@ import zmq.backend
 
 from matcher import codec
 from matcher.config import SymbolConfig, load_config
-from matcher.engine import Engine
+from matcher.engine import NO_CANDLES_VERSION, Engine
 from matcher.journal import Journal, JournalCorrupt
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
@@ -46,7 +46,16 @@ from matcher.protocol import (
 from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, load_latest, write_snapshot
 from matcher.units import CachedUnits, Units
-from matcher.validation import Validator, account_of, bounded_int, deadline_refusal, order_id_of
+from matcher.validation import (
+    Validator,
+    account_of,
+    bounded_int,
+    deadline_refusal,
+    interval_of,
+    order_id_of,
+    time_of,
+    trade_id_of,
+)
 from matcher.views import Views
 
 log = logging.getLogger("matchwire.matcher")
@@ -90,11 +99,32 @@ def recover(
 ) -> tuple[Engine, int]:
     """Newest valid snapshot + replay of the journal after it. Returns (engine, replayed)."""
     loaded = load_latest(snapshot_dir(data_dir, units.symbol), log=log.warning)
+    engine = None
     if loaded is not None and (until_seq is None or loaded[0] <= until_seq):
-        engine = Engine.from_state(codec.decode_state(loaded[1]))
-    else:
+        engine = snapshot_engine(codec.decode_state(loaded[1]), journal)
+    if engine is None:
         engine = new_engine(units)
     return engine, replay_into(engine, journal, progress, until_seq)
+
+
+def snapshot_engine(state: dict[str, Any], journal: Journal) -> Engine | None:
+    """The engine of a decoded snapshot, or None to replay the whole journal instead.
+
+    A snapshot of the old code has no candles (state version 1). While the journal
+    still starts at seq 1, replaying it rebuilds them exactly, so the snapshot is passed
+    over; when its first segments were pruned, the snapshot is taken and the candles
+    start empty from its seq (docs/journal.md, "Candles"). Both with a warning."""
+    if state.get("version") != NO_CANDLES_VERSION:
+        return Engine.from_state(state)
+    segments = journal.segments()
+    if segments and segments[0][0] == 1:
+        log.warning("snapshot at seq %s has no candles (written before they were state): "
+                    "replaying the whole journal instead, which rebuilds them", state["seq"])
+        return None
+    log.warning("snapshot at seq %s has no candles (written before they were state) and "
+                "the journal's first segments are pruned: candles start empty from there",
+                state["seq"])
+    return Engine.from_state(state, without_candles=True)
 
 
 def replay_into(
@@ -188,6 +218,8 @@ class MatcherService:
             "book": self._book,
             "bbo": self._bbo,
             "trades": self._trades,
+            "candles": self._candles,
+            "ticker": self._ticker,
             "snapshot": self._snapshot,
         }
         self._parsers = {
@@ -644,10 +676,42 @@ class MatcherService:
         return self.views.bbo(self.engine.bbo(), self.engine.book_seq)
 
     def _trades(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The newest trades, newest first; with `from_trade_id` N, the kept trades from
+        id N on, oldest first (a WebSocket resume: docs/protocol.md)."""
+        first = trade_id_of(message, "from_trade_id")
+        if first is not None:
+            return self._trades_from(first, bounded_int(message, "limit", 1000))
         limit = bounded_int(message, "limit", 50)
         recent = self.engine.recent_trades
         newest = [recent[-i] for i in range(1, min(limit, len(recent)) + 1)]
         return {"symbol": self.symbol, "trades": [self.views.trade(t) for t in newest]}
+
+    def _trades_from(self, first: int, limit: int) -> dict[str, Any]:
+        recent = self.engine.recent_trades
+        last = self.engine.trade_id
+        oldest = recent[0][1] if recent else last + 1
+        if first < oldest:
+            raise CommandError(Code.INVALID_FIELD, f"from_trade_id {first} is older than the "
+                               f"kept trades ({oldest} to {last})")
+        # Ids are contiguous: trade N is at index N - oldest. O(limit).
+        start = first - oldest
+        kept = [recent[i] for i in range(start, min(start + limit, len(recent)))]
+        return {"symbol": self.symbol, "trades": [self.views.trade(t) for t in kept]}
+
+    def _candles(self, message: dict[str, Any]) -> dict[str, Any]:
+        interval = interval_of(message)
+        limit = bounded_int(message, "limit", 500)
+        start, end = time_of(message, "start"), time_of(message, "end")
+        if start is not None and end is not None and start > end:
+            raise CommandError(Code.INVALID_FIELD, "start must not be after end")
+        candles = self.engine.candles.series(interval, limit, start, end)
+        return {"symbol": self.symbol, "interval": interval,
+                "candles": [self.views.candle(c) for c in candles]}
+
+    def _ticker(self, message: dict[str, Any]) -> dict[str, Any]:
+        now = max(time.time_ns() // 1000, self.last_ts)
+        engine = self.engine
+        return self.views.ticker(engine.candles.day(now), engine.last_price, engine.bbo(), now)
 
     def _snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
         book = self.engine.book
