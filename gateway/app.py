@@ -346,6 +346,50 @@ class Gateway:
             return Response(trades_csv(result["trades"]), media_type="text/csv")
         return Response(encode_result(result), media_type=JSON)
 
+    async def candles(self, request: Request) -> Response:
+        """OHLCV candles of an interval, oldest first: the newest `limit` whose open_time
+        is within [start, end].
+        ---
+        summary: Candles
+        parameters:
+          - {name: symbol, in: path, required: true, schema: {type: string}}
+          - {name: interval, in: query, required: false, schema: {type: string, enum: [1s, 1m, 5m, 15m, 1h, 4h, 1d], default: 1m}}
+          - {name: limit, in: query, required: false, schema: {type: integer, minimum: 1, maximum: 1000, default: 500}}
+          - {name: start, in: query, required: false, schema: {type: string, format: date-time}, description: "ISO 8601, e.g. 2026-12-04T10:00:00Z: candles opening at or after it"}
+          - {name: end, in: query, required: false, schema: {type: string, format: date-time}, description: "ISO 8601: candles opening at or before it"}
+        responses:
+          200:
+            description: "{symbol, interval, candles}"
+            content:
+              application/json: {schema: {type: object, properties: {symbol: {type: string}, interval: {type: string}, candles: {type: array, items: {$ref: '#/components/schemas/Candle'}}}}}
+          400: {description: "bad interval, limit, start or end (named in the message)"}
+          404: {description: unknown symbol}
+        """
+        symbol = self._symbol(request)
+        query = request.query_params
+        fields: dict[str, Any] = {"limit": bounded(query.get("limit"), "limit", 500)}
+        for name in ("interval", "start", "end"):  # checked by the matcher, named if bad
+            value = query.get(name)
+            if value is not None:
+                fields[name] = value
+        result = await self.matchers.request(symbol, "candles", fields)
+        return Response(encode_result(result), media_type=JSON)
+
+    async def ticker(self, request: Request) -> Response:
+        """The rolling 24 hours to the minute, from the 1-minute candles, with the last
+        price and the BBO.
+        ---
+        summary: 24-hour ticker
+        parameters:
+          - {name: symbol, in: path, required: true, schema: {type: string}}
+        responses:
+          200: {description: the ticker, content: {application/json: {schema: {$ref: '#/components/schemas/Ticker'}}}}
+          404: {description: unknown symbol}
+        """
+        symbol = self._symbol(request)
+        result = await self.matchers.request(symbol, "ticker", {})
+        return Response(encode_result(result), media_type=JSON)
+
     # -- service -----------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
@@ -560,6 +604,34 @@ OPENAPI_BASE: dict[str, Any] = {
                     "timestamp": {"type": "string", "format": "date-time"},
                 },
             },
+            "Candle": {
+                "type": "object",
+                "properties": {
+                    "open_time": {"type": "string", "format": "date-time"},
+                    "open": {"type": "string"}, "high": {"type": "string"},
+                    "low": {"type": "string"}, "close": {"type": "string"},
+                    "volume": {"type": "string"}, "quote_volume": {"type": "string"},
+                    "trade_count": {"type": "integer"},
+                },
+            },
+            "Ticker": {
+                "type": "object",
+                "properties": {
+                    "symbol": {"type": "string"},
+                    "last_price": {"type": "string", "nullable": True},
+                    "bid_price": {"type": "string", "nullable": True},
+                    "ask_price": {"type": "string", "nullable": True},
+                    "open_24h": {"type": "string", "nullable": True},
+                    "high_24h": {"type": "string", "nullable": True},
+                    "low_24h": {"type": "string", "nullable": True},
+                    "volume_24h": {"type": "string"},
+                    "quote_volume_24h": {"type": "string"},
+                    "change_24h": {"type": "string", "nullable": True},
+                    "change_percent_24h": {"type": "string", "nullable": True},
+                    "trade_count_24h": {"type": "integer"},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                },
+            },
             "Order": {
                 "type": "object",
                 "properties": {
@@ -605,6 +677,8 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         route("/orderbook/{symbol}", gateway.orderbook, "orderbook"),
         route("/bbo/{symbol}", gateway.bbo, "bbo"),
         route("/trades/{symbol}", gateway.trades, "trades"),
+        route("/candles/{symbol}", gateway.candles, "candles"),
+        route("/ticker/{symbol}", gateway.ticker, "ticker"),
         route("/health", gateway.health, "health"),
         route("/", gateway.root, "root"),
         route("/metrics", gateway.metrics_text, "metrics"),
