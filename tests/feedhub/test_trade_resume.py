@@ -145,3 +145,22 @@ def test_a_trade_older_than_the_kept_ones_is_an_error_then_the_close(system: Sys
             return await trades_of(ws, 1000)
 
     assert [t["trade_id"] for t in asyncio.run(from_the_oldest_kept())] == list(range(2, 1002))
+
+
+def test_the_python_trade_feed_resumes_with_next_trade_id(system: System) -> None:
+    from clients.ws_client import TradeFeed
+
+    client = system.client()
+    for price in ("100", "101", "102"):
+        client.request("new_order", side="sell", order_type="limit", price=price, quantity="1")
+        client.request("new_order", side="buy", order_type="market", quantity="1")
+
+    async def scenario() -> tuple[list[int], int]:
+        async with TradeFeed(system.url, SYMBOL, from_trade_id=1) as feed:
+            first = [(await anext(feed))["trade_id"] for _ in range(2)]
+            assert feed.next_trade_id == 3
+        async with TradeFeed(system.url, SYMBOL, from_trade_id=feed.next_trade_id) as again:
+            rest = [(await anext(again))["trade_id"]]
+        return first + rest, feed.gaps + again.gaps
+
+    assert asyncio.run(scenario()) == ([1, 2, 3], 0)
