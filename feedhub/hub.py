@@ -425,8 +425,8 @@ class Hub:
                 item = backlog[0]
                 if item is RESUME:
                     kept = await self._resume(client)
-                    if kept is None:
-                        return  # refused: the client is closing
+                    if kept is None or client.closing is not None:
+                        return  # refused, or too slow meanwhile: the client is closing
                     backlog.popleft()
                     backlog.extendleft(reversed(kept))
                     continue

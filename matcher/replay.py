@@ -56,6 +56,7 @@ from matcher.service import (
     replay_into,
     snapshot_dir,
     snapshot_engine,
+    whole_history,
 )
 from matcher.snapshot import HEADER as SNAPSHOT_HEADER
 from matcher.snapshot import MAGIC as SNAPSHOT_MAGIC
@@ -244,9 +245,11 @@ def replay_from_snapshot(
             warn(f"warning: skipped invalid snapshot {problem}")
     journal = _ReadOnlyJournal(directory, warn)
     if loaded is not None and (until_seq is None or seq <= until_seq):
-        from_snapshot = snapshot_engine(codec.decode_state(body), journal)
-        if from_snapshot is not None:  # None: a snapshot without candles, passed over
-            engine, base_seq = from_snapshot, seq
+        try:
+            engine = snapshot_engine(codec.decode_state(body), whole_history(journal))
+            base_seq = seq
+        except ValueError as exc:  # a snapshot without candles: the journal rebuilds them
+            warn(f"warning: snapshot at seq {seq} skipped: {exc}; replaying the whole journal")
     try:
         replayed = replay_into(engine, journal, progress, until_seq)
     except RecoveryError as exc:

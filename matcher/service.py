@@ -101,30 +101,40 @@ def recover(
     loaded = load_latest(snapshot_dir(data_dir, units.symbol), log=log.warning)
     engine = None
     if loaded is not None and (until_seq is None or loaded[0] <= until_seq):
-        engine = snapshot_engine(codec.decode_state(loaded[1]), journal)
+        state = codec.decode_state(loaded[1])
+        try:
+            engine = snapshot_engine(state, whole_history(journal))
+        except ValueError as exc:
+            if state.get("version") != NO_CANDLES_VERSION:
+                raise
+            log.warning("snapshot at seq %s skipped: %s: replaying the whole journal "
+                        "instead, which rebuilds the candles", loaded[0], exc)
     if engine is None:
         engine = new_engine(units)
     return engine, replay_into(engine, journal, progress, until_seq)
 
 
-def snapshot_engine(state: dict[str, Any], journal: Journal) -> Engine | None:
-    """The engine of a decoded snapshot, or None to replay the whole journal instead.
-
-    A snapshot of the old code has no candles (state version 1). While the journal
-    still starts at seq 1, replaying it rebuilds them exactly, so the snapshot is passed
-    over; when its first segments were pruned, the snapshot is taken and the candles
-    start empty from its seq (docs/journal.md, "Candles"). Both with a warning."""
-    if state.get("version") != NO_CANDLES_VERSION:
-        return Engine.from_state(state)
+def whole_history(journal: Journal) -> bool:
+    """Does the journal still start at seq 1 (no segment pruned)? O(files)."""
     segments = journal.segments()
-    if segments and segments[0][0] == 1:
-        log.warning("snapshot at seq %s has no candles (written before they were state): "
-                    "replaying the whole journal instead, which rebuilds them", state["seq"])
-        return None
-    log.warning("snapshot at seq %s has no candles (written before they were state) and "
-                "the journal's first segments are pruned: candles start empty from there",
-                state["seq"])
-    return Engine.from_state(state, without_candles=True)
+    return bool(segments) and segments[0][0] == 1
+
+
+def snapshot_engine(state: dict[str, Any], whole_history: bool) -> Engine:
+    """The engine of a decoded snapshot.
+
+    A snapshot of the old code has no candles (state version 1). While the journal holds
+    the whole history, replaying it rebuilds them exactly, so such a snapshot raises
+    ValueError, for recovery to pass it over (an older snapshot or the whole journal);
+    once the first segments are pruned, it is taken with a warning and the candles start
+    empty from its seq (docs/journal.md, "Candles").
+    """
+    engine = Engine.from_state(state, without_candles=not whole_history)
+    if state.get("version") == NO_CANDLES_VERSION:
+        log.warning("snapshot at seq %s has no candles (written before they were state) and "
+                    "the journal's first segments are pruned: candles start empty from there",
+                    state["seq"])
+    return engine
 
 
 def replay_into(
