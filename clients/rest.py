@@ -89,6 +89,39 @@ class TradeList(TypedDict):
     trades: list[Trade]
 
 
+class Candle(TypedDict):
+    open_time: str
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trade_count: int
+
+
+class CandleList(TypedDict):
+    symbol: str
+    interval: str
+    candles: list[Candle]
+
+
+class Ticker(TypedDict):
+    symbol: str
+    last_price: str | None
+    bid_price: str | None
+    ask_price: str | None
+    open_24h: str | None
+    high_24h: str | None
+    low_24h: str | None
+    volume_24h: str
+    quote_volume_24h: str
+    change_24h: str | None
+    change_percent_24h: str | None
+    trade_count_24h: int
+    timestamp: str
+
+
 class MatcherState(TypedDict):
     status: Literal["up", "down"]
     seq: int | None
@@ -252,6 +285,18 @@ class RestClient:
     def trades_csv(self, symbol: str, limit: int | None = None) -> str:
         """Recent trades as CSV text with a header row, newest first."""
         return self._get(f"/trades/{symbol}", limit=limit, format="csv").text
+
+    def candles(
+        self, symbol: str, interval: str | None = None, limit: int | None = None,
+        start: str | None = None, end: str | None = None,
+    ) -> CandleList:
+        """OHLCV candles, oldest first; `start`/`end` are ISO 8601 (2026-12-04T10:00:00Z)."""
+        return cast(CandleList, self._get(f"/candles/{symbol}", interval=interval,
+                                          limit=limit, start=start, end=end).json())
+
+    def ticker(self, symbol: str) -> Ticker:
+        """The rolling 24 hours, to the minute."""
+        return cast(Ticker, self._get(f"/ticker/{symbol}").json())
 
     # -- service -----------------------------------------------------------------------
 

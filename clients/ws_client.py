@@ -239,23 +239,39 @@ class BookFeed:
 class TradeFeed:
     """The trades of `/ws/trades` (every symbol, or one), as an async iterator of dicts.
 
-    It does not reconnect: missed trades cannot be replayed over the feed (the REST
-    `/trades` endpoint has them). Iteration ends when the hub closes the connection;
-    `close_code` / `close_reason` then say why (1013: this client fell too far behind).
+    It does not reconnect by itself. To resume one symbol's trades after a connection
+    ends, open another with `from_trade_id=feed.next_trade_id`: the hub sends the trades
+    it missed that the matcher still keeps (its last 1000), then live ones, with no gap
+    and no duplicate (docs/feeds.md, "Resuming"). Iteration ends when the hub closes the
+    connection; `close_code` / `close_reason` then say why (1013: this client fell too
+    far behind; 4400: from_trade_id refused, e.g. older than what is kept).
     `gaps` counts jumps in trade_id per symbol.
     """
 
-    def __init__(self, url: str, symbol: str | None = None) -> None:
+    def __init__(self, url: str, symbol: str | None = None,
+                 from_trade_id: int | None = None) -> None:
         self.url = f"{_base(url)}/ws/trades"
         if symbol is not None:
             self.url += f"?symbol={quote(symbol, safe='')}"
+        if from_trade_id is not None:
+            if symbol is None:
+                raise ValueError("from_trade_id needs a symbol: trade ids count per symbol")
+            self.url += f"&from_trade_id={from_trade_id}"
         self.symbol = symbol
         self.gaps = 0
         self.received = 0
         self.close_code: int | None = None
         self.close_reason = ""
-        self._last_ids: dict[str, int] = {}
+        # A resume expects from_trade_id first: anything else counts as a gap.
+        self._last_ids: dict[str, int] = (
+            {} if from_trade_id is None or symbol is None else {symbol: from_trade_id - 1})
         self._connection: ClientConnection | None = None
+
+    @property
+    def next_trade_id(self) -> int | None:
+        """The id after the last trade received of this feed's symbol (None: none yet)."""
+        last = self._last_ids.get(self.symbol) if self.symbol is not None else None
+        return None if last is None else last + 1
 
     async def __aenter__(self) -> TradeFeed:
         self._connection = await _connect(self.url)

@@ -14,6 +14,12 @@ So a slow client only ever delays itself. When a backlog is full (`queue_size` m
 - trades: no state can replace missed trades, so the client is closed with code 1013
   (try again later) and a reason.
 
+A trades client may resume (`from_trade_id`, docs/feeds.md): it is registered for live
+trades at once, behind a RESUME marker that holds them back; its sender then fetches the
+kept trades from the matcher's `trades` op and sends those up to the first live one it
+holds, then the live ones. Trades below `from_trade_id` are never sent, so there is no
+gap and no duplicate.
+
 Whatever the feed, a client whose socket has not drained for `drain_timeout` seconds is
 closed with 1013 by its connection (`wire.FeedProtocol`), and every close ends with the
 TCP connection gone within `drain_timeout`. The hub also caps the connections it holds
@@ -37,7 +43,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from clients.curve import CurveKeys
-from feedhub.replica import Replica, dumps
+from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
+from feedhub.replica import TRADES_LIMIT, Replica, dumps
 from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, FeedProtocol, text_frame
 from matcher.config import SymbolConfig
 from matcher.protocol import shown
@@ -48,6 +55,7 @@ CLIENT_QUEUE = 1000
 MAX_CONNECTIONS = 10_000  # the default of SystemConfig.ws_max_connections
 CLOSE_TOO_SLOW = CLOSE_TRY_AGAIN_LATER  # the client fell too far behind the trade feed
 CLOSE_FULL = CLOSE_TRY_AGAIN_LATER  # the hub holds max_connections already
+CLOSE_NOT_KEPT = 4400  # a resume from a trade the matcher no longer keeps (a bad request)
 
 
 class Feed(enum.Enum):
@@ -68,6 +76,7 @@ class _Marker:
 
 SNAPSHOT = _Marker("snapshot")  # send the book as it is when the sender gets here
 DEPTH = _Marker("depth")  # send the top N as it is when the sender gets here
+RESUME = _Marker("resume")  # fetch and send the kept trades, then what queued behind
 PONG = text_frame(dumps({"type": "pong"}))
 
 
@@ -75,10 +84,11 @@ class Client:
     """One WebSocket subscriber and its backlog."""
 
     __slots__ = ("websocket", "link", "feed", "symbol", "depth", "backlog", "wake",
-                 "needs_snapshot", "depth_pending", "sent", "closing", "sender", "closer")
+                 "needs_snapshot", "depth_pending", "sent", "closing", "sender", "closer",
+                 "first_trade_id", "resume_upto")
 
     def __init__(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
-                 symbol: str | None, depth: int = 0) -> None:
+                 symbol: str | None, depth: int = 0, first_trade_id: int = 0) -> None:
         self.websocket = websocket
         self.link = link  # the connection the frames are written to
         self.feed = feed
@@ -93,6 +103,10 @@ class Client:
         self.closing: tuple[int, str] | None = None
         self.sender: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
+        # Trades below this id are not sent (a resume: they come from the fetch, or were
+        # seen before); resume_upto is the id before the first live one held back.
+        self.first_trade_id = first_trade_id
+        self.resume_upto: int | None = None
 
 
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
@@ -143,6 +157,7 @@ class Hub:
         # (feed, "resync" | "close" | "stalled"): queue overflows, and sockets not drained
         self.drops: Counter[tuple[Feed, str]] = Counter()
         self.connections: Counter[Feed] = Counter()  # accepted since start
+        self._fetchers: dict[str, AsyncMatcherClient] = {}  # for resumes, made on demand
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -155,6 +170,9 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for fetcher in self._fetchers.values():
+            await fetcher.close()
+        self._fetchers.clear()
 
     # -- from the replicas (never await) -----------------------------------------------
 
@@ -179,15 +197,20 @@ class Hub:
 
     def trade(self, symbol: str, text: str) -> None:
         frame = text_frame(text)
+        # The replica sets last_trade_id to a trade's id before it hands the trade here.
+        trade_id = self.replicas[symbol].last_trade_id or 0
         for clients in (self._trades_all, self._trades[symbol]):
             for client in clients:
-                if client.closing is not None:
+                if client.closing is not None or trade_id < client.first_trade_id:
                     continue
                 link = client.link
                 if not client.backlog and link.writable:  # the hot path: once per client
                     link.write(frame)
                     client.sent += 1
-                elif not self._enqueue(client, frame):
+                    continue
+                if client.resume_upto is None and client.backlog and client.backlog[0] is RESUME:
+                    client.resume_upto = trade_id - 1  # the fetch sends the ones before
+                if not self._enqueue(client, frame):
                     self.drops[Feed.TRADES, "close"] += 1
                     self._close(client, CLOSE_TOO_SLOW,
                                 f"too slow: more than {self.queue_size} messages behind")
@@ -304,17 +327,20 @@ class Hub:
             self._enqueue(client, DEPTH)
         else:
             group = self._trades_all if symbol is None else self._trades[symbol]
+            if client.first_trade_id:
+                self._enqueue(client, RESUME)  # holds live trades back until the fetch
         group.add(client)
         self.connections[client.feed] += 1
         return group
 
     async def serve(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
-                    symbol: str | None, depth: int = 0) -> None:
+                    symbol: str | None, depth: int = 0, from_trade_id: int = 0) -> None:
         """A subscriber's whole life, once accepted: register, send and read, unregister.
 
         `link` is the connection under `websocket`, which the data frames are written to.
+        A trades client of one symbol with `from_trade_id` resumes from that trade.
         """
-        client = Client(websocket, link, feed, symbol, depth)
+        client = Client(websocket, link, feed, symbol, depth, from_trade_id)
         group = self._register(client)
         client.sender = sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -400,6 +426,13 @@ class Hub:
                 if not backlog:
                     continue  # cleared meanwhile (a resync)
                 item = backlog[0]
+                if item is RESUME:
+                    kept = await self._resume(client)
+                    if kept is None or client.closing is not None:
+                        return  # refused, or too slow meanwhile: the client is closing
+                    backlog.popleft()
+                    backlog.extendleft(reversed(kept))
+                    continue
                 if item is SNAPSHOT or item is DEPTH:
                     assert replica is not None
                     if not replica.synced:
@@ -421,3 +454,33 @@ class Hub:
                 client.sent += 1
         except ConnectionError:
             return  # closing or closed: the receive loop sees the end of this task
+
+    async def _resume(self, client: Client) -> list[bytes] | None:
+        """The frames of the kept trades from client.first_trade_id up to the first live
+        one held behind its RESUME marker; None (and the client closed, after an error
+        message) when the matcher does not keep them or does not answer. O(kept)."""
+        symbol = client.symbol
+        assert symbol is not None
+        replica = self.replicas[symbol]
+        fetcher = self._fetchers.get(symbol)
+        if fetcher is None:
+            fetcher = self._fetchers[symbol] = AsyncMatcherClient(
+                replica.config.order_endpoint, replica.request_timeout)
+        try:
+            reply = await fetcher.request("trades", symbol=symbol,
+                                          from_trade_id=client.first_trade_id,
+                                          limit=TRADES_LIMIT)
+        except (MatcherError, MatcherTimeout) as exc:
+            problem = exc.message if isinstance(exc, MatcherError) else "the matcher did not answer"
+            code = CLOSE_NOT_KEPT if isinstance(exc, MatcherError) else CLOSE_TRY_AGAIN_LATER
+            client.link.write(text_frame(dumps({"type": "error", "message": problem})))
+            client.sent += 1
+            self._close(client, code, problem)
+            return None
+        # Live trades after the fetch was answered are held behind the marker (or were
+        # below first_trade_id): with none held, everything up to the replica's last.
+        upto = client.resume_upto
+        if upto is None:
+            upto = replica.last_trade_id or 0
+        return [text_frame(dumps({"type": "trade", **trade})) for trade in reply["trades"]
+                if trade["trade_id"] <= upto]

@@ -157,7 +157,8 @@ class WebSocketEndpoint:
 # The query parameters each feed takes (docs/feeds.md); any other is refused, naming it,
 # rather than ignored: `?depht=1` must not quietly be the full book feed.
 MARKET_DATA_PARAMETERS = ("depth",)
-TRADES_PARAMETERS = ("symbol",)
+TRADES_PARAMETERS = ("symbol", "from_trade_id")
+MAX_TRADE_ID = 2**63 - 1
 
 
 def _query(websocket: WebSocket, accepted: tuple[str, ...]) -> dict[str, str]:
@@ -195,6 +196,19 @@ def feedhub_curve(config: SystemConfig) -> CurveKeys | None:
     if config.curve.feedhub_secret is None:
         raise ValueError("[curve] needs feedhub_secret: the feed hub's key pair")
     return client_keys(config.curve.matcher_public, config.curve.feedhub_secret)
+
+
+def _trade_id(value: str | None, symbol: str | None) -> int:
+    """?from_trade_id=: 0 when absent; ValueError (the reason) unless a positive integer in
+    ASCII digits, given with ?symbol= (trade ids count per symbol)."""
+    if value is None:
+        return 0
+    if not (value.isascii() and value.isdigit() and len(value) <= 19
+            and 0 < int(value) <= MAX_TRADE_ID):
+        raise ValueError(f"from_trade_id must be a positive integer, not {shown(value)}")
+    if symbol is None:
+        raise ValueError("from_trade_id needs symbol: trade ids count per symbol")
+    return int(value)
 
 
 def create_app(
@@ -236,14 +250,21 @@ def create_app(
     async def trades(websocket: WebSocket, link: FeedProtocol) -> None:
         await websocket.accept()
         try:
-            symbol = _query(websocket, TRADES_PARAMETERS).get("symbol")
+            query = _query(websocket, TRADES_PARAMETERS)
         except ValueError as error:
+            await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
+            return
+        symbol = query.get("symbol")
+        try:
+            first = _trade_id(query.get("from_trade_id"), symbol)
+        except ValueError as error:  # a resume refused: said as a message, then the close
+            await websocket.send_json({"type": "error", "message": str(error)})
             await close_quietly(websocket, CLOSE_BAD_REQUEST, str(error))
             return
         if symbol is not None and symbol not in hub.replicas:
             await close_quietly(websocket, CLOSE_UNKNOWN_SYMBOL, f"unknown symbol {shown(symbol)}")
             return
-        await hub.serve(websocket, link, Feed.TRADES, symbol)
+        await hub.serve(websocket, link, Feed.TRADES, symbol, from_trade_id=first)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({

@@ -237,6 +237,24 @@ class Gateway:
             return Response(trades_csv(result["trades"]), media_type="text/csv")
         return Response(encode_result(result), media_type=JSON)
 
+    async def candles(self, request: Request) -> Response:
+        """OHLCV candles of an interval, oldest first (the newest `limit` within [start, end])."""
+        symbol = self._symbol(request)
+        query = request.query_params
+        fields: dict[str, Any] = {"limit": bounded(query.get("limit"), "limit", 500)}
+        for name in ("interval", "start", "end"):  # checked by the matcher, named if bad
+            value = query.get(name)
+            if value is not None:
+                fields[name] = value
+        result = await self.matchers.request(symbol, "candles", fields)
+        return Response(encode_result(result), media_type=JSON)
+
+    async def ticker(self, request: Request) -> Response:
+        """The rolling 24 hours to the minute, from the 1-minute candles."""
+        symbol = self._symbol(request)
+        result = await self.matchers.request(symbol, "ticker", {})
+        return Response(encode_result(result), media_type=JSON)
+
     # -- service -----------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:

@@ -33,6 +33,7 @@ from gateway.validation import (
     NEW_STOP_FIELDS,
     ORDER_ID,
 )
+from matcher.candles import INTERVALS
 from matcher.protocol import (
     OPEN_SHAPES,
     ORDER_TYPE_NAMES,
@@ -200,6 +201,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         matcher=True, description="Newest first.",
     ),
     Endpoint(
+        "GET", "/candles/{symbol}", "candles", "Candles",
+        {JSON: "CandleList"},
+        (Query("interval", {"type": "string", "enum": list(INTERVALS), "default": "1m"}),
+         Query("limit", _bounded(500)),
+         Query("start", {"type": "string", "format": "date-time"},
+               "the oldest open_time (ISO 8601; no offset: UTC)"),
+         Query("end", {"type": "string", "format": "date-time"}, "the newest open_time")),
+        matcher=True, description="OHLCV candles of an interval, oldest first: the newest "
+        "`limit` whose open_time is within [start, end]. Built from the trades as replayed "
+        "state; an interval with no trade has no candle.",
+    ),
+    Endpoint(
+        "GET", "/ticker/{symbol}", "ticker", "24-hour ticker", {JSON: "Ticker"},
+        matcher=True, description="The rolling 24 hours to the minute, from the 1-minute "
+        "candles, with the last price and the BBO.",
+    ),
+    Endpoint(
         "GET", "/health", "health", "Health", {JSON: "Health"}, answer_statuses=(200, 503),
         errors={503: "status degraded: a matcher or the feed hub is down"},
         description="Every matcher and the feed hub; 503 (status degraded) when any is "
@@ -277,6 +295,8 @@ def _kind_schema(kind: Any) -> dict[str, Any]:
         return {"type": kind}
     if kind == "decimal":
         return {"type": "string", "pattern": PLAIN_DECIMAL}
+    if kind == "signed_decimal":
+        return {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
     if kind == "timestamp":
         return {"type": "string", "format": "date-time"}
     if kind == "levels":

@@ -136,19 +136,46 @@ class Candles:
     # -- state -----------------------------------------------------------------------
 
     def export_state(self) -> dict[str, Any]:
-        """Plain values for a snapshot; `from_state` rebuilds exactly this."""
+        """Plain values for a snapshot; `from_state` rebuilds exactly this. Volumes are
+        text: sums of lots and of ticks x lots can exceed msgpack's 64 bits."""
         return {
-            "closed": {name: list(candles) for name, candles in self.closed.items()},
-            "open": {name: candle for name, candle in self.open.items() if candle is not None},
-            "second": self.second,
+            "closed": {name: [_stored(c) for c in candles] for name, candles in self.closed.items()},
+            "open": {name: _stored(c) for name, c in self.open.items() if c is not None},
+            "second": None if self.second is None else _stored(self.second),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Candles:
         candles = cls()
         for name, rows in state["closed"].items():
-            candles.closed[name].extend(tuple(row) for row in rows)
+            candles.closed[name].extend(_loaded(row) for row in rows)
         for name, row in state["open"].items():
-            candles.open[name] = tuple(row)  # type: ignore[assignment]
-        candles.second = list(state["second"]) if state["second"] is not None else None
+            candles.open[name] = _loaded(row)
+        second = state["second"]
+        candles.second = None if second is None else list(_loaded(second))
         return candles
+
+
+def _stored(candle: Candle | list[int]) -> tuple:
+    return (*candle[:5], str(candle[5]), str(candle[6]), candle[7])
+
+
+def _loaded(row: tuple | list) -> Candle:
+    return (row[0], row[1], row[2], row[3], row[4], int(row[5]), int(row[6]), row[7])
+
+
+def rescale_state(state: dict[str, Any], price_factor: int, quantity_factor: int) -> dict[str, Any]:
+    """`Candles.export_state()` output in finer grid units (a rules change,
+    matcher/rules.py): prices times `price_factor`, volumes times `quantity_factor`,
+    quote volumes times both. Exact."""
+    p, q = price_factor, quantity_factor
+
+    def row(r: tuple | list) -> tuple:
+        return (r[0], r[1] * p, r[2] * p, r[3] * p, r[4] * p, str(int(r[5]) * q),
+                str(int(r[6]) * p * q), r[7])
+
+    return {
+        "closed": {name: [row(r) for r in rows] for name, rows in state["closed"].items()},
+        "open": {name: row(r) for name, r in state["open"].items()},
+        "second": None if state["second"] is None else row(state["second"]),
+    }

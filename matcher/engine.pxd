@@ -28,6 +28,7 @@ cdef class Engine:
     cdef public object _high
     cdef public object rules
     cdef public object grid_units
+    cdef public object candles
     cdef public dict _handlers
 
     cdef list _count_book_change(self, list events)

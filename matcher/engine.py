@@ -48,6 +48,7 @@ from sortedcontainers import SortedList
 
 from matcher import rules as symbol_rules
 from matcher.book import Book, Level, Order, pack_kind
+from matcher.candles import Candles
 from matcher.protocol import (
     ANONYMOUS,
     BUY,
@@ -86,13 +87,16 @@ from matcher.protocol import (
 
 FINISHED_WINDOW = 100_000  # finished orders kept for lookups and client_order_id reuse checks
 RECENT_TRADES = 1_000  # trades kept for GET /trades
-STATE_VERSION = 1
+# 2: snapshots hold the candles. A version-1 snapshot (no candles) is refused unless the
+# caller says the journal lacks the history to rebuild them (docs/journal.md, "Candles").
+STATE_VERSION = 2
+NO_CANDLES_VERSION = 1
 # Every attribute of an Engine but its handlers (Engine._rules copies them from a rebuilt
 # engine; tests/matcher/test_engine.py checks the list is complete).
 STATE_ATTRIBUTES = (
     "maker_rate", "taker_rate", "book", "seq", "ts", "book_seq", "trade_id", "last_price",
     "stops", "rising_stops", "falling_stops", "finished", "finished_ids", "finished_window",
-    "client_ids", "recent_trades", "_low", "_high", "rules", "grid_units",
+    "client_ids", "recent_trades", "_low", "_high", "rules", "grid_units", "candles",
 )
 
 Event = tuple
@@ -127,6 +131,8 @@ class Engine:
         self.finished_window = finished_window
         self.client_ids: dict[tuple[str, str], int] = {}
         self.recent_trades: deque[Trade] = deque(maxlen=recent_trades)
+        # OHLCV of every interval, fed from the trades in `apply` (replayed state).
+        self.candles = Candles()
         # Lowest/highest trade price since the last trigger check (None: no trade).
         self._low: int | None = None
         self._high: int | None = None
@@ -154,8 +160,16 @@ class Engine:
         handler = self._handlers.get(command[0])
         if handler is None:
             raise CommandError(Code.UNKNOWN_OP, f"unknown command type {command[0]!r}")
+        trade_id = self.trade_id
         events = handler(command)
         self.ts = command[2]  # the last applied command's time: restarts stay monotonic
+        if self.trade_id != trade_id:
+            # Candles are fed here, not in the match loop: one int compare per command
+            # that printed no trade.
+            add_trade = self.candles.add_trade
+            for event in events:
+                if event[0] == EV_TRADE:
+                    add_trade(event[9], event[2], event[3])
         return events
 
     def _count_book_change(self, events: list[Event]) -> list[Event]:
@@ -726,13 +740,22 @@ class Engine:
             "resting": resting,
             "stops": [self.stops[order_id].to_tuple() for order_id in sorted(self.stops)],
             "finished": [self.finished[order_id].to_tuple() for order_id in self.finished_ids],
+            "candles": self.candles.export_state(),
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], finished_window: int = FINISHED_WINDOW) -> Engine:
-        """Rebuild an engine from `export_state()` output."""
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"snapshot state version {state['version']} is not {STATE_VERSION}")
+    def from_state(cls, state: dict[str, Any], finished_window: int = FINISHED_WINDOW,
+                   without_candles: bool = False) -> Engine:
+        """Rebuild an engine from `export_state()` output.
+
+        A version-1 state (written before candles were state) raises ValueError, so that
+        recovery rebuilds the candles from an older snapshot or the whole journal; with
+        `without_candles` (the journal's early segments are gone) it is taken, its
+        candles starting empty."""
+        version = state["version"]
+        if version != STATE_VERSION and not (without_candles and version == NO_CANDLES_VERSION):
+            raise ValueError(f"snapshot state version {version} is not {STATE_VERSION}"
+                             + (" (it has no candles)" if version == NO_CANDLES_VERSION else ""))
         engine = cls(state["maker_rate"], state["taker_rate"], finished_window)
         engine.seq = state["seq"]
         engine.ts = state["ts"]
@@ -748,6 +771,8 @@ class Engine:
             row[1]: (*row[:7], int(row[7]), int(row[8]), row[9]) for row in state["trades"]
         }
         engine.recent_trades.extend(trades[trade_id] for trade_id in state["recent_trade_ids"])
+        if "candles" in state:
+            engine.candles = Candles.from_state(state["candles"])
 
         def rebuild(row: list | tuple) -> Order:
             (order_id, account, side, price, quantity, leaves, status, kind, timestamp,

@@ -168,7 +168,8 @@ def shown(value: Any, limit: int = 40) -> str:
 # sends the fields. The views and packed views build exactly these keys (a test checks
 # it), and the trades CSV header, the OpenAPI document, the CLI and the Python
 # client's TypedDicts all follow them. Kinds: "integer", "string", "boolean",
-# "decimal" (a plain decimal string), "timestamp" (ISO 8601 UTC, microseconds), an
+# "decimal" (a plain decimal string), "signed_decimal" (one that may start with "-"),
+# "timestamp" (ISO 8601 UTC, microseconds), an
 # enum given as its names, or the name of another shape (a list of them).
 Shape = tuple[tuple[str, Any, bool], ...]
 
@@ -213,6 +214,35 @@ BBO_SHAPE: Shape = (
     ("ask_price", "decimal", True),
     ("ask_quantity", "decimal", True),
 )
+# One candle of GET /candles and the `candles` op: volume in the base currency,
+# quote_volume the exact sum of price x quantity.
+CANDLE_SHAPE: Shape = (
+    ("open_time", "timestamp", False),
+    ("open", "decimal", False),
+    ("high", "decimal", False),
+    ("low", "decimal", False),
+    ("close", "decimal", False),
+    ("volume", "decimal", False),
+    ("quote_volume", "decimal", False),
+    ("trade_count", "integer", False),
+)
+# GET /ticker and the `ticker` op: the rolling 24 hours, to the minute. The *_24h
+# prices and the changes are null without a trade in the window.
+TICKER_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("last_price", "decimal", True),
+    ("bid_price", "decimal", True),
+    ("ask_price", "decimal", True),
+    ("open_24h", "decimal", True),
+    ("high_24h", "decimal", True),
+    ("low_24h", "decimal", True),
+    ("volume_24h", "decimal", False),
+    ("quote_volume_24h", "decimal", False),
+    ("change_24h", "signed_decimal", True),
+    ("change_percent_24h", "signed_decimal", True),
+    ("trade_count_24h", "integer", False),
+    ("timestamp", "timestamp", False),
+)
 TRADE_FIELDS = tuple(name for name, _, _ in TRADE_SHAPE)  # also the trades CSV header
 ORDER_FIELDS = tuple(name for name, _, _ in ORDER_SHAPE)
 BBO_FIELDS = tuple(name for name, _, _ in BBO_SHAPE)
@@ -248,6 +278,11 @@ ORDER_LIST_SHAPE: Shape = (
 CANCELLED_SHAPE: Shape = (
     ("symbol", "string", False),
     ("cancelled", "Order", False),
+)
+CANDLE_LIST_SHAPE: Shape = (
+    ("symbol", "string", False),
+    ("interval", "string", False),
+    ("candles", "Candle", False),
 )
 TRADE_LIST_SHAPE: Shape = (
     ("symbol", "string", False),
@@ -305,5 +340,10 @@ SHAPES: dict[str, Shape] = {
     "Exchange": EXCHANGE_SHAPE,
     "ErrorDetail": ERROR_DETAIL_SHAPE,
     "Error": ERROR_SHAPE,
+    "Candle": CANDLE_SHAPE,
+    "CandleList": CANDLE_LIST_SHAPE,
+    "Ticker": TICKER_SHAPE,
 }
 OPEN_SHAPES = frozenset(("Exchange",))  # may carry fields beyond those listed
+CANDLE_FIELDS = tuple(name for name, _, _ in CANDLE_SHAPE)  # also the replay's candle CSV header
+TICKER_FIELDS = tuple(name for name, _, _ in TICKER_SHAPE)

@@ -9,6 +9,9 @@
   one up to N. Prints the final seq, the state hash, counts and the replay rate.
 - `--csv FILE`: replays from the first record and writes every trade of the history
   (up to `--until-seq`) with a header row; decimals as the API shows them.
+- `--candles INTERVAL --csv FILE`: the same replay, writing instead the candles of that
+  interval (1s, 1m, 5m, 15m, 1h, 4h, 1d) over the whole history, oldest first, with a
+  header row of the candle fields; decimals as GET /candles shows them.
 - `--verify`: checks the length and CRC of every record, replays both from the snapshot
   and from the first record, runs `Engine.check()` on both and compares their state
   hashes. Exit code 1 with a message naming what differs or where the damage is.
@@ -36,14 +39,16 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 from matcher import codec
+from matcher.candles import INTERVALS
 from matcher.config import DEFAULT_SYMBOLS, ConfigError, SymbolConfig, build_symbol, load_config
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt, list_segments, verify
-from matcher.protocol import CMD_RULES, EV_TRADE, TRADE_FIELDS, CommandError
+from matcher.protocol import CANDLE_FIELDS, CMD_RULES, EV_TRADE, TRADE_FIELDS, CommandError
 from matcher.rules import RULE_NAMES, differences, rules_of, with_rules
 from matcher.service import (
     RecoveryError,
@@ -51,12 +56,14 @@ from matcher.service import (
     new_engine,
     replay_into,
     snapshot_dir,
+    snapshot_engine,
+    whole_history,
 )
 from matcher.snapshot import HEADER as SNAPSHOT_HEADER
 from matcher.snapshot import MAGIC as SNAPSHOT_MAGIC
 from matcher.snapshot import list_snapshots
 from matcher.units import CachedUnits
-from matcher.views import Views
+from matcher.views import Views, iso_timestamp
 
 PROGRESS_EVERY = 100_000
 CSV_HEADER = TRADE_FIELDS  # the same header as GET /trades?format=csv
@@ -101,6 +108,49 @@ def read_snapshots(
             warn(f"warning: skipped invalid snapshot {path}: {problem}")
             continue
         yield seq, path, data[SNAPSHOT_HEADER.size :]
+
+
+class CandleRows:
+    """The candles of one interval over a whole history, written as they close.
+
+    Trades come as the decimal texts the API shows (a rules change may change the grid
+    mid-history), so sums are exact Decimals. Same bucketing as matcher/candles.py:
+    aligned to the epoch, and a trade stamped before the open candle (never, with the
+    matcher's monotonic clock) joins it."""
+
+    def __init__(self, interval: str, write_row: Callable[[list[Any]], Any]) -> None:
+        self.length = INTERVALS[interval]
+        self.write_row = write_row
+        self.open: list[Any] | None = None  # open_time, open, high, low, close, volume, quote, count
+        self.rows = 0
+
+    def add(self, ts: int, price: str, quantity: str) -> None:
+        p, q = Decimal(price), Decimal(quantity)
+        candle = self.open
+        if candle is not None and ts - candle[0] < self.length:
+            candle[2] = max(candle[2], p)
+            candle[3] = min(candle[3], p)
+            candle[4] = p
+            candle[5] += q
+            candle[6] += p * q
+            candle[7] += 1
+            return
+        self.close()
+        self.open = [ts - ts % self.length, p, p, p, p, q, p * q, 1]
+
+    def close(self) -> None:
+        candle = self.open
+        if candle is not None:
+            self.write_row([iso_timestamp(candle[0]), *map(str, candle[1:6]),
+                            plain(candle[6]), candle[7]])
+            self.rows += 1
+        self.open = None
+
+
+def plain(amount: Decimal) -> str:
+    """A quote amount as units.format_quote writes one: no exponent, no trailing zeros."""
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class Progress:
@@ -196,11 +246,13 @@ def replay_from_snapshot(
     directory = journal_dir(data_dir, units.symbol)
     base_seq = 0
     engine = new_engine(units)
+    journal = _ReadOnlyJournal(directory, warn)
+    whole = whole_history(journal)
     for seq, path, body in read_snapshots(snapshot_dir(data_dir, units.symbol), warn):
         if until_seq is not None and seq > until_seq:
             break
         try:
-            engine = Engine.from_state(codec.decode_state(body))
+            engine = snapshot_engine(codec.decode_state(body), whole)
             if engine.seq != seq:
                 raise ValueError(f"its state is at seq {engine.seq}")
         except Exception as exc:  # msgpack, a missing key, another state version...
@@ -209,7 +261,6 @@ def replay_from_snapshot(
             continue
         base_seq = seq
         break
-    journal = _ReadOnlyJournal(directory, warn)
     try:
         replayed = replay_into(engine, journal, progress, until_seq)
     except RecoveryError as exc:
@@ -309,12 +360,15 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
         writer = None
         handle = None
         on_trade = None
+        candle_rows: CandleRows | None = None
         if args.csv:
             handle = open(args.csv, "w", newline="", encoding="utf-8")
             writer = csv.writer(handle)
-            writer.writerow(CSV_HEADER)
+            writer.writerow(CANDLE_FIELDS if args.candles else CSV_HEADER)
             views = [Views(units)]  # replaced at each rules record: trades follow its grid
             write_row = writer.writerow
+            if args.candles:
+                candle_rows = CandleRows(args.candles, write_row)
 
             def on_trade(event: tuple) -> None:
                 if full.rules is None and configured is None:
@@ -322,7 +376,10 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
                         f"trade {event[1]} comes before any rules record and {args.symbol} "
                         f"is not configured: pass the matcher's --config")
                 view = views[0].trade(event)
-                write_row([view[name] for name in CSV_HEADER])
+                if candle_rows is not None:
+                    candle_rows.add(event[9], view["price"], view["quantity"])
+                else:
+                    write_row([view[name] for name in CSV_HEADER])
 
             def on_rules(engine: Engine) -> None:
                 views[0] = Views(units_of(engine, old_grid))
@@ -331,11 +388,17 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
             full_replayed = replay_full(full, directory, args.until_seq, on_trade,
                                         Progress("from first record", err), warn,
                                         on_rules if args.csv else None)
+            if candle_rows is not None:
+                candle_rows.close()
         finally:
             if handle is not None:
                 handle.close()
         full_elapsed = time.perf_counter() - full_started
-        if args.csv:
+        if candle_rows is not None:
+            print(f"csv: {candle_rows.rows:,} {args.candles} candles of {full.trade_id:,} "
+                  f"trades written to {args.csv}", file=out)
+            figures["csv_candles"] = candle_rows.rows
+        elif args.csv:
             print(f"csv: {full.trade_id:,} trades written to {args.csv}", file=out)
             figures["csv_trades"] = full.trade_id
         if not args.verify:
@@ -394,6 +457,9 @@ def build_parser(prog: str = "run.py replay") -> argparse.ArgumentParser:
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--until-seq", type=int, help="stop after this record")
     parser.add_argument("--csv", type=Path, help="write every trade of the history here")
+    parser.add_argument("--candles", choices=tuple(INTERVALS), metavar="INTERVAL",
+                        help="with --csv: write the candles of this interval instead "
+                             f"({', '.join(INTERVALS)})")
     parser.add_argument("--verify", action="store_true",
                         help="check every CRC and that snapshot + journal == full journal")
     parser.add_argument("--config", help="TOML config (default: embedded); fee rates matter")
@@ -404,6 +470,9 @@ def main(argv: list[str] | None = None, prog: str = "run.py replay") -> int:
     args = build_parser(prog).parse_args(argv)
     if args.until_seq is not None and args.until_seq < 0:
         print("replay: --until-seq must be >= 0", file=sys.stderr)
+        return 2
+    if args.candles and not args.csv:
+        print("replay: --candles needs --csv FILE to write them to", file=sys.stderr)
         return 2
     gc.disable()  # millions of long-lived objects and no garbage cycles: ~20% faster
     try:

@@ -23,6 +23,7 @@ from fractions import Fraction
 from math import gcd
 from typing import Any
 
+from matcher import candles
 from matcher.config import RULE_KEYS, SymbolConfig
 from matcher.protocol import CMD_RULES, FEE_RATE_SCALE, Code, CommandError
 
@@ -149,7 +150,7 @@ def check_grid(state: dict[str, Any], change: RulesChange) -> None:
 
 def rescale_state(state: dict[str, Any], change: RulesChange) -> dict[str, Any]:
     """`Engine.export_state()` output in the new grid units: every price, quantity and fee
-    of the book, the stops, the finished window and the kept trades, multiplied exactly."""
+    of the book, the stops, the finished window, the kept trades and the candles, multiplied exactly."""
     p, q = change.price_factor, change.quantity_factor
 
     def order(row: tuple) -> tuple:
@@ -175,4 +176,5 @@ def rescale_state(state: dict[str, Any], change: RulesChange) -> dict[str, Any]:
         "stops": [order(row) for row in state["stops"]],
         "finished": [order(row) for row in state["finished"]],
         "trades": [trade(row) for row in state["trades"]],
+        **({"candles": candles.rescale_state(state["candles"], p, q)} if "candles" in state else {}),
     }

@@ -41,7 +41,7 @@ from matcher.curve import (
     server_curve,
     start_authenticator,
 )
-from matcher.engine import Engine
+from matcher.engine import NO_CANDLES_VERSION, Engine
 from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
 from matcher.lifeline import exit_with_parent
@@ -64,7 +64,10 @@ from matcher.validation import (
     account_of,
     bounded_int,
     deadline_refusal,
+    interval_of,
     order_reference,
+    time_of,
+    trade_id_of,
 )
 from matcher.views import Views
 
@@ -126,11 +129,13 @@ def recover(
     units: Units, data_dir: Path, journal: Journal, progress: Any = None, until_seq: int | None = None
 ) -> tuple[Engine, int]:
     """Newest valid snapshot + replay of the journal after it. Returns (engine, replayed)."""
-    engine = load_snapshot(units, data_dir, until_seq)
+    engine = load_snapshot(units, data_dir, journal, until_seq)
     return engine, replay_into(engine, journal, progress, until_seq)
 
 
-def load_snapshot(units: Units, data_dir: Path, until_seq: int | None = None) -> Engine:
+def load_snapshot(
+    units: Units, data_dir: Path, journal: Journal, until_seq: int | None = None
+) -> Engine:
     """The engine of the newest snapshot that reads, checks out and decodes (at or before
     until_seq); else a fresh engine, for a replay of the whole journal. Each one skipped
     is logged with its file and the reason (docs/journal.md, "Recovery")."""
@@ -138,7 +143,7 @@ def load_snapshot(units: Units, data_dir: Path, until_seq: int | None = None) ->
         if until_seq is not None and seq > until_seq:
             return new_engine(units)
         try:
-            engine = Engine.from_state(codec.decode_state(body))
+            engine = snapshot_engine(codec.decode_state(body), whole_history(journal))
             if engine.seq != seq:
                 raise ValueError(f"its state is at seq {engine.seq}")
         except Exception as exc:  # msgpack, a missing key, another state version...
@@ -148,6 +153,29 @@ def load_snapshot(units: Units, data_dir: Path, until_seq: int | None = None) ->
             continue
         return engine
     return new_engine(units)
+
+
+def whole_history(journal: Journal) -> bool:
+    """Does the journal still start at seq 1 (no segment pruned)? O(files)."""
+    segments = journal.segments()
+    return bool(segments) and segments[0][0] == 1
+
+
+def snapshot_engine(state: dict[str, Any], whole_history: bool) -> Engine:
+    """The engine of a decoded snapshot.
+
+    A snapshot of the old code has no candles (state version 1). While the journal holds
+    the whole history, replaying it rebuilds them exactly, so such a snapshot raises
+    ValueError, for recovery to pass it over (an older snapshot or the whole journal);
+    once the first segments are pruned, it is taken with a warning and the candles start
+    empty from its seq (docs/journal.md, "Candles").
+    """
+    engine = Engine.from_state(state, without_candles=not whole_history)
+    if state.get("version") == NO_CANDLES_VERSION:
+        log.warning("snapshot at seq %s has no candles (written before they were state) and "
+                    "the journal's first segments are pruned: candles start empty from there",
+                    state["seq"])
+    return engine
 
 
 def replay_into(
@@ -253,6 +281,8 @@ class MatcherService:
             "book": self._book,
             "bbo": self._bbo,
             "trades": self._trades,
+            "candles": self._candles,
+            "ticker": self._ticker,
             "snapshot": self._snapshot,
         }
         self._parsers = {
@@ -893,10 +923,41 @@ class MatcherService:
         return self.views.bbo(self.engine.bbo(), self.engine.book_seq)
 
     def _trades(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The newest trades, newest first; with `from_trade_id` N, the kept trades from
+        id N on, oldest first (a WebSocket resume: docs/protocol.md)."""
+        first = trade_id_of(message, "from_trade_id")
+        if first is not None:
+            return self._trades_from(first, bounded_int(message, "limit", 1000))
         limit = bounded_int(message, "limit", 50)
         recent = self.engine.recent_trades
         newest = [recent[-i] for i in range(1, min(limit, len(recent)) + 1)]
         return {"symbol": self.symbol, "trades": [self.views.trade(t) for t in newest]}
+
+    def _trades_from(self, first: int, limit: int) -> dict[str, Any]:
+        recent = self.engine.recent_trades
+        last = self.engine.trade_id
+        oldest = recent[0][1] if recent else last + 1
+        if first < oldest:
+            raise CommandError(Code.INVALID_FIELD, f"from_trade_id {first} is older than the "
+                               f"kept trades ({oldest} to {last})")
+        # Ids are contiguous: trade N is at index N - oldest. O(limit).
+        start = first - oldest
+        kept = [recent[i] for i in range(start, min(start + limit, len(recent)))]
+        return {"symbol": self.symbol, "trades": [self.views.trade(t) for t in kept]}
+
+    def _candles(self, message: dict[str, Any]) -> dict[str, Any]:
+        interval = interval_of(message)
+        limit = bounded_int(message, "limit", 500)
+        start, end = time_of(message, "start"), time_of(message, "end")
+        # start after end is an empty window, not an error (no schema can state the order).
+        candles = self.engine.candles.series(interval, limit, start, end)
+        return {"symbol": self.symbol, "interval": interval,
+                "candles": [self.views.candle(c) for c in candles]}
+
+    def _ticker(self, message: dict[str, Any]) -> dict[str, Any]:
+        now = max(time.time_ns() // 1000, self.last_ts)
+        engine = self.engine
+        return self.views.ticker(engine.candles.day(now), engine.last_price, engine.bbo(), now)
 
     def _snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
         book = self.engine.book

@@ -9,8 +9,10 @@ where the order id goes, and the service resolves it (`Engine.resolve`) before a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from matcher.candles import INTERVALS
 from matcher.protocol import (
     ANONYMOUS,
     CMD_AMEND,
@@ -35,6 +37,7 @@ from matcher.protocol import (
 )
 from matcher.units import Units
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ID_CHARS = 64
 MAX_ORDER_ID = 2**63 - 1
 SIDES = {name: code for code, name in enumerate(SIDE_NAMES)}
@@ -153,6 +156,48 @@ def bounded_int(message: dict[str, Any], field: str, default: int, low: int = 1,
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _invalid(f"{field} must be an integer in {low}..{high}")
+    return value
+
+
+def interval_of(message: dict[str, Any]) -> str:
+    """The candles op's `interval` (default 1m), one of matcher/candles.py's INTERVALS."""
+    value = message.get("interval")
+    if value is None:
+        return "1m"
+    if value.__class__ is str and value in INTERVALS:
+        return value  # type: ignore[no-any-return]
+    raise _invalid(f"interval must be one of {', '.join(INTERVALS)}, not {shown(value)}")
+
+
+def time_of(message: dict[str, Any], field: str) -> int | None:
+    """An ISO 8601 time (`2026-12-04T10:00:00Z`; no offset means UTC) as µs since the
+    epoch, or None when absent."""
+    value = message.get(field)
+    if value is None:
+        return None
+    if value.__class__ is str and 0 < len(value) <= 40 and value.isascii():
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            since = moment - EPOCH
+            return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    raise _invalid(f"{field} must be an ISO 8601 time such as 2026-12-04T10:00:00Z, "
+                   f"not {shown(value)}")
+
+
+def trade_id_of(message: dict[str, Any], field: str) -> int | None:
+    """A positive trade id (an integer or a string of digits), or None when absent."""
+    value = message.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ORDER_ID:
+        raise _invalid(f"{field} must be a positive integer, not {shown(value)}")
     return value
 
 

@@ -173,3 +173,57 @@ class Views:
             self._prices.get(price) or self._price(price),
             (self._quantities.get(total) or self._quantity(total)) if total else "0",
         ]
+
+    def candle(self, candle: tuple) -> dict[str, Any]:
+        """One candle (matcher/candles.py) in CANDLE_SHAPE: exact decimals."""
+        open_time, first, high, low, close, volume, quote, count = candle
+        price, units = self.price, self.units
+        return {
+            "open_time": iso_timestamp(open_time),
+            "open": price(first),
+            "high": price(high),
+            "low": price(low),
+            "close": price(close),
+            "volume": units.format_quantity(volume),
+            "quote_volume": units.format_quote(quote),
+            "trade_count": count,
+        }
+
+    def ticker(self, day: tuple | None, last_price: int | None,
+               bbo: tuple[int | None, int, int | None, int], now: int) -> dict[str, Any]:
+        """TICKER_SHAPE from the rolling day's candle (`Candles.day`, None without a
+        trade in it), the last trade's price, the BBO and the time (µs)."""
+        price, units = self.price, self.units
+        bid, _, ask, _ = bbo
+        view: dict[str, Any] = {
+            "symbol": self.symbol,
+            "last_price": None if last_price is None else price(last_price),
+            "bid_price": None if bid is None else price(bid),
+            "ask_price": None if ask is None else price(ask),
+        }
+        if day is None:
+            view.update(open_24h=None, high_24h=None, low_24h=None, volume_24h="0",
+                        quote_volume_24h="0", change_24h=None, change_percent_24h=None,
+                        trade_count_24h=0)
+        else:
+            first, close = day[1], day[4]
+            change = close - first
+            view.update(
+                open_24h=price(first), high_24h=price(day[2]), low_24h=price(day[3]),
+                volume_24h=units.format_quantity(day[5]),
+                quote_volume_24h=units.format_quote(day[6]),
+                change_24h=("-" if change < 0 else "") + units.format_price(abs(change)),
+                change_percent_24h=percent(change, first),
+                trade_count_24h=day[7],
+            )
+        view["timestamp"] = iso_timestamp(now)
+        return view
+
+
+def percent(change: int, base: int) -> str:
+    """100 * change / base with 2 decimals, rounded half-even; integers only."""
+    hundredths, remainder = divmod(abs(change) * 10_000, base)
+    if 2 * remainder > base or (2 * remainder == base and hundredths % 2):
+        hundredths += 1
+    sign = "-" if change < 0 and hundredths else ""
+    return f"{sign}{hundredths // 100}.{hundredths % 100:02d}"

@@ -12,11 +12,13 @@ from matcher.engine import Engine
 from matcher.protocol import (
     BBO_FIELDS,
     BUY,
+    CANDLE_FIELDS,
     CMD_NEW_ORDER,
     GTC,
     LIMIT,
     ORDER_FIELDS,
     SELL,
+    TICKER_FIELDS,
     TRADE_FIELDS,
 )
 from matcher.replay import CSV_HEADER
@@ -39,6 +41,10 @@ def test_views_build_exactly_the_shapes() -> None:
     assert tuple(views.order(order)) == ORDER_FIELDS
     assert tuple(views.trade(order.trades[0])) == TRADE_FIELDS
     assert tuple(views.bbo(engine.bbo(), engine.book_seq)) == BBO_FIELDS
+    [candle] = engine.candles.series("1m")
+    assert tuple(views.candle(candle)) == CANDLE_FIELDS
+    for day in (engine.candles.day(11), None):  # with and without a trade in the window
+        assert tuple(views.ticker(day, engine.last_price, engine.bbo(), 11)) == TICKER_FIELDS
 
 
 def test_the_csv_headers_are_the_trade_fields() -> None:
@@ -50,3 +56,5 @@ def test_the_python_clients_types_follow_the_shapes() -> None:
     assert tuple(get_type_hints(rest.Order)) == ORDER_FIELDS
     assert tuple(get_type_hints(rest.Trade)) == TRADE_FIELDS
     assert tuple(get_type_hints(rest.Bbo)) == BBO_FIELDS
+    assert tuple(get_type_hints(rest.Candle)) == CANDLE_FIELDS
+    assert tuple(get_type_hints(rest.Ticker)) == TICKER_FIELDS

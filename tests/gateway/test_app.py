@@ -62,9 +62,12 @@ def test_openapi_lists_every_path(http: httpx.Client) -> None:
         "/submit_order", "/submit_stop_order", "/cancel_order", "/amend_order",
         "/cancel_all", "/orders/{symbol}/client/{client_order_id}",
         "/orders/{symbol}/{order_id}", "/orders/{symbol}", "/orderbook/{symbol}",
-        "/bbo/{symbol}", "/trades/{symbol}", "/health", "/", "/metrics", "/openapi.json",
-        "/test",
+        "/bbo/{symbol}", "/trades/{symbol}", "/candles/{symbol}", "/ticker/{symbol}",
+        "/health", "/", "/metrics", "/openapi.json", "/test",
     }
+    candles = schema["paths"]["/candles/{symbol}"]["get"]
+    assert [p["name"] for p in candles["parameters"] if p["in"] == "query"] == [
+        "interval", "limit", "start", "end"]
     assert set(schema["paths"]["/submit_order"]) == {"post"}
     assert "200" in json.dumps(schema["paths"]["/submit_order"]["post"]["responses"])
     assert "Order" in schema["components"]["schemas"]
