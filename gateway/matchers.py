@@ -35,17 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import os
-import time
 from typing import Any
 
 from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
 from gateway import zmtp
+from gateway.correlation import Correlator, Future, LinkLost
 from gateway.errors import ApiError
-from gateway.zmq_link import LinkLost, PyzmqLink
+from gateway.zmq_link import PyzmqLink
 from matcher import codec
 from matcher.config import SymbolConfig, SystemConfig
 from matcher.protocol import MUTATING_OPS, Code
@@ -57,18 +56,11 @@ LINK_ENV = "MATCHWIRE_GATEWAY_LINK"
 LINKS = ("auto", "zmtp", "pyzmq")
 PING_TIMEOUT = 0.5
 RECONNECT_INTERVAL = 0.1  # between connection attempts while requests wait (libzmq's default)
-MAX_IN_FLIGHT = 100_000  # requests awaiting a reply per matcher (the old socket's HWM)
 # ZMTP 3.1 heartbeats of the ZMTP link: a PING after a silent interval; a connection
 # silent (no reply, no PONG) this long is retired, so a half-open peer (a host gone
 # without closing its connections) is found before the next request times out on it.
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 3.0
-# After the grace, one more pass of the event loop before a 503: a loop that was busy
-# when both the timer and the reply came due runs the timer first (uvloop does), and the
-# reply waiting in the socket must win.
-LAST_LOOK = 0.001
-
-Future = asyncio.Future[dict[str, Any]]
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
@@ -83,7 +75,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
     return host.strip("[]"), int(port)
 
 
-class MatcherLink:
+class MatcherLink(Correlator):
     """One ZMTP connection to one matcher, as a DEALER, spoken by the event loop itself.
 
     The same contract as `clients.zmq_client.AsyncMatcherClient` (`request_raw`,
@@ -118,20 +110,14 @@ class MatcherLink:
     def __init__(
         self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, grace: float = DEADLINE_GRACE
     ) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.grace = grace
+        super().__init__(endpoint, timeout, grace)
         self.heartbeat_interval = HEARTBEAT_INTERVAL
         self.heartbeat_timeout = HEARTBEAT_TIMEOUT
-        self._longest = timeout  # the longest timeout of any request sent: bounds a retiree
         self._address = parse_endpoint(endpoint)
-        self._ids = itertools.count(1)
-        self._pending: dict[int, Future] = {}
         self._outbox: list[tuple[bytes, Future, int]] = []
         self._connection: _Connection | None = None  # set once its handshake is done
         self._retired: set[_Connection] = set()  # open for the replies owed on them
         self._dialing: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- requests ----------------------------------------------------------------------
 
@@ -147,23 +133,9 @@ class MatcherLink:
     ) -> dict[str, Any]:
         """Like request_raw, but `message` (fields only; `op`, `req_id` and `deadline` are
         added to it) is sent as it is, saving a dict copy on the hot path."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (tests, a restarted server)
-            self.reconnect()
-            self._loop = loop
-        pending = self._pending
-        if len(pending) >= MAX_IN_FLIGHT:
-            raise MatcherTimeout(f"the queue to {self.endpoint} is full")
-        timeout = timeout or self.timeout
-        if timeout > self._longest:
-            self._longest = timeout
-        req_id = next(self._ids)
-        message["op"] = op
-        message["req_id"] = req_id
-        message["deadline"] = time.time_ns() // 1000 + int(timeout * 1_000_000)
+        loop, req_id, timeout, future = self._stamp(message, op, timeout)
         data = zmtp.frame(codec.encode_request(message))
-        future = loop.create_future()
-        pending[req_id] = future
+        pending = self._pending
         connection = self._connection
         outbox = self._outbox
         if connection is not None and len(pending) == 1:
@@ -174,12 +146,7 @@ class MatcherLink:
                 self._dial(loop)
             elif len(outbox) == 1:
                 loop.call_soon(self._flush)
-        # Only a mutating request needs the grace and the last look: a late reply to a
-        # read changes nothing.
-        if op in MUTATING_OPS:
-            timer = loop.call_later(timeout + self.grace, self._expire, future, timeout, False)
-        else:
-            timer = loop.call_later(timeout, self._expire, future, timeout, True)
+        timer = self._arm(loop, future, op, timeout)
         try:
             return await future
         finally:
@@ -195,27 +162,6 @@ class MatcherLink:
         live = [(data, req_id) for data, future, req_id in outbox if not future.done()]
         if live:
             connection.write(b"".join([data for data, _ in live]), live[-1][1])
-
-    def _expire(self, future: Future, timeout: float, last_look: bool) -> None:
-        """A mutating request's deadline + grace has passed: after one last look at the
-        socket (LAST_LOOK), it fails with MatcherTimeout; the matcher will refuse it. A
-        read fails at its deadline."""
-        if future.done():
-            return
-        if not last_look:
-            assert self._loop is not None
-            self._loop.call_later(LAST_LOOK, self._expire, future, timeout, True)
-            return
-        future.set_exception(MatcherTimeout(f"no reply from {self.endpoint} in {timeout:g}s"))
-
-    def _reply(self, body: bytes) -> None:
-        try:
-            reply = codec.decode_reply(body)
-        except Exception:  # not a reply of ours: nobody waits for it
-            return
-        future = self._pending.pop(reply.get("req_id"), None)  # type: ignore[arg-type]
-        if future is not None and not future.done():
-            future.set_result(reply)
 
     # -- the connection ----------------------------------------------------------------
 
@@ -257,13 +203,7 @@ class MatcherLink:
         """The connection is gone: requests written to it and unanswered fail at once
         (LinkLost: their replies can no longer come); those still queued go out on a new
         one."""
-        first, last = connection.first_id, connection.last_id
-        if last:
-            for req_id, future in list(self._pending.items()):
-                if first <= req_id <= last and not future.done():
-                    future.set_exception(LinkLost(
-                        f"the connection to {self.endpoint} closed with the request in flight"
-                    ))
+        self._fail_written(connection.first_id, connection.last_id)
         if self._connection is connection:
             self._connection = None
             if self._outbox and self._loop is not None and not self._loop.is_closed():

@@ -20,9 +20,7 @@ the ZMTP link, until their deadline.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
 from typing import Any
 
 import zmq
@@ -30,21 +28,12 @@ import zmq.asyncio
 
 from clients.curve import CurveKeys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
+from gateway.correlation import MAX_IN_FLIGHT, Correlator, LinkLost
 from matcher import codec
-from matcher.protocol import MUTATING_OPS
 
 log = logging.getLogger("matchwire.gateway")
 
-MAX_IN_FLIGHT = 100_000  # the socket's high-water marks, as for the ZMTP link
-LAST_LOOK = 0.001  # see gateway/matchers.py
 WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-
-Future = asyncio.Future[dict[str, Any]]
-
-
-class LinkLost(MatcherTimeout):
-    """The connection closed with the request written to it and unanswered: the matcher
-    may have executed it (and died before replying) or not."""
 
 
 class _Socket:
@@ -104,23 +93,17 @@ class _Socket:
         self.sock.close(0)
 
 
-class PyzmqLink:
+class PyzmqLink(Correlator):
     """One pyzmq DEALER to one matcher (see the module docstring)."""
 
     def __init__(
         self, endpoint: str, timeout: float = 2.0, grace: float = DEADLINE_GRACE,
         curve: CurveKeys | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.grace = grace
+        super().__init__(endpoint, timeout, grace)
         self.curve = curve
-        self._longest = timeout
-        self._ids = itertools.count(1)
-        self._pending: dict[int, Future] = {}
         self._socket: _Socket | None = None
         self._retired: set[_Socket] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request_raw(
         self, op: str, timeout: float | None = None, **fields: Any
@@ -131,32 +114,15 @@ class PyzmqLink:
         self, message: dict[str, Any], op: str, timeout: float | None = None
     ) -> dict[str, Any]:
         """The reply map to `message` (fields only; op, req_id and deadline are added)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self.reconnect()
-            self._loop = loop
+        loop, req_id, timeout, future = self._stamp(message, op, timeout)
         pending = self._pending
-        if len(pending) >= MAX_IN_FLIGHT:
-            raise MatcherTimeout(f"the queue to {self.endpoint} is full")
-        timeout = timeout or self.timeout
-        if timeout > self._longest:
-            self._longest = timeout
-        req_id = next(self._ids)
-        message["op"] = op
-        message["req_id"] = req_id
-        message["deadline"] = time.time_ns() // 1000 + int(timeout * 1_000_000)
         sock = self._socket
         if sock is None:
             sock = self._socket = _Socket(self, loop)
-        future = loop.create_future()
-        pending[req_id] = future
         if not sock.first_id:
             sock.first_id = req_id
         sock.last_id = req_id
-        if op in MUTATING_OPS:
-            timer = loop.call_later(timeout + self.grace, self._expire, future, timeout, False)
-        else:
-            timer = loop.call_later(timeout, self._expire, future, timeout, True)
+        timer = self._arm(loop, future, op, timeout)
         try:
             try:
                 await sock.sock.send(codec.encode_request(message), zmq.NOBLOCK)
@@ -167,34 +133,10 @@ class PyzmqLink:
             timer.cancel()
             pending.pop(req_id, None)
 
-    def _expire(self, future: Future, timeout: float, last_look: bool) -> None:
-        if future.done():
-            return
-        if not last_look:
-            assert self._loop is not None
-            self._loop.call_later(LAST_LOOK, self._expire, future, timeout, True)
-            return
-        future.set_exception(MatcherTimeout(f"no reply from {self.endpoint} in {timeout:g}s"))
-
-    def _reply(self, body: bytes) -> None:
-        try:
-            reply = codec.decode_reply(body)
-        except Exception:  # not a reply of ours: nobody waits for it
-            return
-        future = self._pending.pop(reply.get("req_id"), None)  # type: ignore[arg-type]
-        if future is not None and not future.done():
-            future.set_result(reply)
-
     def _lost(self, sock: _Socket) -> None:
         """`sock`'s connection dropped after its handshake: what was sent on it and is
         unanswered fails now (LinkLost); the socket goes, with whatever it still queues."""
-        first, last = sock.first_id, sock.last_id
-        if last:
-            for req_id, future in list(self._pending.items()):
-                if first <= req_id <= last and not future.done():
-                    future.set_exception(LinkLost(
-                        f"the connection to {self.endpoint} closed with the request in flight"
-                    ))
+        self._fail_written(sock.first_id, sock.last_id)
         if self._socket is sock:
             self._socket = None
         self._retired.discard(sock)
