@@ -16,7 +16,6 @@ under the GIL), so a scrape never blocks the loop for longer than one copy.
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -87,14 +86,13 @@ def build_name() -> str:
 class Histogram:
     """Bucket counts and a sum, observed by the loop, read by the collector."""
 
-    __slots__ = ("bounds", "labels", "counts", "total", "created")
+    __slots__ = ("bounds", "labels", "counts", "total")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
         self.labels = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
         self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
         self.total = 0.0
-        self.created = time.time()
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
@@ -107,7 +105,6 @@ class Histogram:
             running += count
             buckets.append((label, running))
         family.add_metric((symbol,), buckets, self.total)
-        family.add_sample(name + "_created", {"symbol": symbol}, self.created)
         return family
 
 
@@ -118,7 +115,6 @@ class MatcherMetrics:
         self.service = service
         self.symbol = service.symbol
         self.build = build_name()
-        self.created = time.time()
         # (command type, status after it, reason) -> commands applied
         self.applied: defaultdict[tuple[int, int, str | None], int] = defaultdict(int)
         for status in (FILLED, PARTIALLY_FILLED, NEW):
@@ -202,9 +198,9 @@ class MatcherCollector(Collector):
         for op in (*COMMAND_OPS.values(), *QUERY_OPS):
             command_counts[op, "ok"] += m.queries.get(op, 0)
         for (outcome, reason), count in sorted(outcome_counts.items()):
-            orders.add_metric((symbol, outcome, reason), count, created=m.created)
+            orders.add_metric((symbol, outcome, reason), count)
         for (op, result), count in sorted(command_counts.items()):
-            commands.add_metric((symbol, op, result), count, created=m.created)
+            commands.add_metric((symbol, op, result), count)
         yield orders
         yield commands
         deadline = CounterMetricFamily(
@@ -212,13 +208,12 @@ class MatcherCollector(Collector):
             "Mutating commands refused because they were reached after their deadline",
             labels=("symbol",))
         deadline.add_metric((symbol,), sum(count for (_, code), count in refused.items()
-                                           if code == Code.DEADLINE_EXCEEDED),
-                            created=m.created)
+                                           if code == Code.DEADLINE_EXCEEDED))
         yield deadline
         yield _counter("matchwire_bad_requests", "Requests refused as invalid_request "
-                       "(undecodable, wrong framing)", symbol, service.bad_requests, m.created)
+                       "(undecodable, wrong framing)", symbol, service.bad_requests)
         yield _counter("matchwire_internal_errors", "Requests answered internal_error (a bug)",
-                       symbol, service.internal_errors, m.created)
+                       symbol, service.internal_errors)
         yield m.batch_size.family("matchwire_batch_size", "Requests per loop batch", symbol)
         yield m.batch_seconds.family(
             "matchwire_batch_seconds",
@@ -229,15 +224,15 @@ class MatcherCollector(Collector):
             "one fsync (fsync=batch; no fsync under off, per record under always)", symbol)
         journal = service.journal
         yield _counter("matchwire_journal_bytes", "Bytes written to journal segments "
-                       "by this process", symbol, journal.bytes_written, m.created)
+                       "by this process", symbol, journal.bytes_written)
         yield _counter("matchwire_journal_records", "Records written to the journal by this "
-                       "process", symbol, journal.records_written, m.created)
+                       "process", symbol, journal.records_written)
         yield _gauge("matchwire_journal_unavailable", "1 while the journal cannot be written "
                      "(disk full): orders, cancels and amends are refused with "
                      "journal_unavailable", symbol, 1 if service.journal_down else 0)
         yield _counter("matchwire_journal_failures", "Journal writes that failed and "
                        "switched the matcher to refusing (journal_unavailable)", symbol,
-                       m.journal_failures, m.created)
+                       m.journal_failures)
         yield _gauge("matchwire_journal_failed_probes", "Probe writes failed since the "
                      "journal became unavailable", symbol,
                      service.failed_probes if service.journal_down else 0)
@@ -248,7 +243,7 @@ class MatcherCollector(Collector):
         snapshots = CounterMetricFamily("matchwire_snapshots", "Background snapshots by result",
                                         labels=("symbol", "result"))
         for result, count in m.snapshots.items():
-            snapshots.add_metric((symbol, result), count, created=m.created)
+            snapshots.add_metric((symbol, result), count)
         yield snapshots
         yield _gauge("matchwire_last_snapshot_seq", "The seq of the newest snapshot written "
                      "(or recovered from)", symbol, service.last_snapshot_seq)
@@ -267,10 +262,9 @@ class MatcherCollector(Collector):
         yield info
 
 
-def _counter(name: str, documentation: str, symbol: str, value: float,
-             created: float) -> CounterMetricFamily:
+def _counter(name: str, documentation: str, symbol: str, value: float) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=("symbol",))
-    family.add_metric((symbol,), value, created=created)
+    family.add_metric((symbol,), value)
     return family
 
 

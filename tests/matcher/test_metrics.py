@@ -153,3 +153,25 @@ def _answers(port: int) -> bool:
     except httpx.HTTPError:
         return False
     return True
+
+
+def test_a_full_disk_shows_as_journal_unavailable(spawn: Any, tmp_path: Path) -> None:
+    """A journal write refused by the disk (EFBIG past RLIMIT_FSIZE): the gauge is 1, the
+    failure is counted, and the orders refused meanwhile are counted by their code."""
+    port = free_port()
+    matcher = spawn(tmp_path / "data", fsync="batch", max_file_bytes=20_000,
+                    extra=["--metrics-port", str(port)]).start()
+    for i in range(5_000):
+        reply = matcher.raw("new_order", **limit("buy", str(20_000 + i % 100), "0.01"))
+        if not reply["ok"]:
+            break
+    assert reply["error"]["code"] == Code.JOURNAL_UNAVAILABLE, reply
+    refused = matcher.raw("new_order", **limit("buy", "100", "1"))
+    assert refused["error"]["code"] == Code.JOURNAL_UNAVAILABLE
+    samples = scrape(port)
+    assert value(samples, "matchwire_journal_unavailable") == 1
+    assert value(samples, "matchwire_journal_failures_total") == 1
+    assert orders(samples, "refused", Code.JOURNAL_UNAVAILABLE) == 1  # the one after it
+    assert value(samples, "matchwire_commands_total", op="new_order",
+                 result=Code.JOURNAL_UNAVAILABLE) == 1
+    matcher.stop()
