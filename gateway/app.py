@@ -48,7 +48,7 @@ from gateway.formats import (
     trades_csv,
 )
 from gateway.matchers import DEFAULT_TIMEOUT, Matchers
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.metrics import CONTENT_TYPE, Metrics, matcher_metrics_endpoint
 from gateway.validation import (
     AMEND_FIELDS,
     CANCEL_FIELDS,
@@ -97,7 +97,8 @@ class Gateway:
             "name": "matchwire",
             "version": version(),
             "feed_url": config.feed_url,
-            "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
+            "symbols": {symbol: {**rules.public(), "metrics_endpoint": matcher_metrics_endpoint(
+                config.host, rules.metrics_port)} for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"
 
