@@ -21,14 +21,19 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import (
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from matcher.protocol import (
@@ -152,10 +157,15 @@ class MatcherMetrics:
     # -- serving -------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> None:
-        """Export the default registry (this collector, process_*, python_*) over HTTP
-        from a daemon thread; OSError when the port is taken."""
-        REGISTRY.register(MatcherCollector(self))
-        self.server, _ = start_http_server(port, addr=host)
+        """Export this collector, process_* and python_* over HTTP from a daemon thread;
+        OSError when the port is taken. A registry of its own: a second service in one
+        process (tests) registers no duplicate."""
+        registry = CollectorRegistry()
+        registry.register(MatcherCollector(self))
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.server, _ = start_http_server(port, addr=host, registry=registry)
 
     def stop(self) -> None:
         if self.server is not None:

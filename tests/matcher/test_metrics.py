@@ -175,3 +175,21 @@ def test_a_full_disk_shows_as_journal_unavailable(spawn: Any, tmp_path: Path) ->
     assert value(samples, "matchwire_commands_total", op="new_order",
                  result=Code.JOURNAL_UNAVAILABLE) == 1
     matcher.stop()
+
+
+def test_background_snapshots_are_timed_and_counted(spawn: Any, tmp_path: Path) -> None:
+    port = free_port()
+    matcher = spawn(tmp_path / "data", snapshot_every=3,
+                    extra=["--metrics-port", str(port)]).start()
+    for price in ("100", "101", "102", "103"):
+        matcher.request("new_order", **limit("buy", price, "1"))
+
+    def snapshotted() -> Samples | None:
+        samples = scrape(port)
+        return samples if value(samples, "matchwire_snapshots_total", result="ok") else None
+
+    samples = wait_until(snapshotted, timeout=60)
+    assert value(samples, "matchwire_snapshots_total", result="failed") == 0
+    assert value(samples, "matchwire_snapshot_seconds_count") >= 1
+    assert value(samples, "matchwire_last_snapshot_seq") >= 3
+    matcher.stop()
