@@ -132,7 +132,8 @@ class MatcherMetrics:
         self.applied[CMD_NEW_STOP, PENDING, None] = 0
         self.applied[CMD_CANCEL, CANCELLED, Code.USER_CANCELLED] = 0
         self.applied[CMD_AMEND, NEW, None] = 0
-        self.queries: dict[str, int] = dict.fromkeys(QUERY_OPS, 0)  # answered, by op
+        # answered, by op; a query op added to the service later counts from its first use
+        self.queries: defaultdict[str, int] = defaultdict(int, dict.fromkeys(QUERY_OPS, 0))
         # (op, code) -> requests refused with that error code
         self.refused: defaultdict[tuple[str, str], int] = defaultdict(int)
         for op in ORDER_OPS:
@@ -151,7 +152,9 @@ class MatcherMetrics:
 
     def refuse(self, op: Any, code: str) -> None:
         """Count one error reply (not on the hot path: errors only)."""
-        label = op if isinstance(op, str) and op in KNOWN_OPS else OTHER_OP
+        known = isinstance(op, str) and (op in KNOWN_OPS or op in self.service._queries
+                                         or op in self.service._accepting)
+        label = op if known else OTHER_OP
         self.refused[label, code] += 1
 
     # -- serving -------------------------------------------------------------------
@@ -205,8 +208,10 @@ class MatcherCollector(Collector):
             command_counts[op, code] += count
             if op in ORDER_OPS:
                 outcome_counts["refused", code] += count
-        for op in (*COMMAND_OPS.values(), *QUERY_OPS):
-            command_counts[op, "ok"] += m.queries.get(op, 0)
+        for op in COMMAND_OPS.values():
+            command_counts[op, "ok"] += 0
+        for op, count in m.queries.copy().items():
+            command_counts[op, "ok"] += count
         for (outcome, reason), count in sorted(outcome_counts.items()):
             orders.add_metric((symbol, outcome, reason), count)
         for (op, result), count in sorted(command_counts.items()):
