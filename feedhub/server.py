@@ -27,7 +27,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -57,6 +62,13 @@ WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
 CLIENT_SNDBUF = 256 * 1024
 DESCRIPTORS_BESIDES_CLIENTS = 256  # ZeroMQ sockets, HTTP requests, logs, the loop's own
 LISTEN_BACKLOG = 2048  # uvicorn's default
+# Label values exported at 0 from the start (rate() needs a first sample): the hub's
+# drop actions and refusal reasons (feedhub/hub.py), the replica's resync reasons
+# (feedhub/replica.py, OutOfSync). A reason not listed still shows once it happens.
+DROP_ACTIONS = ("resync", "close", "stalled")
+REFUSAL_REASONS = ("max_connections",)
+RESYNC_REASONS = ("gap", "heartbeat_timeout", "matcher_restarted", "behind_heartbeat",
+                  "bad_update", "bad_snapshot", "snapshot_refused")
 
 
 class HubCollector(Collector):
@@ -84,7 +96,9 @@ class HubCollector(Collector):
             "Slow clients: queue overflowed (resync: sent a fresh snapshot; close: 1013), "
             "socket not drained for the drain timeout (stalled: 1013)",
             labels=["feed", "action"])
-        for (feed, action), count in hub.drops.items():
+        drop_counts = {(feed, action): 0 for feed in Feed for action in DROP_ACTIONS}
+        drop_counts.update(hub.drops)
+        for (feed, action), count in drop_counts.items():
             drops.add_metric([feed.value, action], count)
         open_connections = GaugeMetricFamily(
             "feedhub_open_connections",
@@ -94,7 +108,7 @@ class HubCollector(Collector):
         refused = CounterMetricFamily("feedhub_connections_refused",
                                       "WebSocket connections refused with 1013",
                                       labels=["reason"])
-        for reason, count in hub.refused.items():
+        for reason, count in {**dict.fromkeys(REFUSAL_REASONS, 0), **hub.refused}.items():
             refused.add_metric([reason], count)
         resyncs = CounterMetricFamily("feedhub_replica_resyncs",
                                       "Replica resynchronisations by reason",
@@ -114,7 +128,7 @@ class HubCollector(Collector):
         lost = CounterMetricFamily("feedhub_replica_trades_lost",
                                    "Trades missed and too old to fetch", labels=["symbol"])
         for symbol, replica in hub.replicas.items():
-            for reason, count in replica.resyncs.items():
+            for reason, count in {**dict.fromkeys(RESYNC_REASONS, 0), **replica.resyncs}.items():
                 resyncs.add_metric([symbol, reason], count)
             synced.add_metric([symbol], 1 if replica.synced else 0)
             book_seq.add_metric([symbol], replica.book.book_seq or 0)
@@ -224,6 +238,7 @@ def create_app(
               curve=feedhub_curve(config))
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
+    ProcessCollector(registry=registry)  # process_*: CPU, memory, descriptors
 
     async def market_data(websocket: WebSocket, link: FeedProtocol) -> None:
         symbol = websocket.path_params["symbol"]

@@ -47,7 +47,7 @@ from gateway.formats import (
     trades_csv,
 )
 from gateway.matchers import DEFAULT_TIMEOUT, Matchers, gateway_curve, public_key
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.metrics import CONTENT_TYPE, Metrics, matcher_metrics_endpoint
 from gateway.validation import (
     AMEND_FIELDS,
     CANCEL_ALL_FIELDS,
@@ -104,7 +104,9 @@ class Gateway:
             "build": _build.build_name(),
             "feed_url": config.feed_url,
             "auth": self.auth,
-            "symbols": {symbol: {**rules.public(), **public_key(curve, symbol)}
+            "symbols": {symbol: {**rules.public(), **public_key(curve, symbol),
+                                 "metrics_endpoint": matcher_metrics_endpoint(
+                                     config.host, rules.metrics_port)}
                         for symbol, rules in config.symbols.items()},
         })
         self.openapi = b"{}"

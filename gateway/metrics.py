@@ -4,7 +4,8 @@
 - `matchwire_gateway_request_seconds{endpoint}`: latency histogram, from the handler's
   start to its response (body read, validation, matcher round trip, encoding);
 - `matchwire_gateway_matcher_up{symbol}`: 1 when the last exchange with the symbol's
-  matcher got an answer (refreshed by every request, /health and /metrics itself).
+  matcher got an answer (refreshed by every request, /health and /metrics itself);
+- `process_*`: this process's CPU, memory, descriptors and start time.
 
 Each app has its own registry, so several apps can live in one process (tests).
 Requests are counted in plain dicts and lists, read by a collector when /metrics is
@@ -19,7 +20,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,6 +42,7 @@ class Metrics:
         # endpoint -> [count per bucket (the last one: above them all)..., sum, created]
         self.latency: dict[str, list[float]] = {}
         self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)
         matcher_up = Gauge(
             "matchwire_gateway_matcher_up", "1 when the symbol's matcher answers",
             ("symbol",), registry=self.registry,
@@ -62,6 +64,13 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def matcher_metrics_endpoint(host: str, port: int) -> str | None:
+    """The URL a matcher serves its own /metrics on (GET /), or None when it is off."""
+    if not port:
+        return None
+    return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
 
 class _Collector(Collector):

@@ -11,7 +11,7 @@ import math
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union
@@ -48,6 +48,7 @@ class SymbolConfig:
     taker_fee_rate: Decimal
     order_endpoint: str  # the matcher's ROUTER, as clients connect to it
     feed_endpoint: str  # the matcher's PUB
+    metrics_port: int = 0  # the matcher's Prometheus /metrics port (0: off); not a rule
 
     def public(self) -> dict[str, str]:
         """The symbol's rules as GET / shows them: plain decimals ("0.00000001", where
@@ -142,6 +143,7 @@ class SystemConfig:
     matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
     ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
     gateway_link: str = ""  # "auto", "zmtp" or "pyzmq"; "": MATCHWIRE_GATEWAY_LINK, else auto
+    metrics_port: int = 0  # matcher i serves /metrics on metrics_port + i; 0: off
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     curve: CurveConfig | None = None  # [curve]: CurveZMQ on the matchers' sockets
@@ -286,7 +288,8 @@ def _server_value(key: str, value: Any, kind: Any, where: str) -> Any:
     if key == "matcher_timeout" and not 0 < value < 3600:
         raise ConfigError(f"{where}matcher_timeout must be in (0, 3600) seconds, not {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if key.endswith("_port") and not 1 <= value <= 65535:
+        off = key == "metrics_port" and value == 0  # the one port that 0 turns off
+        if key.endswith("_port") and not 1 <= value <= 65535 and not off:
             raise ConfigError(f"{where}{key} must be a port in 1..65535, not {value!r}")
         if key in POSITIVE_SERVER_KEYS and value <= 0:
             raise ConfigError(f"{where}{key} must be positive, not {value!r}")
@@ -349,6 +352,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         server[key] = _server_value(key, value, known[key], "--")
     host = server.get("host", "127.0.0.1")
     zmq_port = server.get("zmq_port", 5555)
+    metrics_port = server.get("metrics_port", 0)
     symbol_rules: dict[str, dict[str, Any]] = {}
     for name, rules in _table(raw, "symbols", where).items():
         if not isinstance(rules, dict):
@@ -380,6 +384,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
                                              zmq_port + 2 * i + 1)
             except ConfigError as exc:
                 raise ConfigError(f"{where}[symbols.{name}] {exc}") from None
+            if metrics_port:
+                if metrics_port + i > 65535:
+                    raise ConfigError(f"{where}[server] metrics_port {metrics_port} + {i} "
+                                      f"(the index of {name}) is past port 65535")
+                symbols[name] = replace(symbols[name], metrics_port=metrics_port + i)
     api_keys = {}
     for key, entry in _table(raw, "api_keys", where).items():
         section = f"api_keys.{key}"

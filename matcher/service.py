@@ -45,6 +45,7 @@ from matcher.engine import NO_CANDLES_VERSION, Engine
 from matcher.files import FolderLock, FolderLocked
 from matcher.journal import Journal, JournalCorrupt
 from matcher.lifeline import exit_with_parent
+from matcher.metrics import MatcherMetrics
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
     CMD_CANCEL_ALL,
@@ -227,8 +228,10 @@ class MatcherService:
         segment_bytes: int = 64 * 1024 * 1024,
         apply_rules: bool = False,
         curve: ServerCurve | None = None,
+        metrics_address: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
+        self.metrics_address = metrics_address  # (host, port) to export /metrics on; None: off
         self.apply_rules = apply_rules  # journal a rules change instead of refusing it
         self.curve = curve  # CurveZMQ on both sockets (matcher/curve.py); None: NULL
         self.authenticator: ThreadAuthenticator | None = None
@@ -249,6 +252,7 @@ class MatcherService:
         self.should_exit = False
         self.last_snapshot_seq = 0
         self.snapshot_child: tuple[int, int] | None = None  # (pid, seq) of a snapshot being written
+        self.snapshot_started = 0.0  # its fork's perf_counter
         # The seq of the last command appended to the journal, and whether a commit
         # failed: a snapshot must never hold a command the journal may lack.
         self.journaled_seq = 0
@@ -270,6 +274,10 @@ class MatcherService:
         self.trade_prefix = f"trade.{self.symbol}".encode() + codec.TOPIC_END
         self.bad_requests = 0
         self.internal_errors = 0
+        # Plain dicts the hot path increments (matcher/metrics.py reads them when scraped).
+        self.metrics = MatcherMetrics(self)
+        self._applied = self.metrics.applied
+        self._answered = self.metrics.queries
         self.context: zmq.Context | None = None
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
@@ -346,6 +354,14 @@ class MatcherService:
         self.pub.bind(self.pub_endpoint)
         log.info("%s serving on %s, publishing on %s (fsync=%s)", self.symbol,
                  self.router_endpoint, self.pub_endpoint, self.journal.fsync)
+        if self.metrics_address is not None:
+            host, port = self.metrics_address
+            try:
+                self.metrics.serve(host, port)
+            except OSError as exc:
+                raise OSError(f"cannot serve metrics on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
+            log.info("%s metrics on http://%s:%d/metrics", self.symbol, host, port)
 
     def bind_rules(self) -> None:
         """Check the configured rules against the journaled ones (docs/journal.md, "Rules").
@@ -427,6 +443,7 @@ class MatcherService:
                 self.reap_snapshot()
 
     def shutdown(self) -> None:
+        self.metrics.stop()
         self.reap_snapshot(wait=True)
         if not self.journal_failed:
             # A second signal can stop a batch between its appends and its group commit:
@@ -506,6 +523,7 @@ class MatcherService:
             finally:
                 os._exit(code)
         self.snapshot_child = (pid, seq)
+        self.snapshot_started = time.perf_counter()
 
     def reap_snapshot(self, wait: bool = False) -> None:
         """Collect a finished snapshot child (or wait for it); then prune if asked.
@@ -521,6 +539,8 @@ class MatcherService:
         self.snapshot_child = None
         self.last_snapshot_seq = seq
         code = os.waitstatus_to_exitcode(status)
+        self.metrics.snapshot_seconds.observe(time.perf_counter() - self.snapshot_started)
+        self.metrics.snapshots["failed" if code else "ok"] += 1
         if code != 0:
             log.error("%s snapshot child for seq %d exited with %d", self.symbol, seq, code)
         elif self.prune_segments:
@@ -588,6 +608,8 @@ class MatcherService:
             if len(requests) == 1 and not int(more(EVENTS)) & POLLIN:
                 break  # a lone request: this check costs ~2.5 us, pyzmq's Again ~6 us
         was_down = self.journal_down
+        seq_before = self.engine.seq
+        started = time.perf_counter()  # three clock reads per batch, none per request
         for identity, frames in requests:
             delimiter: bytes | None = None
             if len(frames) >= 2 and frames[0] == b"":
@@ -598,9 +620,15 @@ class MatcherService:
             else:
                 reply = handle(frames[0], ts, published)
             replies.append((identity, delimiter, reply))
+        handled = time.perf_counter()
+        metrics = self.metrics
+        metrics.batch_size.observe(len(requests))
+        metrics.batch_seconds.observe(handled - started)
         if not self.journal_down:
             try:
                 self.journal.commit()  # group commit: one fsync for the whole batch
+                if self.engine.seq != seq_before:
+                    metrics.commit_seconds.observe(time.perf_counter() - handled)
             except OSError as exc:  # disk full: roll the batch back, refuse until writable
                 self._journal_write_failed(exc)
             except BaseException:
@@ -661,13 +689,17 @@ class MatcherService:
             query = self._queries.get(op)
             if query is None:
                 raise CommandError(Code.UNKNOWN_OP, f"unknown op {shown(op)}")
-            return codec.encode_reply(req_id, query(message))
+            reply = codec.encode_reply(req_id, query(message))
+            self._answered[op] += 1
+            return reply
         except NothingToCancel:
             return codec.encode_reply(req_id, self.views.cancelled([]))
         except CommandError as exc:
+            self.metrics.refuse(op, exc.code)
             return codec.encode_error(req_id, exc.code, exc.message)
         except Exception as exc:  # a bug must not kill the matcher: answer and log it
             self.internal_errors += 1
+            self.metrics.refuse(op, Code.INTERNAL)
             if self.internal_errors <= 100 or not self.internal_errors % 10_000:
                 log.exception("internal error #%d on op %s", self.internal_errors, shown(op))
             return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
@@ -741,6 +773,7 @@ class MatcherService:
         with exit 3 and no shutdown snapshot; a restart recovers from the journal."""
         self.journal_down = True
         self.journal_error = f"{exc.strerror or exc} ({type(exc).__name__})"
+        self.metrics.journal_failures += 1
         self._parsers = self._refusing
         self.failed_probes = 0
         try:
@@ -841,6 +874,7 @@ class MatcherService:
         else:
             order = engine.get_order(command[4])
         assert order is not None
+        self._applied[command[0], order.status, order.reason] += 1  # the order's outcome
         return packed.order(order)
 
     # -- the parsers that need the engine --------------------------------------------
@@ -993,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
     parser.add_argument("--apply-rules", action="store_true",
                         help="journal configured rules that differ from the journaled ones")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve Prometheus /metrics on this port (0: off; default: the "
+                             "config's metrics_port + the symbol's index, or off)")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -1015,12 +1052,20 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:
         log.error("%s", refusal)
         return 2
+    metrics_port = config.symbols[args.symbol].metrics_port
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            print(f"matcher: --metrics-port must be a port in 0..65535, not {args.metrics_port}",
+                  file=sys.stderr, flush=True)
+            return 2
+        metrics_port = args.metrics_port
     service = MatcherService(
         symbol, config.data_dir, config.fsync, config.snapshot_every,
         router_endpoint=args.router, pub_endpoint=args.pub,
         prune_segments=config.prune_segments, segment_bytes=config.segment_bytes,
         apply_rules=args.apply_rules,
         curve=curve,
+        metrics_address=(config.host, metrics_port) if metrics_port else None,
     )
     service.install_signal_handlers()
     try:

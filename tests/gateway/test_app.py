@@ -23,7 +23,7 @@ def test_root_describes_the_exchange(system: GatewaySystem, http: httpx.Client) 
         "tick_size": "0.01", "lot_size": "0.0001", "min_quantity": "0.0001",
         "max_price": "10000000", "max_quantity": "100000", "maker_fee_rate": "0.0001",
         "taker_fee_rate": "0.0002", "order_endpoint": system.endpoints[BTC][0],
-        "feed_endpoint": system.endpoints[BTC][1],
+        "feed_endpoint": system.endpoints[BTC][1], "metrics_endpoint": None,
     }
 
 

@@ -14,7 +14,8 @@ OBSERVED = [("submit_order", 200, 0.0003), ("submit_order", 200, 0.0001), ("bbo"
 def without_created(text: bytes) -> list[str]:
     """The exposition's request lines, with the creation timestamps blanked."""
     return [line.rsplit(" ", 1)[0] if "_created{" in line else line
-            for line in text.decode().splitlines() if "matcher_up" not in line]
+            for line in text.decode().splitlines()
+            if "matcher_up" not in line and "process_" not in line]
 
 
 def test_same_exposition_as_prometheus_client_metrics() -> None:
