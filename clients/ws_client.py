@@ -1,4 +1,4 @@
-"""asyncio WebSocket clients of the feed hub (DESIGN.md §5, docs/feeds.md).
+"""asyncio WebSocket clients of the feed hub (docs/feeds.md).
 
 `BookFeed` keeps a local copy of one symbol's book from `/ws/market_data/{symbol}`:
 a snapshot, then l2updates whose book_seq must grow by exactly 1 and whose Kraken

@@ -1,4 +1,4 @@
-"""The REST gateway: a Starlette app with every endpoint of DESIGN.md §4.
+"""The REST gateway: a Starlette app with every endpoint of docs/api.md.
 
     app = create_app(load_config("cfg.toml"))
 
@@ -10,7 +10,7 @@ JSON shape (matcher/views.py), encoded once (orjson). Errors are
 documents every endpoint with examples. The routes, the query parameters each endpoint
 accepts and /openapi.json all come from one table, gateway/openapi.py's `ENDPOINTS`.
 
-The request path is kept lean on purpose (DESIGN.md §10: the gateway's p50 should stay
+The request path is kept lean on purpose (docs/benchmarks.md: the gateway's p50 should stay
 within 3x of a trivial Starlette endpoint): one JSON parse, one dict build, one ZeroMQ
 round trip, one JSON encode, and for the POST order endpoints none of Starlette's layers
 (`GatewayApp` serves them itself; Starlette serves the rest).

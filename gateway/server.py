@@ -5,7 +5,7 @@
 Lifecycle, top to bottom: parse flags; load the configuration (the TOML file or the
 embedded default, then the flags); refuse to start on a non-loopback host without API
 keys (exit code 2); bind the HTTP port (in use: exit code 2, naming it); serve with
-uvicorn (uvloop + httptools, no access log: DESIGN.md §10); on SIGINT/SIGTERM uvicorn
+uvicorn (uvloop + httptools, no access log: docs/benchmarks.md); on SIGINT/SIGTERM uvicorn
 stops accepting, finishes the requests in flight, the app's lifespan closes the matcher
 sockets, and the process exits with 0. A second SIGINT forces the exit.
 """

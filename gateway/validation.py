@@ -69,7 +69,7 @@ def order_id(value: Any, field: str = "order_id") -> int:
 
 
 def bounded(value: str | None, field: str, default: int, low: int = 1, high: int = 1000) -> int:
-    """A query parameter that must be an integer in low..high (DESIGN.md §4: 1..1000)."""
+    """A query parameter that must be an integer in low..high (docs/api.md: 1..1000)."""
     if value is None:
         return default
     if value.isascii() and value.isdigit() and len(value) <= 6:

@@ -3,7 +3,7 @@
 Lifecycle, top to bottom: recover (newest snapshot + journal replay), bind, loop, shut
 down (snapshot, close). A signal only sets `should_exit`; a second one exits at once.
 
-One loop iteration (DESIGN.md §1, docs/protocol.md):
+One loop iteration (docs/architecture.md, docs/protocol.md):
   1. poll the ROUTER (the timeout also drives heartbeats);
   2. drain up to MAX_BATCH requests with plain recv() calls (3-4x faster than
      recv_multipart here), all of them before handling any;

@@ -1,4 +1,4 @@
-"""Core values -> the public shapes of DESIGN.md §4 (decimal strings, names, ISO times).
+"""Core values -> the public shapes of docs/api.md (decimal strings, names, ISO times).
 
 Used by the matcher service for replies and PUB messages, so the gateway and the feed
 hub pass the matcher's answers through without re-formatting them.
@@ -167,7 +167,7 @@ class Views:
         }
 
     def change(self, side: int, price: int, total: int) -> list[str]:
-        """One l2 change; a removed level's quantity is "0" (DESIGN.md §5)."""
+        """One l2 change; a removed level's quantity is "0" (docs/feeds.md)."""
         return [
             "buy" if side == BUY else "sell",
             self._prices.get(price) or self._price(price),

@@ -23,7 +23,7 @@ In one run, on loopback, with fresh ports and data dirs:
     journal from the first record, and the restart time of a matcher on it: from process
     start to the first ping answered.
 
-Cross-process figures move 1.5-2x between runs on a shared 2-core machine (DESIGN.md §10),
+Cross-process figures move 1.5-2x between runs on a shared 2-core machine (docs/benchmarks.md),
 so ratios are to the echo floor measured in the same run; the load average is printed.
 """
 

@@ -25,7 +25,7 @@ leg's floor, journal commit included) and the fsync latency of the journal's fol
 what the gateway adds to the matcher leg (per round, then the median): the HTTP work the
 floor measures plus the gateway's own. The table shows the median of the rounds (min-max
 in brackets) and the ratios to the floor; cross-process figures move 1.5-2x between runs
-(DESIGN.md §10), which is why the floors are measured in the same run.
+(docs/benchmarks.md), which is why the floors are measured in the same run.
 
 `main(argv)` returns the medians and ratios as a flat dict (for `run.py bench`).
 """

@@ -7,7 +7,7 @@ import json
 from gateway.errors import ApiError, error_response, status_for
 from matcher.protocol import Code
 
-# docs/protocol.md's error codes and the gateway's own (DESIGN.md §4).
+# docs/protocol.md's error codes and the gateway's own (docs/api.md).
 ERROR_CODES = (
     "invalid_request", "invalid_field", "invalid_price", "invalid_quantity", "unknown_op",
     "unknown_symbol", "unknown_order", "order_not_open", "duplicate_client_order_id",

@@ -1,12 +1,12 @@
 """A deliberately simple, obviously-correct matcher: the oracle for matcher/engine.py.
 
-It implements DESIGN.md §2-3 with one plain list of resting orders and linear scans:
+It implements docs/api.md with one plain list of resting orders and linear scans:
 no sorted containers, no indexes, no caching, no cleverness. It takes the command tuples
 of matcher/protocol.py and returns the same event tuples, in the order the engine's
 module docstring gives, or raises CommandError with the same code. Speed does not
 matter here; being easy to check by reading does.
 
-Rules, as read from DESIGN.md and the engine's contract:
+Rules, as read from docs/api.md and the engine's contract:
 - the best resting order for a taker is the opposite-side order with the best price
   (lowest ask, highest bid), oldest first (`arrival` grows each time an order rests);
 - a taker never trades at a price worse than its limit; trades print at the maker's price;

@@ -1,4 +1,4 @@
-"""Unit tests of matcher/engine.py: one test per order type and market rule (DESIGN.md §2-3).
+"""Unit tests of matcher/engine.py: one test per order type and market rule (docs/api.md).
 
 Prices are integer ticks and quantities integer lots, as inside the core. Event tuples
 are those of matcher/protocol.py.

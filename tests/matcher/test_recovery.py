@@ -1,5 +1,5 @@
 """Crash recovery of the real matcher process: kill -9 under load, torn tails, damage,
-clean restarts and snapshots (DESIGN.md §7).
+clean restarts and snapshots (docs/journal.md).
 
 MATCHWIRE_SOAK=1 runs the kill -9 test for 50 cycles instead of 10 and prints its figures
 (docs/operations.md, "kill -9 soak").
