@@ -189,6 +189,15 @@ def twin(name: str) -> types.ModuleType | None:
     return selection().modules.get(name)
 
 
+def take_place(module_name: str, name: str) -> None:
+    """Put the compiled twin of `name` in the place of the plain module being imported
+    as `module_name`, if the selected build has one (the import system returns what
+    sys.modules holds once the module's code has run)."""
+    compiled = twin(name)
+    if compiled is not None:
+        sys.modules[module_name] = compiled
+
+
 def build_name() -> str:
     """'compiled' or 'pure': which build of the hot modules this process runs."""
     return selection().build

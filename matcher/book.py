@@ -18,14 +18,13 @@ measured with tests/bench/core.py):
 
 from __future__ import annotations
 
-import sys
-
 from matcher import _build
 
-if __name__ == "matcher.book" and (_twin := _build.twin("book")) is not None:
-    # The compiled build of this very file takes its place (matcher/_build.py). The rest
-    # of this file still runs once, unused: the cost of keeping one plain source.
-    sys.modules[__name__] = _twin
+if __name__ == "matcher.book":
+    # The compiled build of this very file takes its place, if one is selected
+    # (matcher/_build.py). The rest of this file still runs once, unused: the cost of
+    # keeping one plain source.
+    _build.take_place(__name__, "book")
 
 from bisect import bisect_left, insort
 from collections import deque

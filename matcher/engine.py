@@ -29,14 +29,13 @@ order id first (`resolve`): that is the command journaled, so replay needs no lo
 
 from __future__ import annotations
 
-import sys
-
 from matcher import _build
 
-if __name__ == "matcher.engine" and (_twin := _build.twin("engine")) is not None:
-    # The compiled build of this very file takes its place (matcher/_build.py). The rest
-    # of this file still runs once, unused: the cost of keeping one plain source.
-    sys.modules[__name__] = _twin
+if __name__ == "matcher.engine":
+    # The compiled build of this very file takes its place, if one is selected
+    # (matcher/_build.py). The rest of this file still runs once, unused: the cost of
+    # keeping one plain source.
+    _build.take_place(__name__, "engine")
 
 import hashlib
 from bisect import insort

@@ -17,7 +17,15 @@ from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import MatcherClient, MatcherTimeout
 from matcher.config import load_config
 from matcher.curve import beyond_loopback, exposure
-from tests.support import REPO, Child, free_port, port_is_free, wait_for_port, write_config
+from tests.support import (
+    REPO,
+    Child,
+    free_port,
+    free_port_run,
+    port_is_free,
+    wait_for_port,
+    write_config,
+)
 
 BTC = "BTC-USDT"
 RULES = {BTC: {"tick_size": "0.01", "lot_size": "0.0001", "min_quantity": "0.0001"}}
@@ -147,7 +155,7 @@ def test_a_matcher_beyond_loopback_without_curve_refuses_to_start(
     tmp_path: Path, how: list[str]
 ) -> None:
     """Exit 2 with the reason, before anything is bound or opened."""
-    port = free_port()
+    port = free_port_run(4)  # matcher i binds port + 2i and port + 2i + 1
     result = subprocess.run(
         [sys.executable, *how, "--host", "0.0.0.0", "--zmq-port", str(port),
          "--data-dir", str(tmp_path / "data"), *(["--config", str(write_api_keys(tmp_path))]
