@@ -22,7 +22,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from importlib import metadata, util
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -95,7 +95,8 @@ class AsgiLink:
     """The library path: frames sent as text through the ASGI server's `send`.
 
     `websocket` is the connection's Starlette WebSocket, built on a `send` that bounds
-    every data and close message by `drain_timeout`: the server's `send` waits while its
+    every data and close message by `drain_timeout` (one timer per connection, re-armed
+    only when a send is still waiting when it fires): the server's `send` waits while its
     buffer is above the high-water mark (uvicorn's implementations all do), so a send
     that waited that long means nothing drained for that long. A data send that times out
     raises `Stalled` from `send_frame` (the hub then closes the client with 1013); a close
@@ -112,6 +113,12 @@ class AsgiLink:
         self.stalled = False
         self.gone = False
         self._lost: list[Callable[[], None]] = []
+        self._loop = asyncio.get_running_loop()
+        # The send in progress (when it started, the task awaiting it) and the one timer
+        # that checks it: asyncio.timeout() per send costs ~7 µs, more than the send.
+        self._sending: tuple[float, asyncio.Task[Any]] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._expired = False
 
     def set_drain_timeout(self, seconds: float) -> None:
         self.drain_timeout = seconds
@@ -122,6 +129,9 @@ class AsgiLink:
     def ended(self) -> None:
         """The ASGI call is over: the hub is done with the connection."""
         self.gone = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         callbacks, self._lost = self._lost, []
         for callback in callbacks:
             callback()
@@ -150,19 +160,41 @@ class AsgiLink:
         elif kind != "websocket.send":
             await self._send(message)  # the handshake: nothing is buffered before it
             return
-        deadline = asyncio.timeout(self.drain_timeout)
+        task = asyncio.current_task()
+        assert task is not None
+        self._sending = (self._loop.time(), task)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.drain_timeout, self._watch)
         try:
-            async with deadline:
-                await self._send(message)
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the server's own, not this deadline
+            await self._send(message)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise  # cancelled by the hub, not by the watchdog
+            self._expired = False
+            task.uncancel()
             if kind == "websocket.send":
                 raise _NotDrained from None
             # An OSError: Starlette marks the WebSocket disconnected and raises
             # WebSocketDisconnect, which closing treats as a client already gone.
             raise ConnectionAbortedError(
                 f"the close was not sent in {self.drain_timeout:g} s") from None
+        finally:
+            self._sending = None
+
+    def _watch(self) -> None:
+        """Cancel a send that has waited drain_timeout; otherwise look again when the
+        one in progress would reach it (none in progress: the next send sets the timer)."""
+        self._watchdog = None
+        sending = self._sending
+        if sending is None:
+            return
+        started, task = sending
+        left = started + self.drain_timeout - self._loop.time()
+        if left > 0:
+            self._watchdog = self._loop.call_later(left, self._watch)
+            return
+        self._expired = True
+        task.cancel()
 
 
 def _version(text: str) -> tuple[int, int]:
