@@ -132,7 +132,7 @@ class WebSocketEndpoint:
     on the connection, once the hub admits it (below its cap; refused with 1013 otherwise).
 
     The link is the direct path's `direct.FeedProtocol` when the server runs it (it puts
-    itself in the scope's extensions), and otherwise an `wire.AsgiLink` on the server's
+    itself in the scope's extensions), and otherwise a `wire.AsgiLink` on the server's
     own `send`: any ASGI server, any WebSocket implementation.
     """
 

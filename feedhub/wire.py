@@ -97,7 +97,7 @@ class AsgiLink:
     `websocket` is the connection's Starlette WebSocket, built on a `send` that bounds
     every data and close message by `drain_timeout` (one timer per connection, re-armed
     only when a send is still waiting when it fires): the server's `send` waits while its
-    buffer is above the high-water mark (uvicorn's implementations all do), so a send
+    buffer is above the high-water mark (all of uvicorn 0.54's implementations do), so a send
     that waited that long means nothing drained for that long. A data send that times out
     raises `Stalled` from `send_frame` (the hub then closes the client with 1013); a close
     that times out is given up (the app is done with the connection, and the server's
