@@ -2,10 +2,12 @@
 
 The replicas call `book_update`, `book_reset` and `trade` from their SUB socket's reader
 callback, and none of them awaits. Each message is framed once (`wire.text_frame`) and the
-same bytes go to every client: straight into its transport when it has nothing waiting
-and room to write (the hot path: no task, no await, no per-client encoding), or else
-into its backlog, which its sender task writes out once the transport has room again.
-So a slow client only ever delays itself. When a backlog is full (`queue_size` messages):
+same bytes go to every client: on the direct path straight into its transport when it
+has nothing waiting and room to write (the hot path: no task, no await, no per-client
+encoding), or else into its backlog, which its sender task writes out once the transport
+has room again; on the ASGI path always into its backlog, which its sender task sends
+through the server's `send` (`wire.Link`, docs/feeds.md "Send paths"). So a slow client
+only ever delays itself. When a backlog is full (`queue_size` messages):
 
 - market data (deltas): the backlog is cleared and the client is marked to get a fresh
   snapshot next; it sees the jump in book_seq and takes the snapshot as its new book;
@@ -21,14 +23,15 @@ holds, then the live ones. Trades below `from_trade_id` are never sent, so there
 gap and no duplicate.
 
 Whatever the feed, a client whose socket has not drained for `drain_timeout` seconds is
-closed with 1013 by its connection (`wire.FeedProtocol`), and every close ends with the
-TCP connection gone within `drain_timeout`. The hub also caps the connections it holds
-(`max_connections`): one more is accepted, closed with 1013 and a reason, and that is all.
+closed with 1013: by its connection on the direct path (`direct.FeedProtocol`, which also
+ends every close with the TCP connection gone within `drain_timeout`), by the hub when a
+send has waited that long on the ASGI path (`wire.Stalled`). The hub also caps the
+connections it holds (`max_connections`): one more is accepted, closed with 1013 and a reason, and that is all.
 
 A backlog holds frames — shared by every client — or a marker that the sender turns into
 a frame when it gets there (a snapshot or a depth view of the book as it is *then*).
-Frames are written through `wire.FeedProtocol`, uvicorn's own connection object; the
-Starlette WebSocket is only used to accept, receive and close.
+Frames are written through the client's `wire.Link`; the Starlette WebSocket is used to
+accept, receive and close.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from clients.curve import CurveKeys
 from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from feedhub.replica import TRADES_LIMIT, Replica, dumps
-from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, FeedProtocol, text_frame
+from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, Link, Stalled, text_frame
 from matcher.config import SymbolConfig
 from matcher.protocol import shown
 
@@ -87,7 +90,7 @@ class Client:
                  "needs_snapshot", "depth_pending", "sent", "closing", "sender", "closer",
                  "first_trade_id", "resume_upto")
 
-    def __init__(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
+    def __init__(self, websocket: WebSocket, link: Link, feed: Feed,
                  symbol: str | None, depth: int = 0, first_trade_id: int = 0) -> None:
         self.websocket = websocket
         self.link = link  # the connection the frames are written to
@@ -158,6 +161,7 @@ class Hub:
         self.drops: Counter[tuple[Feed, str]] = Counter()
         self.connections: Counter[Feed] = Counter()  # accepted since start
         self._fetchers: dict[str, AsyncMatcherClient] = {}  # for resumes, made on demand
+        self.send_paths: Counter[str] = Counter()  # connections by link: "direct", "asgi"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -275,7 +279,7 @@ class Hub:
         """Stop sending to a client and close it, without awaiting it here."""
         client.closing = (code, reason)
         client.backlog.clear()
-        if client.sender is not None:
+        if client.sender is not None and client.sender is not asyncio.current_task():
             client.sender.cancel()  # it may be waiting for room in a full socket
         client.closer = asyncio.create_task(self._send_close(client, code, reason))
 
@@ -285,12 +289,14 @@ class Hub:
 
     # -- clients -------------------------------------------------------------------------
 
-    def admit(self, link: FeedProtocol) -> bool:
+    def admit(self, link: Link) -> bool:
         """Apply the connection policies to a new connection; False when the hub is full.
 
-        A connection counts from here until its TCP connection is gone, refused ones too
-        (their close is bounded by drain_timeout), so the count bounds the descriptors."""
+        A connection counts from here until its TCP connection is gone (the direct path)
+        or the app is done with it (the ASGI path), refused ones too (their close is
+        bounded by drain_timeout), so the count bounds the descriptors."""
         link.set_drain_timeout(self.drain_timeout)
+        self.send_paths[link.send_path] += 1
         self.open_connections += 1
         link.on_lost(self._connection_gone)
         if self.open_connections > self.max_connections:
@@ -333,7 +339,7 @@ class Hub:
         self.connections[client.feed] += 1
         return group
 
-    async def serve(self, websocket: WebSocket, link: FeedProtocol, feed: Feed,
+    async def serve(self, websocket: WebSocket, link: Link, feed: Feed,
                     symbol: str | None, depth: int = 0, from_trade_id: int = 0) -> None:
         """A subscriber's whole life, once accepted: register, send and read, unregister.
 
@@ -450,8 +456,12 @@ class Hub:
                 else:
                     backlog.popleft()
                     frame = item  # type: ignore[assignment]
-                link.write(frame)
+                # Direct path: written at once (there is room now). ASGI path: the server's
+                # send, which may wait; what comes meanwhile queues behind it.
+                await link.send_frame(frame)
                 client.sent += 1
+        except Stalled as stall:  # the ASGI path: the direct one closes by itself
+            self._close(client, CLOSE_TRY_AGAIN_LATER, str(stall))
         except ConnectionError:
             return  # closing or closed: the receive loop sees the end of this task
 

@@ -1,6 +1,6 @@
 """The feed hub process: a Starlette app on uvicorn, ZeroMQ SUB sockets in the same loop.
 
-Routes (DESIGN.md §5, docs/feeds.md):
+Routes (docs/feeds.md):
   /ws/market_data/{symbol}          snapshot, then l2update per book change
   /ws/market_data/{symbol}?depth=N  depth messages (top N), coalesced for slow clients
   /ws/trades[?symbol=S]             trade messages
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import resource
 import signal
 import socket
@@ -44,7 +45,7 @@ from starlette.websockets import WebSocket
 
 from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
-from feedhub.wire import DRAIN_TIMEOUT, LINK, FeedProtocol
+from feedhub.wire import DRAIN_TIMEOUT, LINK, AsgiLink, Link, direct_path_refusal
 from matcher.config import SystemConfig, load_config
 from matcher.curve import exposure
 from matcher.protocol import shown
@@ -69,6 +70,8 @@ DROP_ACTIONS = ("resync", "close", "stalled")
 REFUSAL_REASONS = ("max_connections",)
 RESYNC_REASONS = ("gap", "heartbeat_timeout", "matcher_restarted", "behind_heartbeat",
                   "bad_update", "bad_snapshot", "snapshot_refused")
+WS_PATHS = ("auto", "direct", "asgi")  # --ws-path; docs/feeds.md, "Send paths"
+DIRECT_ENV = "MATCHWIRE_HUB_DIRECT"  # "0": the ASGI path, "1": the direct one, unset: auto
 
 
 class HubCollector(Collector):
@@ -141,24 +144,31 @@ class HubCollector(Collector):
 
 
 class WebSocketEndpoint:
-    """An ASGI endpoint calling handler(websocket, link), `link` being the connection,
-    once the hub admits the connection (below its cap; refused with 1013 otherwise).
+    """An ASGI endpoint calling handler(websocket, link), `link` being how the hub sends
+    on the connection, once the hub admits it (below its cap; refused with 1013 otherwise).
 
-    The hub writes data frames to the `wire.FeedProtocol` under the WebSocket directly;
-    the Starlette WebSocket is for accept, receive and close.
+    The link is the direct path's `direct.FeedProtocol` when the server runs it (it puts
+    itself in the scope's extensions), and otherwise a `wire.AsgiLink` on the server's
+    own `send`: any ASGI server, any WebSocket implementation.
     """
 
     def __init__(self, hub: Hub,
-                 handler: Callable[[WebSocket, FeedProtocol], Awaitable[None]]) -> None:
+                 handler: Callable[[WebSocket, Link], Awaitable[None]]) -> None:
         self.hub = hub
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        link = scope.get("extensions", {}).get(LINK)
-        if not isinstance(link, FeedProtocol):
-            raise RuntimeError("the feed hub runs on uvicorn with ws=feedhub.wire.FeedProtocol "
-                               "(see uvicorn_config)")
-        websocket = WebSocket(scope, receive, send)
+        direct = scope.get("extensions", {}).get(LINK)
+        if direct is not None:
+            await self.serve(WebSocket(scope, receive, send), direct)
+            return
+        link = AsgiLink(scope, receive, send)
+        try:
+            await self.serve(link.websocket, link)
+        finally:
+            link.ended()
+
+    async def serve(self, websocket: WebSocket, link: Link) -> None:
         if not self.hub.admit(link):
             await websocket.accept()
             await close_quietly(websocket, CLOSE_FULL,
@@ -240,7 +250,7 @@ def create_app(
     registry.register(HubCollector(hub))
     ProcessCollector(registry=registry)  # process_*: CPU, memory, descriptors
 
-    async def market_data(websocket: WebSocket, link: FeedProtocol) -> None:
+    async def market_data(websocket: WebSocket, link: Link) -> None:
         symbol = websocket.path_params["symbol"]
         await websocket.accept()
         try:
@@ -262,7 +272,7 @@ def create_app(
         else:
             await hub.serve(websocket, link, Feed.DEPTH, symbol, depth)
 
-    async def trades(websocket: WebSocket, link: FeedProtocol) -> None:
+    async def trades(websocket: WebSocket, link: Link) -> None:
         await websocket.accept()
         try:
             query = _query(websocket, TRADES_PARAMETERS)
@@ -290,6 +300,7 @@ def create_app(
                 for symbol, replica in hub.replicas.items()
             },
             "clients": {feed.value: count for feed, count in hub.client_counts().items()},
+            "send_paths": {path: hub.send_paths[path] for path in ("direct", "asgi")},
         })
 
     async def metrics(request: Request) -> Response:
@@ -316,15 +327,41 @@ def create_app(
     return app
 
 
-def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+def choose_ws_path(requested: str | None) -> tuple[str, str | None]:
+    """The send path to run ("direct" or "asgi") for --ws-path `requested` (None: the
+    MATCHWIRE_HUB_DIRECT variable, else auto), and why the direct one does not apply
+    (None when it does). ValueError for a bad variable, or "direct" where it cannot run."""
+    if requested is None:
+        setting = os.environ.get(DIRECT_ENV, "")
+        if setting not in ("", "0", "1"):
+            raise ValueError(f"{DIRECT_ENV} must be 0 (the ASGI path) or 1 (the direct one), "
+                             f"not {setting!r}")
+        requested = {"": "auto", "0": "asgi", "1": "direct"}[setting]
+    if requested == "asgi":
+        return "asgi", None
+    refusal = direct_path_refusal()
+    if refusal is None:
+        return "direct", None
+    if requested == "direct":
+        raise ValueError(f"the direct WebSocket path cannot run here: {refusal}")
+    return "asgi", refusal
+
+
+def uvicorn_config(app: Any, host: str, port: int, ws_path: str = "direct") -> uvicorn.Config:
+    """uvicorn's settings; `ws_path` "direct" runs the direct path's protocol (only where
+    `direct_path_refusal` says it applies), "asgi" uvicorn's own choice of implementation."""
+    ws: Any = "auto"
+    if ws_path == "direct":
+        from feedhub.direct import FeedProtocol  # imports websockets.legacy: only here
+        ws = FeedProtocol
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        loop="uvloop",
-        # uvicorn's `websockets` implementation (it applies backpressure: a client's
-        # buffer pauses writing), with the hub's direct path for shared frames.
-        ws=FeedProtocol,
+        loop="auto",  # uvloop when it is installed, asyncio otherwise
+        # Either way a client's full buffer pauses writing (backpressure), which is what
+        # makes its backlog grow; the direct path adds the hub's writes of shared frames.
+        ws=ws,
         ws_per_message_deflate=False,  # compressing every message once per client costs more
         ws_ping_interval=WS_PING_INTERVAL,  # and closes clients that stop answering
         ws_ping_timeout=WS_PING_TIMEOUT,
@@ -335,16 +372,21 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF) -> socket.socket:
+def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF,
+                     user_timeout: float = 0) -> socket.socket:
     """The server socket, bound and listening; accepted client sockets inherit its
-    SO_SNDBUF (0: autotuning). OSError (port in use, no such address) is raised here,
-    before uvicorn starts: uvicorn would log it and exit 1, a crash to retry."""
+    SO_SNDBUF (0: autotuning) and TCP_USER_TIMEOUT (`user_timeout` seconds, 0: none).
+    OSError (port in use, no such address) is raised here, before uvicorn starts: uvicorn
+    would log it and exit 1, a crash to retry."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if client_sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
+        if user_timeout:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            max(1, int(user_timeout * 1000)))
         sock.bind(address)
         sock.listen(LISTEN_BACKLOG)
     except OSError:
@@ -402,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-connections", type=_positive(int),
                         help="WebSocket connections held at most; more are refused with 1013 "
                              "(default: ws_max_connections of the config, 10000)")
+    parser.add_argument("--ws-path", choices=WS_PATHS,
+                        help="how frames are sent: direct (written to uvicorn's websockets "
+                             "transport), asgi (the server's own send) or auto: direct where "
+                             f"it applies (default; {DIRECT_ENV}=0 or 1 picks asgi or direct)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -426,21 +472,32 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    _fit_descriptor_limit(config.ws_max_connections)
     try:
-        sock = listening_socket(config.host, config.ws_port, args.client_sndbuf)
+        ws_path, refusal = choose_ws_path(args.ws_path)
+    except ValueError as exc:
+        print(f"feedhub: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if refusal is not None:
+        log.warning("the direct WebSocket path does not apply (%s): sending through ASGI",
+                    refusal)
+    _fit_descriptor_limit(config.ws_max_connections)
+    # On the ASGI path the hub cannot reset a stuck connection itself: the kernel ends one
+    # whose window has stayed shut for twice the drain timeout (docs/feeds.md).
+    user_timeout = 2 * args.drain_timeout if ws_path == "asgi" else 0
+    try:
+        sock = listening_socket(config.host, config.ws_port, args.client_sndbuf, user_timeout)
     except OSError as exc:  # a refusal to start (exit 2), not a crash to retry
         print(f"feedhub: cannot listen on {config.host}:{config.ws_port} (--ws-port): "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
     app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
-    server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port))
+    server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port, ws_path))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
     # (restored by uvicorn at that point) absorb it, so a signal is a clean exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    log.info("feed hub for %s on ws://%s:%d", ", ".join(config.symbols), config.host,
-             config.ws_port)
+    log.info("feed hub for %s on ws://%s:%d (send path: %s)", ", ".join(config.symbols),
+             config.host, config.ws_port, ws_path)
     server.run(sockets=[sock])
     log.info("feed hub stopped")
     return 0 if server.started else 1

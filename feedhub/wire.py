@@ -1,54 +1,39 @@
-"""The bytes the hub writes to its WebSocket clients, and the connection it writes them on.
+"""What the hub writes to its WebSocket clients, and the two ways it writes it.
 
-A server's WebSocket frames are not masked (RFC 6455 §5.1), so one text frame, built once
-per message by `text_frame`, serves every client, and sending it to one client is one
-`transport.write`. Going through ASGI instead costs ~10 µs of CPU per client and message
-(uvicorn's send checks, then websockets' `send`: state checks, framing, a drain, several
-awaits), which is most of the fan-out's cost with hundreds of clients (docs/feeds.md).
+Every message is framed once (`text_frame`): a server's frames are not masked (RFC 6455
+§5.1), so the same bytes serve every client. The hub writes them through a `Link`, one
+per connection, which is one of:
 
-`FeedProtocol` is uvicorn's `websockets` implementation (`uvicorn.Config(ws=FeedProtocol)`)
-plus what the hub needs to write frames itself: `writable` (open, and the transport below
-its high-water mark), `write(frame)`, and `wait_writable()`. It puts itself in the ASGI
-scope as `scope["extensions"][LINK]`, where the app finds it. Everything else — the
-handshake, receiving, pings, the closing handshake — stays uvicorn's and websockets'. The
-frames written here are whole frames, as websockets' own are, so they never interleave
-with a ping or a close frame, and none is written once the connection is not OPEN.
-
-It also bounds how long a connection may hold the hub's memory and a file descriptor
-(docs/feeds.md, "Stuck clients"): a connection whose buffer has not drained below its
-low-water mark for `drain_timeout` seconds is closed with 1013, and every close, whoever
-starts it, gets `drain_timeout` for its handshake, after which the TCP connection is reset
-(SO_LINGER 0: no orphaned socket keeps the unsent bytes). Both hold for the frames written
-here and for websockets' own sends (pings, close frames), which share the transport.
+- `AsgiLink`, the library path: the ASGI server's own `send`, through a Starlette
+  WebSocket, so it works on any ASGI server and any of uvicorn's WebSocket
+  implementations. Nothing is written outside a sender task: each frame waits for the
+  server's `send`, which waits while the connection's buffer is full, and a send that
+  has waited `drain_timeout` seconds counts the client as stuck (`Stalled`).
+- `feedhub.direct.FeedProtocol`, the accelerator: uvicorn's legacy `websockets`
+  implementation with the frames written straight to its transport. It applies only
+  where `direct_path_refusal` finds the versions it was built on (docs/feeds.md, "Send
+  paths"); that module imports websockets.legacy, so only the server imports it, and
+  only then.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
-import warnings
+import re
 from collections.abc import Callable
+from importlib import metadata, util
+from typing import Any, Protocol
 
-from websockets.frames import Close
-from websockets.protocol import State
-from websockets.typing import BytesLike
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-# The implementation uvicorn would point `ws="websockets"` to next applies no backpressure
-# (DESIGN.md §10): this one (on websockets.legacy) is chosen on purpose, so the deprecation
-# notices of both are noise.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*websockets.* implementation is deprecated")
-    warnings.filterwarnings("ignore", message="websockets.legacy is deprecated")
-    from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
-
-LINK = "matchwire.feed_link"  # the ASGI scope extension that holds the FeedProtocol
+LINK = "matchwire.feed_link"  # the ASGI scope extension that holds the direct path's link
 DRAIN_TIMEOUT = 10.0  # seconds a connection may go without draining; also the close's limit
 CLOSE_TRY_AGAIN_LATER = 1013
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, keeps nothing
 
-_OPEN = State.OPEN
-_CONNECTING = State.CONNECTING
+# The versions the direct path was written against and is tested with: it reads
+# websockets.legacy's private state and overrides uvicorn's protocol class.
+DIRECT_PATH_VERSIONS = {"uvicorn": ((0, 54), (0, 55)), "websockets": ((17, 0), (18, 0))}
 
 
 def text_frame(text: str) -> bytes:
@@ -62,131 +47,174 @@ def text_frame(text: str) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big") + payload
 
 
-class FeedProtocol(WebSocketProtocol):
-    """uvicorn's websockets protocol, with a direct path for the hub's frames."""
+def frame_text(frame: bytes) -> str:
+    """The text of a frame made by `text_frame` (for the ASGI path, which sends text)."""
+    length = frame[1]
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return str(memoryview(frame)[start:], "utf-8")
 
-    _writable_waiter: asyncio.Future[None] | None = None
-    drain_timeout = DRAIN_TIMEOUT
-    stalled = False  # closed because its buffer did not drain for drain_timeout
-    _stall_timer: asyncio.TimerHandle | None = None
-    _reset_timer: asyncio.TimerHandle | None = None
 
-    def set_drain_timeout(self, seconds: float) -> None:
-        """How long the buffer may stay above its low-water mark, and a close may take."""
-        self.drain_timeout = seconds
-        self.close_timeout = seconds  # websockets' own waits in a closing handshake
+class Stalled(ConnectionError):
+    """A send waited `drain_timeout` for room: the client is not reading."""
 
-    def on_lost(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once the TCP connection is gone (soon, if it is already)."""
-        self.connection_lost_waiter.add_done_callback(lambda _: callback())
 
-    async def run_asgi(self) -> None:
-        self.scope["extensions"][LINK] = self  # type: ignore[index,assignment]
-        await super().run_asgi()
+class Link(Protocol):
+    """How the hub writes one connection's frames (`AsgiLink` or `direct.FeedProtocol`)."""
+
+    send_path: str  # "asgi" or "direct"
+    stalled: bool  # closed, or to be closed, because nothing drained for drain_timeout
 
     @property
     def writable(self) -> bool:
-        """Open, and the transport's buffer under its high-water mark: write now."""
-        return self.state is _OPEN and not self._paused
+        """`write` may be called now (the direct path's hot path; never on the ASGI path)."""
 
     @property
     def gone(self) -> bool:
-        """Closing or closed: nothing more will be written to it."""
-        state = self.state
-        return state is not _OPEN and state is not _CONNECTING
+        """Closing or closed: nothing more is sent on it."""
 
-    def write(self, frame: bytes) -> None:
-        """Write one whole frame; only when `writable` (or after `wait_writable`)."""
-        self.transport.write(frame)
+    def write(self, frame: bytes) -> None: ...
 
     async def wait_writable(self) -> None:
-        """Until the handshake is done and the buffer has room; ConnectionError if it
-        never will be (the connection is closing or closed)."""
-        if self.state is _CONNECTING:
-            await self.handshake_completed_event.wait()
-        while self.state is _OPEN and self._paused:
-            waiter = self._writable_waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._writable_waiter = None
-        if self.state is not _OPEN:
-            raise ConnectionError(f"the WebSocket is {self.state.name}")
+        """Until a frame can be sent; ConnectionError once it never will be."""
 
-    # -- stuck connections ------------------------------------------------------------
-    # pause_writing and resume_writing are the transport crossing its high-water mark and
-    # then its low-water mark: called rarely, so a timer per pause costs nothing per frame.
+    async def send_frame(self, frame: bytes) -> None:
+        """Send one frame; ConnectionError (Stalled for a stuck client) when it cannot."""
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._stall_timer is None and self.state is _OPEN:
-            self._stall_timer = self.loop.call_later(self.drain_timeout, self._not_draining)
+    def set_drain_timeout(self, seconds: float) -> None: ...
 
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self._wake_writer()
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the hub is done with the connection."""
 
-    def _not_draining(self) -> None:
-        self._stall_timer = None
-        if self.state is _OPEN:
-            self.stalled = True
-            # The close frame goes after the buffered bytes, without awaiting a drain that
-            # is not coming; it ends the receive side, so the app sees the client go now.
-            self.fail_connection(CLOSE_TRY_AGAIN_LATER,
-                                 f"not reading: nothing drained for {self.drain_timeout:g} s")
 
-    def fail_connection(self, code: int = 1006, reason: str = "") -> None:
-        super().fail_connection(code, reason)
-        self._end_the_close_in_time()
+class _NotDrained(Exception):
+    """A data send timed out. Not an OSError: Starlette would take the WebSocket for
+    disconnected, and the close (1013) that tells the client why could not be sent."""
 
-    async def write_close_frame(self, close: Close, data: BytesLike | None = None) -> None:
-        self._end_the_close_in_time()  # first: writing the frame may wait for a drain
-        await super().write_close_frame(close, data)
 
-    def _end_the_close_in_time(self) -> None:
-        """A closing handshake has started: the TCP connection goes within drain_timeout.
+class AsgiLink:
+    """The library path: frames sent as text through the ASGI server's `send`.
 
-        websockets alone would take up to 4 close_timeouts and end with a plain close,
-        which leaves the kernel holding an orphaned socket, its unsent bytes and its FIN
-        for as long as the peer keeps answering zero-window probes without reading."""
-        if self._reset_timer is not None or self.connection_lost_waiter.done():
+    `websocket` is the connection's Starlette WebSocket, built on a `send` that bounds
+    every data and close message by `drain_timeout` (one timer per connection, re-armed
+    only when a send is still waiting when it fires): the server's `send` waits while its
+    buffer is above the high-water mark (all of uvicorn 0.54's implementations do), so a send
+    that waited that long means nothing drained for that long. A data send that times out
+    raises `Stalled` from `send_frame` (the hub then closes the client with 1013); a close
+    that times out is given up (the app is done with the connection, and the server's
+    transport and the kernel end it, docs/feeds.md)."""
+
+    send_path = "asgi"
+    writable = False  # no direct write: every frame goes through the client's sender task
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._send = send
+        self.websocket = WebSocket(scope, receive, self._bounded_send)
+        self.drain_timeout = DRAIN_TIMEOUT
+        self.stalled = False
+        self.gone = False
+        self._lost: list[Callable[[], None]] = []
+        self._loop = asyncio.get_running_loop()
+        # The send in progress (when it started, the task awaiting it) and the one timer
+        # that checks it: asyncio.timeout() per send costs ~7 µs, more than the send.
+        self._sending: tuple[float, asyncio.Task[Any]] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    def set_drain_timeout(self, seconds: float) -> None:
+        self.drain_timeout = seconds
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        self._lost.append(callback)
+
+    def ended(self) -> None:
+        """The ASGI call is over: the hub is done with the connection."""
+        self.gone = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        callbacks, self._lost = self._lost, []
+        for callback in callbacks:
+            callback()
+
+    def write(self, frame: bytes) -> None:
+        raise RuntimeError("the ASGI path has no direct write (writable is always False)")
+
+    async def wait_writable(self) -> None:
+        if self.gone:
+            raise ConnectionError("the WebSocket is closing or closed")
+
+    async def send_frame(self, frame: bytes) -> None:
+        try:
+            await self.websocket.send_text(frame_text(frame))
+        except _NotDrained:
+            self.stalled = self.gone = True
+            raise Stalled(f"not reading: nothing drained for {self.drain_timeout:g} s") from None
+        except (WebSocketDisconnect, RuntimeError) as error:  # gone, or closed meanwhile
+            self.gone = True
+            raise ConnectionError("the WebSocket is closed") from error
+
+    async def _bounded_send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.close":
+            self.gone = True
+        elif kind != "websocket.send":
+            await self._send(message)  # the handshake: nothing is buffered before it
             return
-        self._reset_timer = self.loop.call_later(self.drain_timeout, self._reset)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Should the descriptor be closed first with bytes still in the kernel (the
-            # buffer flushed to a peer that then stopped reading), the kernel drops the
-            # orphan once its window has stayed shut this long.
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                                max(1, int(self.drain_timeout * 1000)))
-            except OSError:
-                pass
+        task = asyncio.current_task()
+        assert task is not None
+        self._sending = (self._loop.time(), task)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.drain_timeout, self._watch)
+        try:
+            await self._send(message)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise  # cancelled by the hub, not by the watchdog
+            self._expired = False
+            task.uncancel()
+            if kind == "websocket.send":
+                raise _NotDrained from None
+            # An OSError: Starlette marks the WebSocket disconnected and raises
+            # WebSocketDisconnect, which closing treats as a client already gone.
+            raise ConnectionAbortedError(
+                f"the close was not sent in {self.drain_timeout:g} s") from None
+        finally:
+            self._sending = None
 
-    def _reset(self) -> None:
-        self._reset_timer = None
-        if self.connection_lost_waiter.done():
+    def _watch(self) -> None:
+        """Cancel a send that has waited drain_timeout; otherwise look again when the
+        one in progress would reach it (none in progress: the next send sets the timer)."""
+        self._watchdog = None
+        sending = self._sending
+        if sending is None:
             return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-            except OSError:
-                pass
-        self.transport.abort()
+        started, task = sending
+        left = started + self.drain_timeout - self._loop.time()
+        if left > 0:
+            self._watchdog = self._loop.call_later(left, self._watch)
+            return
+        self._expired = True
+        task.cancel()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._stall_timer, self._reset_timer):
-            if timer is not None:
-                timer.cancel()
-        self._stall_timer = self._reset_timer = None
-        super().connection_lost(exc)
-        self._wake_writer()
 
-    def _wake_writer(self) -> None:
-        waiter = self._writable_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+def _version(text: str) -> tuple[int, int]:
+    numbers = [int(part) for part in re.findall(r"\d+", text)[:2]]
+    return (numbers + [0, 0])[0], (numbers + [0, 0])[1]
+
+
+def direct_path_refusal() -> str | None:
+    """Why the direct path does not apply here (None: it does): a version of uvicorn or
+    websockets it does not know, or websockets.legacy / uvicorn's implementation on it
+    missing."""
+    for name, (lowest, above) in DIRECT_PATH_VERSIONS.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return f"{name} is not installed"
+        if not lowest <= _version(installed) < above:
+            known = ".".join(map(str, lowest)) + " to before " + ".".join(map(str, above))
+            return f"{name} {installed} is not a version it knows ({known})"
+    for module in ("websockets.legacy", "uvicorn.protocols.websockets.websockets_impl"):
+        if util.find_spec(module) is None:
+            return f"{module} is missing"
+    return None

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(uvicorn.Config(
-        app, host=config.host, port=config.http_port, loop="uvloop", http="httptools",
+        app, host=config.host, port=config.http_port, loop="auto", http="auto",
         log_level="warning", access_log=False, lifespan="on",
     ))
     log.info(

@@ -59,11 +59,12 @@ class System:
         wait_for_port(int(self.endpoints[symbol][0].rsplit(":", 1)[1]))
         return child
 
-    def start_hub(self, *extra: str, wait_synced: bool = True) -> Child:
+    def start_hub(self, *extra: str, wait_synced: bool = True,
+                  env: dict[str, str] | None = None) -> Child:
         self._hub_starts += 1
         self.hub = Child(
             ["-m", "feedhub.server", "--config", str(self.config_path), *extra],
-            self.tmp_path / f"hub-{self._hub_starts}.log",
+            self.tmp_path / f"hub-{self._hub_starts}.log", env,
         ).start()
         wait_for_port(self.ws_port)
         if wait_synced:

@@ -1,6 +1,8 @@
 """feedhub/wire.py: the hub's own text frames, read back by the websockets library's parser.
 
-FeedProtocol is exercised by every end-to-end test of the hub (test_hub.py, test_server.py).
+The two send paths (direct.FeedProtocol, wire.AsgiLink) are exercised by every end-to-end
+test of the hub (test_hub.py, test_server.py: the direct path by default, the ASGI one with
+MATCHWIRE_HUB_DIRECT=0, as CI runs them too) and by test_send_paths.py.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from feedhub.wire import text_frame
+from feedhub.wire import frame_text, text_frame
 
 
 def parse(data: bytes) -> tuple[Frame, bool]:
@@ -39,3 +41,4 @@ def test_a_text_frame_reads_back_as_one_final_unmasked_text_frame(text: str) -> 
     assert frame.opcode is Opcode.TEXT and frame.fin
     assert not (frame.rsv1 or frame.rsv2 or frame.rsv3)
     assert frame.data.decode() == text
+    assert frame_text(text_frame(text)) == text  # what the ASGI path sends for it
