@@ -475,7 +475,7 @@ class Hub:
         fetcher = self._fetchers.get(symbol)
         if fetcher is None:
             fetcher = self._fetchers[symbol] = AsyncMatcherClient(
-                replica.config.order_endpoint, replica.request_timeout)
+                replica.config.order_endpoint, replica.request_timeout, curve=replica.curve)
         try:
             reply = await fetcher.request("trades", symbol=symbol,
                                           from_trade_id=client.first_trade_id,
@@ -483,8 +483,12 @@ class Hub:
         except (MatcherError, MatcherTimeout) as exc:
             problem = exc.message if isinstance(exc, MatcherError) else "the matcher did not answer"
             code = CLOSE_NOT_KEPT if isinstance(exc, MatcherError) else CLOSE_TRY_AGAIN_LATER
-            client.link.write(text_frame(dumps({"type": "error", "message": problem})))
-            client.sent += 1
+            try:  # the sender task's own way, on either send path
+                await client.link.send_frame(text_frame(dumps({"type": "error",
+                                                               "message": problem})))
+                client.sent += 1
+            except ConnectionError:  # Stalled included: the close below is all it gets
+                pass
             self._close(client, code, problem)
             return None
         # Live trades after the fetch was answered are held behind the marker (or were
