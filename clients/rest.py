@@ -148,6 +148,7 @@ class SymbolRules(TypedDict):
     taker_fee_rate: str
     order_endpoint: str
     feed_endpoint: str
+    metrics_endpoint: str | None
 
 
 class ExchangeInfo(TypedDict):

@@ -310,6 +310,7 @@ SYMBOL_RULES_SHAPE: Shape = (
     ("taker_fee_rate", "decimal", False),
     ("order_endpoint", "string", False),
     ("feed_endpoint", "string", False),
+    ("metrics_endpoint", "string", True),  # the matcher's Prometheus URL; null: off
 )
 # GET /: the fields every version has; it may carry more (an open shape).
 EXCHANGE_SHAPE: Shape = (
@@ -344,6 +345,7 @@ SHAPES: dict[str, Shape] = {
     "CandleList": CANDLE_LIST_SHAPE,
     "Ticker": TICKER_SHAPE,
 }
-OPEN_SHAPES = frozenset(("Exchange",))  # may carry fields beyond those listed
+# May carry fields beyond those listed (a symbol's curve_public_key under CurveZMQ).
+OPEN_SHAPES = frozenset(("Exchange", "SymbolRules"))
 CANDLE_FIELDS = tuple(name for name, _, _ in CANDLE_SHAPE)  # also the replay's candle CSV header
 TICKER_FIELDS = tuple(name for name, _, _ in TICKER_SHAPE)
