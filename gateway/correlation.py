@@ -107,3 +107,10 @@ class Correlator:
             if first <= req_id <= last and not future.done():
                 future.set_exception(LinkLost(
                     f"the connection to {self.endpoint} closed with the request in flight"))
+
+    def _fail_all(self) -> None:
+        """The link is reset: every request still waiting fails with LinkLost."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(LinkLost(f"the link to {self.endpoint} was reset"))

@@ -252,10 +252,7 @@ class MatcherLink(Correlator):
             self._dialing.cancel()
             self._dialing = None
         self._outbox = []
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(LinkLost(f"the link to {self.endpoint} was reset"))
+        self._fail_all()
 
     async def close(self) -> None:
         self.reconnect()

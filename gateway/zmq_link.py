@@ -28,7 +28,7 @@ import zmq.asyncio
 
 from clients.curve import CurveKeys
 from clients.zmq_client import DEADLINE_GRACE, MatcherTimeout
-from gateway.correlation import MAX_IN_FLIGHT, Correlator, LinkLost
+from gateway.correlation import MAX_IN_FLIGHT, Correlator
 from matcher import codec
 
 log = logging.getLogger("matchwire.gateway")
@@ -163,10 +163,7 @@ class PyzmqLink(Correlator):
         for retired in self._retired:
             retired.close()
         self._retired.clear()
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(LinkLost(f"the link to {self.endpoint} was reset"))
+        self._fail_all()
 
     async def close(self) -> None:
         self.reconnect()
