@@ -74,9 +74,19 @@ class RawWebSocket:
                 if len(payload) >= 2:
                     (self.close_code,) = struct.unpack("!H", payload[:2])
                     self.close_reason = payload[2:].decode(errors="replace")
+                self._answer_close(payload[:2])
                 return None
             if opcode == PING:
                 self.send_frame(PONG, payload)
+
+    def _answer_close(self, code: bytes) -> None:
+        """Echo the close as RFC 6455 §5.5.1 asks: a server that waits for the answer
+        (uvicorn's own WebSocket implementations do, for up to 10 s) then ends the TCP
+        connection at once. A hub that already reset it gets nothing."""
+        try:
+            self.send_frame(CLOSE, code)
+        except OSError:
+            pass
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
         mask = os.urandom(4)
