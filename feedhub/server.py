@@ -4,7 +4,8 @@ Routes (docs/feeds.md):
   /ws/market_data/{symbol}          snapshot, then l2update per book change
   /ws/market_data/{symbol}?depth=N  depth messages (top N), coalesced for slow clients
   /ws/trades[?symbol=S]             trade messages
-  GET /health, GET /metrics
+  GET /, GET /health, GET /metrics
+Any other WebSocket path is refused with an HTTP 404 before the upgrade.
 
 Lifecycle, top to bottom (`main`): parse flags and config (bad: exit 2), bind the port
 (in use: exit 2, naming it), build the app, run uvicorn (the lifespan starts one replica
@@ -16,6 +17,7 @@ forces the exit.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import math
 import os
@@ -37,6 +39,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -235,6 +238,52 @@ def _trade_id(value: str | None, symbol: str | None) -> int:
     return int(value)
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("matchwire")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+# What GET / lists (docs/feeds.md, "GET /"): each feed by the name /health and /metrics
+# count it under, its path and the query parameters it takes.
+FEEDS = {
+    Feed.BOOK.value: {"path": "/ws/market_data/{symbol}", "query": []},
+    Feed.DEPTH.value: {"path": "/ws/market_data/{symbol}", "query": list(MARKET_DATA_PARAMETERS)},
+    Feed.TRADES.value: {"path": "/ws/trades", "query": list(TRADES_PARAMETERS)},
+}
+NOT_FOUND = "not_found"
+
+
+def not_found_body(message: str) -> dict[str, Any]:
+    """The error shape of the REST API (docs/api.md), for a path the hub does not serve."""
+    return {"error": {"code": NOT_FOUND, "message": message}}
+
+
+async def unknown_websocket_path(websocket: WebSocket) -> None:
+    """An upgrade to a path that is no feed: an HTTP 404 (JSON) instead of the handshake.
+
+    Starlette alone closes before accepting, which every server turns into a 403: read as
+    "forbidden", it sends users after keys and permissions rather than the path. The 404
+    is the ASGI "websocket.http.response" extension, which uvicorn's implementations (the
+    direct path's included) offer; a server without it still gets the close (its 403)."""
+    path = websocket.scope.get("path", "")
+    body = not_found_body(f"no feed at {shown(path)}: the feeds are "
+                          "/ws/market_data/{symbol} and /ws/trades (GET / lists them)")
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(body, 404))
+    else:
+        await websocket.close()
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) as JSON, in the REST API's shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: NOT_FOUND, 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                        exc.status_code, exc.headers)
+
+
 def create_app(
     config: SystemConfig,
     *,
@@ -291,6 +340,17 @@ def create_app(
             return
         await hub.serve(websocket, link, Feed.TRADES, symbol, from_trade_id=first)
 
+    info = {
+        "name": "matchwire",
+        "service": "feedhub",
+        "version": version(),
+        "feeds": FEEDS,
+        "symbols": {symbol: rules.public() for symbol, rules in config.symbols.items()},
+    }
+
+    async def root(request: Request) -> JSONResponse:
+        return JSONResponse(info)
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
             "status": "ok",
@@ -318,10 +378,13 @@ def create_app(
         routes=[
             WebSocketRoute("/ws/market_data/{symbol}", WebSocketEndpoint(hub, market_data)),
             WebSocketRoute("/ws/trades", WebSocketEndpoint(hub, trades)),
+            WebSocketRoute("/{path:path}", unknown_websocket_path),  # last: no other matched
+            Route("/", root),
             Route("/health", health),
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.hub = hub
     return app

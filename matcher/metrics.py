@@ -40,6 +40,7 @@ from matcher.protocol import (
     CANCELLED,
     CMD_AMEND,
     CMD_CANCEL,
+    CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
     FILLED,
@@ -61,7 +62,8 @@ SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 COMMAND_OPS = {CMD_NEW_ORDER: "new_order", CMD_NEW_STOP: "new_stop_order",
-               CMD_CANCEL: "cancel_order", CMD_AMEND: "amend_order"}
+               CMD_CANCEL: "cancel_order", CMD_AMEND: "amend_order",
+               CMD_CANCEL_ALL: "cancel_all"}
 QUERY_OPS = ("ping", "get_order", "orders", "book", "bbo", "trades", "snapshot")
 OTHER_OP = "other"  # an unknown op, or one that is not a string: labels stay bounded
 KNOWN_OPS = frozenset((*COMMAND_OPS.values(), *QUERY_OPS))
@@ -132,6 +134,10 @@ class MatcherMetrics:
         self.applied[CMD_NEW_STOP, PENDING, None] = 0
         self.applied[CMD_CANCEL, CANCELLED, Code.USER_CANCELLED] = 0
         self.applied[CMD_AMEND, NEW, None] = 0
+        # cancel_all: its key counts the orders it cancelled (each an order outcome, as a
+        # cancel_order's is), `cancel_alls` the commands answered, a no-op one included.
+        self.applied[CMD_CANCEL_ALL, CANCELLED, Code.USER_CANCELLED] = 0
+        self.cancel_alls = 0
         # answered, by op; a query op added to the service later counts from its first use
         self.queries: defaultdict[str, int] = defaultdict(int, dict.fromkeys(QUERY_OPS, 0))
         # (op, code) -> requests refused with that error code
@@ -139,7 +145,7 @@ class MatcherMetrics:
         for op in ORDER_OPS:
             for code in ORDER_REFUSALS:
                 self.refused[op, code] = 0
-        for op in ("cancel_order", "amend_order"):
+        for op in ("cancel_order", "amend_order", "cancel_all"):
             for code in COMMAND_REFUSALS:
                 self.refused[op, code] = 0
         self.batch_size = Histogram(BATCH_BUCKETS)
@@ -149,6 +155,11 @@ class MatcherMetrics:
         self.snapshots = {"ok": 0, "failed": 0}
         self.journal_failures = 0
         self.server: Any = None
+
+    def cancelled_all(self, count: int) -> None:
+        """One cancel_all answered, which cancelled `count` orders (0: it found none)."""
+        self.cancel_alls += 1
+        self.applied[CMD_CANCEL_ALL, CANCELLED, Code.USER_CANCELLED] += count
 
     def refuse(self, op: Any, code: str) -> None:
         """Count one error reply (not on the hot path: errors only)."""
@@ -192,7 +203,8 @@ class MatcherCollector(Collector):
         orders = CounterMetricFamily(
             "matchwire_orders",
             "Orders by immediate outcome: accepted orders by their status after the command "
-            "(reason: why cancelled or rejected), user cancels, refused orders by error code",
+            "(reason: why cancelled or rejected), user cancels (cancel_order, and each order a "
+            "cancel_all cancelled), refused orders by error code",
             labels=("symbol", "outcome", "reason"))
         commands = CounterMetricFamily(
             "matchwire_commands", "Requests answered, by op and result (ok or the error code)",
@@ -201,13 +213,15 @@ class MatcherCollector(Collector):
         command_counts: dict[tuple[str, str], int] = defaultdict(int)
         for (kind, status, reason), count in applied.items():
             op = COMMAND_OPS.get(kind, OTHER_OP)
-            command_counts[op, "ok"] += count
+            if kind != CMD_CANCEL_ALL:  # its count is of orders, not commands
+                command_counts[op, "ok"] += count
             if kind != CMD_AMEND:
                 outcome_counts[OUTCOMES.get(status, str(status)), reason or ""] += count
         for (op, code), count in refused.items():
             command_counts[op, code] += count
             if op in ORDER_OPS:
                 outcome_counts["refused", code] += count
+        command_counts["cancel_all", "ok"] += m.cancel_alls
         for op in COMMAND_OPS.values():
             command_counts[op, "ok"] += 0
         for op, count in m.queries.copy().items():

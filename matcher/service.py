@@ -693,6 +693,7 @@ class MatcherService:
             self._answered[op] += 1
             return reply
         except NothingToCancel:
+            self.metrics.cancelled_all(0)
             return codec.encode_reply(req_id, self.views.cancelled([]))
         except CommandError as exc:
             self.metrics.refuse(op, exc.code)
@@ -870,6 +871,7 @@ class MatcherService:
             # The orders its parser found, now cancelled (the objects themselves: a
             # cancel_all of more orders than the finished window keeps still has them).
             targets, self._cancel_all_targets = self._cancel_all_targets, []
+            self.metrics.cancelled_all(len(targets))  # each an order outcome
             return packed.cancelled(targets)
         else:
             order = engine.get_order(command[4])

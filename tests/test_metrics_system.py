@@ -79,6 +79,42 @@ def test_an_order_through_the_gateway_shows_in_its_matchers_metrics(
     assert value(after, "matchwire_resting_orders", symbol="ETH-USDT") >= 1
 
 
+def test_cancel_all_counts_each_order_it_cancelled_and_each_command(
+    system: tuple[System, int]
+) -> None:
+    """Before, cancel_all's cancels were in no outcome and the op in no command count."""
+    running, metrics_port = system
+    endpoint = f"http://127.0.0.1:{metrics_port}/metrics"  # BTC-USDT, the first
+    labels = {"symbol": "BTC-USDT", "outcome": "cancelled", "reason": "cancelled_by_user"}
+    command = {"symbol": "BTC-USDT", "op": "cancel_all", "result": "ok"}
+    before = scrape(endpoint)
+    orders = [{"order_type": "limit", "side": "buy", "quantity": "0.1", "price": "100"},
+              {"order_type": "limit", "side": "sell", "quantity": "0.1", "price": "900000"},
+              {"order_type": "limit", "side": "buy", "quantity": "0.2", "price": "101"}]
+    for order in orders:
+        answer = httpx.post(running.base + "/submit_order", timeout=10,
+                            json={"symbol": "BTC-USDT", "account": "metrics-mass", **order})
+        assert answer.status_code == 200 and answer.json()["status"] == "new", answer.text
+    answer = httpx.post(running.base + "/submit_stop_order", timeout=10, json={
+        "symbol": "BTC-USDT", "account": "metrics-mass", "order_type": "stop_loss",
+        "side": "sell", "quantity": "0.1", "stop_price": "1"})
+    assert answer.status_code == 200, answer.text
+    for expected in (4, 0):  # the second finds nothing: a command, no order
+        answer = httpx.post(running.base + "/cancel_all", timeout=10,
+                            json={"symbol": "BTC-USDT", "account": "metrics-mass"})
+        assert answer.status_code == 200 and len(answer.json()["cancelled"]) == expected
+    after = scrape(endpoint)
+    assert value(after, "matchwire_orders_total", **labels) == value(
+        before, "matchwire_orders_total", **labels) + 4
+    assert value(after, "matchwire_commands_total", **command) == value(
+        before, "matchwire_commands_total", **command) + 2
+    assert value(after, "matchwire_orders_total", symbol="BTC-USDT", outcome="resting",
+                 reason="") == value(before, "matchwire_orders_total", symbol="BTC-USDT",
+                                     outcome="resting", reason="") + 3
+    assert value(after, "matchwire_commands_total", symbol="BTC-USDT", op="cancel_all",
+                 result="deadline_exceeded") == 0  # its refusals exist from the start
+
+
 def test_gateway_and_feed_hub_export_process_metrics_and_zero_counters(
     system: tuple[System, int]
 ) -> None:
