@@ -58,8 +58,11 @@ def add_system_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="gateway port (default 8000)")
     parser.add_argument("--ws-port", type=int, help="feed hub port (default 8001)")
-    parser.add_argument("--zmq-port", type=int,
-                        help="first ZeroMQ port: matcher i binds zmq-port+2i and +2i+1 (5555)")
+    parser.add_argument(
+        "--zmq-port",
+        type=int,
+        help="first ZeroMQ port: matcher i binds zmq-port+2i and +2i+1 (5555)",
+    )
     parser.add_argument("--symbols", help="comma-separated symbols (default BTC-USDT,ETH-USDT)")
     parser.add_argument("--fsync", choices=("always", "batch", "off"), help="journal policy")
 
@@ -83,9 +86,16 @@ def system_flags(args: argparse.Namespace, component: str) -> list[str]:
 
 def config_from(args: argparse.Namespace) -> SystemConfig:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    return load_config(args.config, host=args.host, http_port=args.http_port,
-                       ws_port=args.ws_port, zmq_port=args.zmq_port, data_dir=args.data_dir,
-                       fsync=args.fsync, symbols=symbols)
+    return load_config(
+        args.config,
+        host=args.host,
+        http_port=args.http_port,
+        ws_port=args.ws_port,
+        zmq_port=args.zmq_port,
+        data_dir=args.data_dir,
+        fsync=args.fsync,
+        symbols=symbols,
+    )
 
 
 def probe_address(endpoint: str) -> tuple[str, int] | None:
@@ -93,7 +103,7 @@ def probe_address(endpoint: str) -> tuple[str, int] | None:
     None for another transport or a port chosen at bind time."""
     if not endpoint.startswith("tcp://"):
         return None
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     return (host, int(port)) if port.isdigit() else None
 
 
@@ -154,7 +164,9 @@ class Child:
         # Its own session: a Ctrl-C on the terminal reaches only run.py, which stops the
         # children in order. The lifeline makes it exit when run.py dies, even by SIGKILL.
         self.process = subprocess.Popen(
-            [sys.executable, *self.argv], start_new_session=True, stderr=subprocess.PIPE,
+            [sys.executable, *self.argv],
+            start_new_session=True,
+            stderr=subprocess.PIPE,
             preexec_fn=functools.partial(exit_with_parent, os.getpid(), signal.SIGTERM),
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path},
         )
@@ -278,9 +290,11 @@ class Supervisor:
                 if code is None:
                     if not child.ready and child.listening():
                         child.ready = True
-                        print(f"[run] {child.name} ready (pid {child.process.pid}, "
-                              f"{time.monotonic() - child.started_at:.2f}s after start)",
-                              flush=True)
+                        print(
+                            f"[run] {child.name} ready (pid {child.process.pid}, "
+                            f"{time.monotonic() - child.started_at:.2f}s after start)",
+                            flush=True,
+                        )
                     continue
                 self.drain(child)
                 self.exited(child, code, now)
@@ -302,21 +316,34 @@ class Supervisor:
             child.failed_starts = 0
             child.crashes.append(now)
             if len(child.crashes) == CRASH_LIMIT and now - child.crashes[0] < CRASH_WINDOW:
-                self.give_up(child, 1, f"{child.name} crashed {CRASH_LIMIT} times within "
-                             f"{CRASH_WINDOW:.0f}s (last: {describe(code)})")
+                self.give_up(
+                    child,
+                    1,
+                    f"{child.name} crashed {CRASH_LIMIT} times within "
+                    f"{CRASH_WINDOW:.0f}s (last: {describe(code)})",
+                )
                 return
-            print(f"[run] {child.name} {describe(code)} after {up:.1f}s up; restarting now",
-                  flush=True)
+            print(
+                f"[run] {child.name} {describe(code)} after {up:.1f}s up; restarting now",
+                flush=True,
+            )
             child.restart_at = now
             return
         child.failed_starts += 1
         if child.failed_starts >= START_TRIES:
-            self.give_up(child, 1, f"{child.name} failed to start {START_TRIES} times in a "
-                         f"row (last: {describe(code)} before it was ready)")
+            self.give_up(
+                child,
+                1,
+                f"{child.name} failed to start {START_TRIES} times in a "
+                f"row (last: {describe(code)} before it was ready)",
+            )
             return
         delay = START_BACKOFF * 2 ** (child.failed_starts - 1)
-        print(f"[run] {child.name} {describe(code)} before it was ready (failed start "
-              f"{child.failed_starts} of {START_TRIES}); restart in {delay:.1f}s", flush=True)
+        print(
+            f"[run] {child.name} {describe(code)} before it was ready (failed start "
+            f"{child.failed_starts} of {START_TRIES}); restart in {delay:.1f}s",
+            flush=True,
+        )
         child.restart_at = now + delay
 
     def give_up(self, child: Child, code: int, reason: str) -> None:
@@ -361,11 +388,17 @@ class Supervisor:
 
 
 def run_system(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python run.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_system_flags(parser)
-    parser.add_argument("--apply-rules", action="store_true",
-                        help="matchers journal configured rules that differ from the journal's")
+    parser.add_argument(
+        "--apply-rules",
+        action="store_true",
+        help="matchers journal configured rules that differ from the journal's",
+    )
     args = parser.parse_args(argv)
     try:
         config = config_from(args)
@@ -373,42 +406,71 @@ def run_system(argv: list[str]) -> int:
         print(f"run.py: bad configuration: {exc}", file=sys.stderr)
         return 2
     if not is_loopback(config.host) and not config.auth_enabled:
-        print(f"run.py: refusing to bind {config.host} with auth off: configure api_keys "
-              "or use a loopback host", file=sys.stderr)
+        print(
+            f"run.py: refusing to bind {config.host} with auth off: configure api_keys "
+            "or use a loopback host",
+            file=sys.stderr,
+        )
         return 2
     from matcher.curve import exposure
 
     for symbol, rules in config.symbols.items():  # the matchers' own check, before any start
-        refusal = exposure(f"{symbol} matcher", [rules.order_endpoint, rules.feed_endpoint],
-                           config.curve is not None)
+        refusal = exposure(
+            f"{symbol} matcher",
+            [rules.order_endpoint, rules.feed_endpoint],
+            config.curve is not None,
+        )
         if refusal:
             print(f"run.py: {refusal}", file=sys.stderr)
             return 2
     children = [
-        Child(f"matcher {symbol}",
-              ["-m", "matcher.service", "--symbol", symbol, *system_flags(args, "matcher"),
-               *(["--apply-rules"] if args.apply_rules else [])],
-              listens=[local_address(*address) for address in (
-                  probe_address(rules.order_endpoint), probe_address(rules.feed_endpoint))
-                  if address is not None],
-              front_end=False)
+        Child(
+            f"matcher {symbol}",
+            [
+                "-m",
+                "matcher.service",
+                "--symbol",
+                symbol,
+                *system_flags(args, "matcher"),
+                *(["--apply-rules"] if args.apply_rules else []),
+            ],
+            listens=[
+                local_address(*address)
+                for address in (
+                    probe_address(rules.order_endpoint),
+                    probe_address(rules.feed_endpoint),
+                )
+                if address is not None
+            ],
+            front_end=False,
+        )
         for symbol, rules in config.symbols.items()
     ]
-    children.append(Child("feedhub", ["-m", "feedhub.server", *system_flags(args, "feedhub")],
-                          listens=[local_address(config.host, config.ws_port)],
-                          front_end=True))
-    children.append(Child("gateway", ["-m", "gateway.server", *system_flags(args, "gateway")],
-                          listens=[local_address(config.host, config.http_port)],
-                          front_end=True))
+    children.append(
+        Child(
+            "feedhub",
+            ["-m", "feedhub.server", *system_flags(args, "feedhub")],
+            listens=[local_address(config.host, config.ws_port)],
+            front_end=True,
+        )
+    )
+    children.append(
+        Child(
+            "gateway",
+            ["-m", "gateway.server", *system_flags(args, "gateway")],
+            listens=[local_address(config.host, config.http_port)],
+            front_end=True,
+        )
+    )
     host = config.host
     print(f"matchwire: {', '.join(config.symbols)}; data in {config.data_dir}", flush=True)
     print(f"  REST      http://{host}:{config.http_port}/", flush=True)
     print(f"  dashboard http://{host}:{config.http_port}/test", flush=True)
-    print(f"  feeds     ws://{host}:{config.ws_port}/ws/market_data/<SYMBOL>, /ws/trades",
-          flush=True)
+    print(
+        f"  feeds     ws://{host}:{config.ws_port}/ws/market_data/<SYMBOL>, /ws/trades", flush=True
+    )
     for symbol, rules in config.symbols.items():
-        print(f"  {symbol}: orders {rules.order_endpoint}, feed {rules.feed_endpoint}",
-              flush=True)
+        print(f"  {symbol}: orders {rules.order_endpoint}, feed {rules.feed_endpoint}", flush=True)
     print("Ctrl-C stops everything.", flush=True)
     return Supervisor(children).run()
 
@@ -457,8 +519,11 @@ def make_keys(argv: list[str]) -> int:
 def run_benchmarks(argv: list[str]) -> int:
     """The benchmarks live in the clone's tests/bench/, not in the installed packages."""
     if not (Path(__file__).resolve().parent / "tests" / "bench" / "suite.py").exists():
-        print("run.py bench: the benchmarks are not installed with the package; run "
-              "`python run.py bench` from a clone of the repository", file=sys.stderr)
+        print(
+            "run.py bench: the benchmarks are not installed with the package; run "
+            "`python run.py bench` from a clone of the repository",
+            file=sys.stderr,
+        )
         return 2
     from matcher import _build
     from tests.bench.suite import main as bench_main

@@ -73,8 +73,12 @@ def twin_extensions() -> list[Extension]:
     sources = write_twin_sources()
     extensions = [Extension(f"{TWIN_PACKAGE}.{path.stem}", [str(path)]) for path in sources]
     try:
-        return cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES,
-                         include_path=[str(TWIN_SOURCES)], quiet=True)
+        return cythonize(
+            extensions,
+            compiler_directives=CYTHON_DIRECTIVES,
+            include_path=[str(TWIN_SOURCES)],
+            quiet=True,
+        )
     except Exception as exc:  # a Cython error must not stop the pure install
         warn_pure(f"Cython failed: {exc}")
         return []

@@ -123,8 +123,9 @@ class L2Book:
         self.asks = BookSide(is_bid=False)
         self.book_seq: int | None = None
 
-    def load(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]],
-             book_seq: int) -> None:
+    def load(
+        self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]], book_seq: int
+    ) -> None:
         self.bids.load(bids)
         self.asks.load(asks)
         self.book_seq = book_seq

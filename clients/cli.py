@@ -70,11 +70,16 @@ class RestTransport:
             if method == "POST":
                 response = self.client.post(path, json=fields)
             else:
-                query = {k: v for k, v in fields.items()
-                         if v is not None and "{" + k + "}" not in template}
+                query = {
+                    k: v
+                    for k, v in fields.items()
+                    if v is not None and "{" + k + "}" not in template
+                }
                 response = self.client.get(path, params=query)
         except httpx.HTTPError as exc:
-            raise CliError(EXIT_DOWN, f"gateway {self.client.base_url} unreachable: {exc}") from None
+            raise CliError(
+                EXIT_DOWN, f"gateway {self.client.base_url} unreachable: {exc}"
+            ) from None
         if response.status_code == 200:
             return response.json()
         try:
@@ -93,7 +98,11 @@ class ZmqTransport:
     """Talks to the symbol's matcher directly; endpoints come from --endpoint or GET /."""
 
     def __init__(
-        self, endpoint: str | None, url: str, timeout: float = 5.0, key: str | None = None,
+        self,
+        endpoint: str | None,
+        url: str,
+        timeout: float = 5.0,
+        key: str | None = None,
         server_key: str | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -110,8 +119,10 @@ class ZmqTransport:
             if self.key is not None:
                 server_key = self.server_key or self._rules(symbol).get("curve_public_key")
                 if not server_key:
-                    raise CliError(EXIT_USAGE, f"--key: {self.url}/ shows no CURVE key for "
-                                               f"{symbol}; pass --server-key")
+                    raise CliError(
+                        EXIT_USAGE,
+                        f"--key: {self.url}/ shows no CURVE key for {symbol}; pass --server-key",
+                    )
                 try:
                     curve = client_keys(server_key, self.key)
                 except ValueError as exc:
@@ -126,8 +137,10 @@ class ZmqTransport:
         try:
             symbols = httpx.get(self.url + "/", timeout=self.timeout).json()["symbols"]
         except (httpx.HTTPError, ValueError, KeyError) as exc:
-            raise CliError(EXIT_DOWN, f"cannot discover matcher endpoints from {self.url}: "
-                                      f"{exc}; pass --endpoint") from None
+            raise CliError(
+                EXIT_DOWN,
+                f"cannot discover matcher endpoints from {self.url}: {exc}; pass --endpoint",
+            ) from None
         if symbol not in symbols:
             raise CliError(EXIT_REFUSED, f"unknown_symbol: {symbol}")
         return dict(symbols[symbol])
@@ -142,6 +155,7 @@ class ZmqTransport:
 
 
 # -- output -------------------------------------------------------------------------
+
 
 def show_table(rows: list[list[Any]], headers: list[str]) -> str:
     cells = [[("" if v is None else str(v)) for v in row] for row in rows]
@@ -158,7 +172,9 @@ TRADE_COLUMNS = [name for name in TRADE_FIELDS if name != "symbol"]
 
 
 def show_order(order: dict[str, Any]) -> str:
-    lines = [f"{name:>18}  {order.get(name)}" for name in ORDER_LINES if order.get(name) is not None]
+    lines = [
+        f"{name:>18}  {order.get(name)}" for name in ORDER_LINES if order.get(name) is not None
+    ]
     if order.get("trades"):
         lines.append("")
         lines.append(show_trades(order["trades"]))
@@ -178,11 +194,14 @@ def show_book(book: dict[str, Any]) -> str:
 
 
 def show_bbo(bbo: dict[str, Any]) -> str:
-    return (f"{bbo['symbol']}  bid {bbo['bid_quantity']} @ {bbo['bid_price']}   "
-            f"ask {bbo['ask_quantity']} @ {bbo['ask_price']}   book_seq {bbo['book_seq']}")
+    return (
+        f"{bbo['symbol']}  bid {bbo['bid_quantity']} @ {bbo['bid_price']}   "
+        f"ask {bbo['ask_quantity']} @ {bbo['ask_price']}   book_seq {bbo['book_seq']}"
+    )
 
 
 # -- commands -----------------------------------------------------------------------
+
 
 def order_fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     fields = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
@@ -192,24 +211,48 @@ def order_fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, 
 
 
 def cmd_order(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
-    fields = order_fields(args, ("symbol", "side", "order_type", "quantity", "price",
-                                 "time_in_force", "client_order_id", "stp"))
+    fields = order_fields(
+        args,
+        (
+            "symbol",
+            "side",
+            "order_type",
+            "quantity",
+            "price",
+            "time_in_force",
+            "client_order_id",
+            "stp",
+        ),
+    )
     if args.post_only:
         fields["post_only"] = True
     return transport.request("new_order", **fields), show_order
 
 
 def cmd_stop(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
-    fields = order_fields(args, ("symbol", "side", "order_type", "quantity", "stop_price",
-                                 "price", "client_order_id", "stp"))
+    fields = order_fields(
+        args,
+        (
+            "symbol",
+            "side",
+            "order_type",
+            "quantity",
+            "stop_price",
+            "price",
+            "client_order_id",
+            "stp",
+        ),
+    )
     return transport.request("new_stop_order", **fields), show_order
 
 
 def order_named(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     """The fields of a command on one order: ORDER_ID or --client-order-id, not both."""
     if (args.order_id is None) == (args.client_order_id is None):
-        raise CliError(EXIT_USAGE, f"{args.command}: give ORDER_ID or --client-order-id "
-                                   f"(exactly one of the two)")
+        raise CliError(
+            EXIT_USAGE,
+            f"{args.command}: give ORDER_ID or --client-order-id (exactly one of the two)",
+        )
     return order_fields(args, ("symbol", "order_id", "client_order_id", *names))
 
 
@@ -226,8 +269,7 @@ def cmd_get(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[An
     return transport.request("get_order", **order_named(args, ())), show_order
 
 
-ORDER_COLUMNS = ["order_id", "side", "order_type", "price", "quantity", "filled_quantity",
-                 "status"]
+ORDER_COLUMNS = ["order_id", "side", "order_type", "price", "quantity", "filled_quantity", "status"]
 
 
 def cmd_cancel_all(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
@@ -245,8 +287,9 @@ def cmd_orders(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[
     if args.open:
         fields["status"] = "open"
     result = transport.request("orders", **fields)
-    return result, lambda r: show_table([[o.get(c) for c in ORDER_COLUMNS] for o in r["orders"]],
-                                        ORDER_COLUMNS)
+    return result, lambda r: show_table(
+        [[o.get(c) for c in ORDER_COLUMNS] for o in r["orders"]], ORDER_COLUMNS
+    )
 
 
 def cmd_book(args: argparse.Namespace, transport: Any) -> tuple[Any, Callable[[Any], str]]:
@@ -266,14 +309,18 @@ async def watch(feed_url: str, symbol: str, depth: int, updates: int | None, as_
     """Redraw the top of the book on every update of the depth feed, and print trades."""
     import websockets
 
-    async with websockets.connect(f"{feed_url}/ws/market_data/{symbol}?depth={depth}") as book_ws, \
-            websockets.connect(f"{feed_url}/ws/trades?symbol={symbol}") as trade_ws:
+    async with (
+        websockets.connect(f"{feed_url}/ws/market_data/{symbol}?depth={depth}") as book_ws,
+        websockets.connect(f"{feed_url}/ws/trades?symbol={symbol}") as trade_ws,
+    ):
         seen = 0
         last_trades: list[dict[str, Any]] = []
         book_task = asyncio.ensure_future(book_ws.recv())
         trade_task = asyncio.ensure_future(trade_ws.recv())
         while updates is None or seen < updates:
-            done, _ = await asyncio.wait({book_task, trade_task}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {book_task, trade_task}, return_when=asyncio.FIRST_COMPLETED
+            )
             if trade_task in done:
                 trade = json.loads(trade_task.result())
                 last_trades = ([trade] + last_trades)[:5]
@@ -290,7 +337,8 @@ async def watch(feed_url: str, symbol: str, depth: int, updates: int | None, as_
                     if last_trades:
                         screen += "\n\nlast trades\n" + show_table(
                             [[t["price"], t["quantity"], t["aggressor_side"]] for t in last_trades],
-                            ["price", "quantity", "aggressor"])
+                            ["price", "quantity", "aggressor"],
+                        )
                     # Clear the screen only on a terminal: a pipe or file gets plain text.
                     clear = "\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n"
                     print(clear + screen, flush=True)
@@ -306,12 +354,15 @@ FORWARDED_TO_LOAD = ("transport", "url", "endpoint", "api_key", "account", "key"
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=("rest", "zmq"), default="rest")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="gateway base URL")
-    parser.add_argument("--endpoint", help="matcher ROUTER for --transport zmq (default: from GET /)")
+    parser.add_argument(
+        "--endpoint", help="matcher ROUTER for --transport zmq (default: from GET /)"
+    )
     parser.add_argument("--api-key", help="X-API-Key when auth is on")
     parser.add_argument("--account", help="account to act for (auth off)")
     parser.add_argument("--key", help="--transport zmq with CurveZMQ: your .key_secret file")
-    parser.add_argument("--server-key",
-                        help="the matcher's CURVE public key, file or Z85 (default: from GET /)")
+    parser.add_argument(
+        "--server-key", help="the matcher's CURVE public key, file or Z85 (default: from GET /)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=float, default=10.0)
 
@@ -332,8 +383,9 @@ def split_command(argv: list[str]) -> tuple[argparse.Namespace, str | None, list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matchwire", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="matchwire", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -360,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--stp", choices=("cancel_newest", "cancel_oldest", "cancel_both"))
     stop.set_defaults(handler=cmd_stop)
 
-    for name, handler, text in (("cancel", cmd_cancel, "cancel an open order"),
-                                ("get", cmd_get, "show one order")):
+    for name, handler, text in (
+        ("cancel", cmd_cancel, "cancel an open order"),
+        ("get", cmd_get, "show one order"),
+    ):
         command = sub.add_parser(name, help=text)
         command.add_argument("symbol")
         command.add_argument("order_id", type=int, nargs="?")
@@ -441,10 +495,11 @@ def main(argv: list[str] | None = None) -> int:
             feed_url = args.feed_url or discover_feed_url(args.url, args.timeout)
             asyncio.run(watch(feed_url, args.symbol, args.depth, args.updates, args.json))
             return EXIT_OK
-        transport: Any = (RestTransport(args.url, args.api_key, args.timeout)
-                          if args.transport == "rest"
-                          else ZmqTransport(args.endpoint, args.url, args.timeout, args.key,
-                                            args.server_key))
+        transport: Any = (
+            RestTransport(args.url, args.api_key, args.timeout)
+            if args.transport == "rest"
+            else ZmqTransport(args.endpoint, args.url, args.timeout, args.key, args.server_key)
+        )
         result, render = args.handler(args, transport)
     except CliError as exc:
         print(f"matchwire: {exc}", file=sys.stderr)

@@ -63,6 +63,11 @@ class OrderFlow:
             if best is None:
                 best = self.mid
             through = rng.randint(1, 5)
-            return (CROSSING, side, best + through if side == "buy" else best - through,
-                    quantity, None)
+            return (
+                CROSSING,
+                side,
+                best + through if side == "buy" else best - through,
+                quantity,
+                None,
+            )
         return (MARKET, side, None, quantity, None)

@@ -49,8 +49,15 @@ class RequestFlow:
     orders trade against the generator's own resting orders as in the core benchmark.
     """
 
-    def __init__(self, symbol: str, tick: Decimal, lot: Decimal, mid: Decimal, seed: int = 42,
-                 account: str = "anonymous") -> None:
+    def __init__(
+        self,
+        symbol: str,
+        tick: Decimal,
+        lot: Decimal,
+        mid: Decimal,
+        seed: int = 42,
+        account: str = "anonymous",
+    ) -> None:
         self.symbol = symbol
         self.tick = tick
         self.lot = lot
@@ -60,10 +67,19 @@ class RequestFlow:
     def next_request(self) -> dict[str, Any]:
         kind, side, price, quantity, order_id = self.flow.next_step()
         if kind == CANCEL:
-            return {"op": "cancel_order", "symbol": self.symbol, "account": self.account,
-                    "order_id": order_id}
-        request = {"op": "new_order", "symbol": self.symbol, "side": side,
-                   "quantity": str(self.lot * quantity), "account": self.account}
+            return {
+                "op": "cancel_order",
+                "symbol": self.symbol,
+                "account": self.account,
+                "order_id": order_id,
+            }
+        request = {
+            "op": "new_order",
+            "symbol": self.symbol,
+            "side": side,
+            "quantity": str(self.lot * quantity),
+            "account": self.account,
+        }
         if kind == MARKET:
             request["order_type"] = "market"
         else:
@@ -112,8 +128,15 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[index]
 
 
-def run_zmq(endpoint: str, flow: RequestFlow, count: int, rate: float, duration: float,
-            window: int = 1000, curve: CurveKeys | None = None) -> Report:
+def run_zmq(
+    endpoint: str,
+    flow: RequestFlow,
+    count: int,
+    rate: float,
+    duration: float,
+    window: int = 1000,
+    curve: CurveKeys | None = None,
+) -> Report:
     """One DEALER; fixed-rate schedule or a pipelined window (rate 0); `curve`: CurveZMQ."""
     context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
@@ -176,8 +199,15 @@ def run_zmq(endpoint: str, flow: RequestFlow, count: int, rate: float, duration:
 REST_PATHS = {"new_order": "/submit_order", "cancel_order": "/cancel_order"}
 
 
-async def run_rest(url: str, flow: RequestFlow, count: int, rate: float, duration: float,
-                   concurrency: int = 8, api_key: str | None = None) -> Report:
+async def run_rest(
+    url: str,
+    flow: RequestFlow,
+    count: int,
+    rate: float,
+    duration: float,
+    concurrency: int = 8,
+    api_key: str | None = None,
+) -> Report:
     """httpx over keep-alive connections; fixed-rate tasks or `concurrency` closed loops.
 
     Bounded: nothing is sent after `duration`, and whatever is still in flight
@@ -192,8 +222,10 @@ async def run_rest(url: str, flow: RequestFlow, count: int, rate: float, duratio
     answered_at = [started]
     sent_done = [0, 0]  # requests sent, requests answered (or failed)
 
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
-                                 timeout=10.0) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=10.0
+    ) as client:
+
         async def one(intended: float) -> None:
             request = flow.next_request()
             path = REST_PATHS[request.pop("op")]
@@ -267,14 +299,19 @@ def plot_histogram(latencies_us: list[float], path: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=("zmq", "rest"), default="zmq")
-    parser.add_argument("--endpoint", help="matcher ROUTER (zmq; default: the symbol's, from GET /)")
-    parser.add_argument("--url", default="http://127.0.0.1:8000",
-                        help="gateway: the REST target, and where the symbol's rules and "
-                             "endpoint are read (GET /)")
+    parser.add_argument(
+        "--endpoint", help="matcher ROUTER (zmq; default: the symbol's, from GET /)"
+    )
+    parser.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="gateway: the REST target, and where the symbol's rules and endpoint are read (GET /)",
+    )
     parser.add_argument("--api-key")
     parser.add_argument("--key", help="zmq with CurveZMQ: your .key_secret file")
-    parser.add_argument("--server-key",
-                        help="the matcher's CURVE public key, file or Z85 (default: from GET /)")
+    parser.add_argument(
+        "--server-key", help="the matcher's CURVE public key, file or Z85 (default: from GET /)"
+    )
     parser.add_argument("--account", default="anonymous", help="account to trade as (auth off)")
     parser.add_argument("--symbol", default="BTC-USDT")
     parser.add_argument("--tick", help="tick size (default: the symbol's, from GET /)")
@@ -282,10 +319,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mid", default="30000")
     parser.add_argument("--count", type=int, default=10_000, help="requests to send at most")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds at most")
-    parser.add_argument("--rate", type=float, default=0.0, help="requests/s (0: as fast as possible)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s (0: as fast as possible)"
+    )
     parser.add_argument("--window", type=int, default=1000, help="in flight at most (zmq)")
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="connections (rest); httpx itself collapses near 50")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="connections (rest); httpx itself collapses near 50",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--plot", help="write a latency histogram PNG here (needs matplotlib)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -302,8 +345,10 @@ def symbol_rules(url: str, symbol: str) -> dict[str, str]:
     try:
         symbols = httpx.get(url + "/", timeout=5.0).json()["symbols"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        raise LoadError(f"cannot read {symbol}'s rules from {url}/ ({exc}); "
-                        f"pass --tick and --lot (and --endpoint for zmq)") from None
+        raise LoadError(
+            f"cannot read {symbol}'s rules from {url}/ ({exc}); "
+            f"pass --tick and --lot (and --endpoint for zmq)"
+        ) from None
     if symbol not in symbols:
         raise LoadError(f"unknown symbol {symbol}: {url} serves {', '.join(sorted(symbols))}")
     return dict(symbols[symbol])
@@ -320,8 +365,9 @@ def resolve(args: argparse.Namespace) -> tuple[str | None, Decimal, Decimal]:
     if needs_server_key:
         args.server_key = rules.get("curve_public_key")
         if not args.server_key:
-            raise LoadError(f"--key: {args.url}/ shows no CURVE key for {args.symbol}; "
-                            "pass --server-key")
+            raise LoadError(
+                f"--key: {args.url}/ shows no CURVE key for {args.symbol}; pass --server-key"
+            )
     endpoint = args.endpoint or rules.get("order_endpoint")
     try:
         tick = Decimal(args.tick or rules["tick_size"])
@@ -344,34 +390,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             curve = client_keys(args.server_key, args.key) if args.key else None
         except ValueError as exc:
             raise LoadError(str(exc)) from None
-        report = run_zmq(endpoint, flow, args.count, args.rate, args.duration, args.window,
-                         curve)
+        report = run_zmq(endpoint, flow, args.count, args.rate, args.duration, args.window, curve)
     else:
-        report = asyncio.run(run_rest(args.url, flow, args.count, args.rate, args.duration,
-                                      args.concurrency, args.api_key))
+        report = asyncio.run(
+            run_rest(
+                args.url, flow, args.count, args.rate, args.duration, args.concurrency, args.api_key
+            )
+        )
     figures = report.summary()
     if args.plot:
         plot_histogram(report.latencies_us, args.plot)
     if args.json:
         print(json.dumps(figures))
     else:
-        print(f"{args.transport} {args.symbol}: {figures['requests']:,} answers in "
-              f"{report.elapsed:.2f}s (first send to last answer) = "
-              f"{figures['throughput_per_s']:,.0f}/s")
-        print("  latency µs: " + "  ".join(
-            f"p{p:g} {figures[f'p{p:g}_us']:,.0f}" for p in PERCENTILES)
-            + f"  max {figures['max_us']:,.0f}")
+        print(
+            f"{args.transport} {args.symbol}: {figures['requests']:,} answers in "
+            f"{report.elapsed:.2f}s (first send to last answer) = "
+            f"{figures['throughput_per_s']:,.0f}/s"
+        )
+        print(
+            "  latency µs: "
+            + "  ".join(f"p{p:g} {figures[f'p{p:g}_us']:,.0f}" for p in PERCENTILES)
+            + f"  max {figures['max_us']:,.0f}"
+        )
         if figures["errors"]:
             print(f"  errors: {figures['errors']}")
         if figures["unanswered"]:
-            print(f"  unanswered: {figures['unanswered']} (in flight at the hard end, "
-                  f"--duration + {ANSWER_GRACE_S:g}s)")
+            print(
+                f"  unanswered: {figures['unanswered']} (in flight at the hard end, "
+                f"--duration + {ANSWER_GRACE_S:g}s)"
+            )
     return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="matchwire load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="matchwire load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     try:
         figures = run(parser.parse_args(argv))

@@ -176,7 +176,10 @@ class RestClient:
     """Blocking REST client; one keep-alive connection pool per instance."""
 
     def __init__(
-        self, base_url: str, api_key: str | None = None, account: str | None = None,
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        account: str | None = None,
         timeout: float = 10.0,
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
@@ -215,53 +218,119 @@ class RestClient:
     # -- orders ------------------------------------------------------------------------
 
     def submit_order(
-        self, symbol: str, order_type: str, side: str, quantity: Number,
-        price: Number | None = None, *, time_in_force: str | None = None,
-        post_only: bool | None = None, client_order_id: str | None = None,
+        self,
+        symbol: str,
+        order_type: str,
+        side: str,
+        quantity: Number,
+        price: Number | None = None,
+        *,
+        time_in_force: str | None = None,
+        post_only: bool | None = None,
+        client_order_id: str | None = None,
         stp: str | None = None,
     ) -> Order:
-        return cast(Order, self._post("/submit_order", {
-            "symbol": symbol, "order_type": order_type, "side": side,
-            "quantity": _text(quantity), "price": _text(price),
-            "time_in_force": time_in_force, "post_only": post_only,
-            "client_order_id": client_order_id, "stp": stp,
-        }))
+        return cast(
+            Order,
+            self._post(
+                "/submit_order",
+                {
+                    "symbol": symbol,
+                    "order_type": order_type,
+                    "side": side,
+                    "quantity": _text(quantity),
+                    "price": _text(price),
+                    "time_in_force": time_in_force,
+                    "post_only": post_only,
+                    "client_order_id": client_order_id,
+                    "stp": stp,
+                },
+            ),
+        )
 
     def submit_stop_order(
-        self, symbol: str, order_type: str, side: str, quantity: Number,
-        stop_price: Number, price: Number | None = None, *,
-        client_order_id: str | None = None, stp: str | None = None,
+        self,
+        symbol: str,
+        order_type: str,
+        side: str,
+        quantity: Number,
+        stop_price: Number,
+        price: Number | None = None,
+        *,
+        client_order_id: str | None = None,
+        stp: str | None = None,
     ) -> Order:
-        return cast(Order, self._post("/submit_stop_order", {
-            "symbol": symbol, "order_type": order_type, "side": side,
-            "quantity": _text(quantity), "stop_price": _text(stop_price),
-            "price": _text(price), "client_order_id": client_order_id, "stp": stp,
-        }))
+        return cast(
+            Order,
+            self._post(
+                "/submit_stop_order",
+                {
+                    "symbol": symbol,
+                    "order_type": order_type,
+                    "side": side,
+                    "quantity": _text(quantity),
+                    "stop_price": _text(stop_price),
+                    "price": _text(price),
+                    "client_order_id": client_order_id,
+                    "stp": stp,
+                },
+            ),
+        )
 
     # An order is named by order_id or by client_order_id (exactly one of the two).
 
     def cancel_order(
-        self, symbol: str, order_id: int | None = None, *, client_order_id: str | None = None,
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        *,
+        client_order_id: str | None = None,
     ) -> Order:
-        return cast(Order, self._post("/cancel_order", {
-            "symbol": symbol, "order_id": order_id, "client_order_id": client_order_id,
-        }))
+        return cast(
+            Order,
+            self._post(
+                "/cancel_order",
+                {
+                    "symbol": symbol,
+                    "order_id": order_id,
+                    "client_order_id": client_order_id,
+                },
+            ),
+        )
 
     def cancel_all(self, symbol: str, side: str | None = None) -> CancelledOrders:
         """Every open order and pending stop of the account on `symbol` (of one side)."""
         return cast(CancelledOrders, self._post("/cancel_all", {"symbol": symbol, "side": side}))
 
     def amend_order(
-        self, symbol: str, order_id: int | None = None, quantity: Number | None = None,
-        price: Number | None = None, *, client_order_id: str | None = None,
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        quantity: Number | None = None,
+        price: Number | None = None,
+        *,
+        client_order_id: str | None = None,
     ) -> Order:
-        return cast(Order, self._post("/amend_order", {
-            "symbol": symbol, "order_id": order_id, "client_order_id": client_order_id,
-            "quantity": _text(quantity), "price": _text(price),
-        }))
+        return cast(
+            Order,
+            self._post(
+                "/amend_order",
+                {
+                    "symbol": symbol,
+                    "order_id": order_id,
+                    "client_order_id": client_order_id,
+                    "quantity": _text(quantity),
+                    "price": _text(price),
+                },
+            ),
+        )
 
     def get_order(
-        self, symbol: str, order_id: int | None = None, *, client_order_id: str | None = None,
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        *,
+        client_order_id: str | None = None,
     ) -> Order:
         if client_order_id is not None:
             path = f"/orders/{symbol}/client/{quote(client_order_id, safe='')}"
@@ -270,7 +339,9 @@ class RestClient:
         return cast(Order, self._get_own(path).json())
 
     def orders(self, symbol: str, status: str | None = None, limit: int | None = None) -> OrderList:
-        return cast(OrderList, self._get_own(f"/orders/{symbol}", status=status, limit=limit).json())
+        return cast(
+            OrderList, self._get_own(f"/orders/{symbol}", status=status, limit=limit).json()
+        )
 
     # -- market data -------------------------------------------------------------------
 
@@ -288,12 +359,20 @@ class RestClient:
         return self._get(f"/trades/{symbol}", limit=limit, format="csv").text
 
     def candles(
-        self, symbol: str, interval: str | None = None, limit: int | None = None,
-        start: str | None = None, end: str | None = None,
+        self,
+        symbol: str,
+        interval: str | None = None,
+        limit: int | None = None,
+        start: str | None = None,
+        end: str | None = None,
     ) -> CandleList:
         """OHLCV candles, oldest first; `start`/`end` are ISO 8601 (2026-12-04T10:00:00Z)."""
-        return cast(CandleList, self._get(f"/candles/{symbol}", interval=interval,
-                                          limit=limit, start=start, end=end).json())
+        return cast(
+            CandleList,
+            self._get(
+                f"/candles/{symbol}", interval=interval, limit=limit, start=start, end=end
+            ).json(),
+        )
 
     def ticker(self, symbol: str) -> Ticker:
         """The rolling 24 hours, to the minute."""

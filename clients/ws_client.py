@@ -48,8 +48,9 @@ def _base(url: str) -> str:
 
 def _connect(url: str) -> connect:
     # No compression (the hub does not offer it), no proxy from the environment.
-    return connect(url, compression=None, proxy=None, max_size=MAX_MESSAGE, open_timeout=5,
-                   close_timeout=2)
+    return connect(
+        url, compression=None, proxy=None, max_size=MAX_MESSAGE, open_timeout=5, close_timeout=2
+    )
 
 
 class BookFeed:
@@ -189,8 +190,12 @@ class BookFeed:
             if local.book_seq is not None and book_seq != local.book_seq + 1:
                 self.gaps += 1
                 self.synced = False
-                log.info("%s: book_seq %s after %s; resynchronising", self.symbol,
-                         book_seq, local.book_seq)
+                log.info(
+                    "%s: book_seq %s after %s; resynchronising",
+                    self.symbol,
+                    book_seq,
+                    local.book_seq,
+                )
                 return False
             local.apply(message["changes"])
             local.book_seq = book_seq
@@ -207,13 +212,18 @@ class BookFeed:
             return True
         self.checks_failed += 1
         self.synced = False
-        log.warning("%s: checksum mismatch at book_seq %s; resynchronising", self.symbol,
-                    self.local.book_seq)
+        log.warning(
+            "%s: checksum mismatch at book_seq %s; resynchronising",
+            self.symbol,
+            self.local.book_seq,
+        )
         return False
 
     # -- waiting -------------------------------------------------------------------------
 
-    async def wait_until(self, predicate: Callable[[BookFeed], bool], timeout: float = 10.0) -> None:
+    async def wait_until(
+        self, predicate: Callable[[BookFeed], bool], timeout: float = 10.0
+    ) -> None:
         """Wait until predicate(self) holds after some message; TimeoutError otherwise."""
         async with asyncio.timeout(timeout):
             while not predicate(self):
@@ -227,7 +237,8 @@ class BookFeed:
     async def wait_for_seq(self, book_seq: int, timeout: float = 10.0) -> None:
         """Wait until the local book stands at `book_seq` or later."""
         await self.wait_until(
-            lambda feed: feed.synced and (feed.book_seq or 0) >= book_seq, timeout)
+            lambda feed: feed.synced and (feed.book_seq or 0) >= book_seq, timeout
+        )
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a control message such as {"op": "ping"} on the current connection."""
@@ -248,8 +259,9 @@ class TradeFeed:
     `gaps` counts jumps in trade_id per symbol.
     """
 
-    def __init__(self, url: str, symbol: str | None = None,
-                 from_trade_id: int | None = None) -> None:
+    def __init__(
+        self, url: str, symbol: str | None = None, from_trade_id: int | None = None
+    ) -> None:
         self.url = f"{_base(url)}/ws/trades"
         if symbol is not None:
             self.url += f"?symbol={quote(symbol, safe='')}"
@@ -264,7 +276,8 @@ class TradeFeed:
         self.close_reason = ""
         # A resume expects from_trade_id first: anything else counts as a gap.
         self._last_ids: dict[str, int] = (
-            {} if from_trade_id is None or symbol is None else {symbol: from_trade_id - 1})
+            {} if from_trade_id is None or symbol is None else {symbol: from_trade_id - 1}
+        )
         self._connection: ClientConnection | None = None
 
     @property

@@ -86,8 +86,12 @@ class MatcherClient:
     """
 
     def __init__(
-        self, endpoint: str, timeout: float = 5.0, context: zmq.Context | None = None,
-        deadlines: bool = False, curve: CurveKeys | None = None,
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        context: zmq.Context | None = None,
+        deadlines: bool = False,
+        curve: CurveKeys | None = None,
     ):
         self.endpoint = endpoint
         self.curve = curve
@@ -188,7 +192,10 @@ class AsyncMatcherClient:
     """asyncio client: many coroutines share one DEALER; a reader task routes replies."""
 
     def __init__(
-        self, endpoint: str, timeout: float = 5.0, deadlines: bool = False,
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        deadlines: bool = False,
         curve: CurveKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -227,7 +234,9 @@ class AsyncMatcherClient:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read_replies())
 
-    async def request_raw(self, op: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+    async def request_raw(
+        self, op: str, timeout: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Send one request and return the whole reply map; `timeout` and `deadline` as
         for MatcherClient.request_raw."""
         self._ensure_reader()

@@ -135,8 +135,9 @@ class FeedProtocol(WebSocketProtocol):
             self.stalled = True
             # The close frame goes after the buffered bytes, without awaiting a drain that
             # is not coming; it ends the receive side, so the app sees the client go now.
-            self.fail_connection(CLOSE_TRY_AGAIN_LATER,
-                                 f"not reading: nothing drained for {self.drain_timeout:g} s")
+            self.fail_connection(
+                CLOSE_TRY_AGAIN_LATER, f"not reading: nothing drained for {self.drain_timeout:g} s"
+            )
 
     def fail_connection(self, code: int = 1006, reason: str = "") -> None:
         super().fail_connection(code, reason)
@@ -161,8 +162,11 @@ class FeedProtocol(WebSocketProtocol):
             # buffer flushed to a peer that then stopped reading), the kernel drops the
             # orphan once its window has stayed shut this long.
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                                max(1, int(self.drain_timeout * 1000)))
+                sock.setsockopt(
+                    socket.IPPROTO_TCP,
+                    socket.TCP_USER_TIMEOUT,
+                    max(1, int(self.drain_timeout * 1000)),
+                )
             except OSError:
                 pass
 

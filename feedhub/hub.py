@@ -86,12 +86,33 @@ PONG = text_frame(dumps({"type": "pong"}))
 class Client:
     """One WebSocket subscriber and its backlog."""
 
-    __slots__ = ("websocket", "link", "feed", "symbol", "depth", "backlog", "wake",
-                 "needs_snapshot", "depth_pending", "sent", "closing", "sender", "closer",
-                 "first_trade_id", "resume_upto")
+    __slots__ = (
+        "websocket",
+        "link",
+        "feed",
+        "symbol",
+        "depth",
+        "backlog",
+        "wake",
+        "needs_snapshot",
+        "depth_pending",
+        "sent",
+        "closing",
+        "sender",
+        "closer",
+        "first_trade_id",
+        "resume_upto",
+    )
 
-    def __init__(self, websocket: WebSocket, link: Link, feed: Feed,
-                 symbol: str | None, depth: int = 0, first_trade_id: int = 0) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        link: Link,
+        feed: Feed,
+        symbol: str | None,
+        depth: int = 0,
+        first_trade_id: int = 0,
+    ) -> None:
         self.websocket = websocket
         self.link = link  # the connection the frames are written to
         self.feed = feed
@@ -141,8 +162,9 @@ class Hub:
         curve: CurveKeys | None = None,
     ) -> None:
         options = {} if heartbeat_timeout is None else {"heartbeat_timeout": heartbeat_timeout}
-        self.replicas = {name: Replica(config, self, curve=curve, **options)
-                         for name, config in symbols.items()}
+        self.replicas = {
+            name: Replica(config, self, curve=curve, **options) for name, config in symbols.items()
+        }
         self.queue_size = queue_size
         self.drain_timeout = drain_timeout
         self.max_connections = max_connections
@@ -216,8 +238,11 @@ class Hub:
                     client.resume_upto = trade_id - 1  # the fetch sends the ones before
                 if not self._enqueue(client, frame):
                     self.drops[Feed.TRADES, "close"] += 1
-                    self._close(client, CLOSE_TOO_SLOW,
-                                f"too slow: more than {self.queue_size} messages behind")
+                    self._close(
+                        client,
+                        CLOSE_TOO_SLOW,
+                        f"too slow: more than {self.queue_size} messages behind",
+                    )
 
     def _enqueue(self, client: Client, item: bytes | _Marker) -> bool:
         """Add to the client's backlog for its sender; False when the backlog is full."""
@@ -316,8 +341,12 @@ class Hub:
 
     def sent_counts(self) -> Counter[Feed]:
         sent = Counter(self.sent_by_gone)
-        for group in (*self._book.values(), *self._depth.values(), self._trades_all,
-                      *self._trades.values()):
+        for group in (
+            *self._book.values(),
+            *self._depth.values(),
+            self._trades_all,
+            *self._trades.values(),
+        ):
             for client in group:
                 sent[client.feed] += client.sent
         return sent
@@ -339,8 +368,15 @@ class Hub:
         self.connections[client.feed] += 1
         return group
 
-    async def serve(self, websocket: WebSocket, link: Link, feed: Feed,
-                    symbol: str | None, depth: int = 0, from_trade_id: int = 0) -> None:
+    async def serve(
+        self,
+        websocket: WebSocket,
+        link: Link,
+        feed: Feed,
+        symbol: str | None,
+        depth: int = 0,
+        from_trade_id: int = 0,
+    ) -> None:
         """A subscriber's whole life, once accepted: register, send and read, unregister.
 
         `link` is the connection under `websocket`, which the data frames are written to.
@@ -367,8 +403,7 @@ class Hub:
         try:
             while True:
                 receive = asyncio.ensure_future(websocket.receive())
-                done, _ = await asyncio.wait((receive, sender),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait((receive, sender), return_when=asyncio.FIRST_COMPLETED)
                 if receive not in done:
                     return  # the sender ended: the connection is closed or closing
                 message = receive.result()
@@ -396,7 +431,7 @@ class Hub:
         if op == "ping":
             self._reply(client, frame=PONG)
         else:
-            self._reply(client, error=f"unknown op {shown(op)}: the only op is \"ping\"")
+            self._reply(client, error=f'unknown op {shown(op)}: the only op is "ping"')
 
     def _reply(self, client: Client, *, frame: bytes | None = None, error: str = "") -> None:
         """In order with the feed: after whatever the client's backlog holds."""
@@ -475,17 +510,19 @@ class Hub:
         fetcher = self._fetchers.get(symbol)
         if fetcher is None:
             fetcher = self._fetchers[symbol] = AsyncMatcherClient(
-                replica.config.order_endpoint, replica.request_timeout, curve=replica.curve)
+                replica.config.order_endpoint, replica.request_timeout, curve=replica.curve
+            )
         try:
-            reply = await fetcher.request("trades", symbol=symbol,
-                                          from_trade_id=client.first_trade_id,
-                                          limit=TRADES_LIMIT)
+            reply = await fetcher.request(
+                "trades", symbol=symbol, from_trade_id=client.first_trade_id, limit=TRADES_LIMIT
+            )
         except (MatcherError, MatcherTimeout) as exc:
             problem = exc.message if isinstance(exc, MatcherError) else "the matcher did not answer"
             code = CLOSE_NOT_KEPT if isinstance(exc, MatcherError) else CLOSE_TRY_AGAIN_LATER
             try:  # the sender task's own way, on either send path
-                await client.link.send_frame(text_frame(dumps({"type": "error",
-                                                               "message": problem})))
+                await client.link.send_frame(
+                    text_frame(dumps({"type": "error", "message": problem}))
+                )
                 client.sent += 1
             except ConnectionError:  # Stalled included: the close below is all it gets
                 pass
@@ -496,5 +533,8 @@ class Hub:
         upto = client.resume_upto
         if upto is None:
             upto = replica.last_trade_id or 0
-        return [text_frame(dumps({"type": "trade", **trade})) for trade in reply["trades"]
-                if trade["trade_id"] <= upto]
+        return [
+            text_frame(dumps({"type": "trade", **trade}))
+            for trade in reply["trades"]
+            if trade["trade_id"] <= upto
+        ]

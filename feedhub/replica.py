@@ -161,16 +161,18 @@ class Replica:
     def snapshot_text(self) -> str:
         """The whole book as a `snapshot` message (the hub frames it once per `version`)."""
         book = self.book
-        return dumps({
-            "type": "snapshot",
-            "symbol": self.symbol,
-            "book_seq": book.book_seq,
-            "bids": book.bids.all(),
-            "asks": book.asks.all(),
-            "bbo": self.bbo,
-            "checksum": self.checksum,
-            "timestamp": self.timestamp,
-        })
+        return dumps(
+            {
+                "type": "snapshot",
+                "symbol": self.symbol,
+                "book_seq": book.book_seq,
+                "bids": book.bids.all(),
+                "asks": book.asks.all(),
+                "bbo": self.bbo,
+                "checksum": self.checksum,
+                "timestamp": self.timestamp,
+            }
+        )
 
     def depth_text(self, depth: int) -> str:
         """The top `depth` levels as a `depth` message (the hub frames it once per `version`
@@ -189,9 +191,11 @@ class Replica:
         book = self.book
         bids = _encoded_top(book.bids, self._depth_bids, depth)
         asks = _encoded_top(book.asks, self._depth_asks, depth)
-        return (f'{{"type":"depth","timestamp":{dumps(self.timestamp)},'
-                f'"symbol":{dumps(self.symbol)},"book_seq":{dumps(book.book_seq)},'
-                f'"bids":[{bids}],"asks":[{asks}],"bbo":{dumps(self.bbo)}}}')
+        return (
+            f'{{"type":"depth","timestamp":{dumps(self.timestamp)},'
+            f'"symbol":{dumps(self.symbol)},"book_seq":{dumps(book.book_seq)},'
+            f'"bids":[{bids}],"asks":[{asks}],"bbo":{dumps(self.bbo)}}}'
+        )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -207,8 +211,9 @@ class Replica:
             sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sub.connect(self.config.feed_endpoint)
         self._sub = sub
-        self._requests = AsyncMatcherClient(self.config.order_endpoint, self.request_timeout,
-                                            curve=self.curve)
+        self._requests = AsyncMatcherClient(
+            self.config.order_endpoint, self.request_timeout, curve=self.curve
+        )
         fd = sub.fileno()  # edge-triggered: see _drain
         loop.add_reader(fd, self._on_readable)
         self._ticker = loop.call_later(POLL_MS / 1000, self._tick, loop)
@@ -255,8 +260,12 @@ class Replica:
             try:
                 snapshot = await self._requests.request("snapshot", symbol=self.symbol)
             except MatcherTimeout:
-                log.warning("%s: no snapshot from %s in %.1fs", self.symbol,
-                            self.config.order_endpoint, self.request_timeout)
+                log.warning(
+                    "%s: no snapshot from %s in %.1fs",
+                    self.symbol,
+                    self.config.order_endpoint,
+                    self.request_timeout,
+                )
                 self._requests.reconnect()  # a late reply to the old socket is dropped
                 self._last_heard = float("-inf")
                 continue
@@ -283,8 +292,14 @@ class Replica:
             self.last_trade_id = last_trade_id  # first start, or another matcher's history
         elif last_trade_id > self.last_trade_id:
             await self._recover_trades(last_trade_id)  # published while we were away
-        log.info("%s replica live at book_seq %s (epoch %s, %d bids, %d asks)", self.symbol,
-                 book.book_seq, self.epoch, len(book.bids), len(book.asks))
+        log.info(
+            "%s replica live at book_seq %s (epoch %s, %d bids, %d asks)",
+            self.symbol,
+            book.book_seq,
+            self.epoch,
+            len(book.bids),
+            len(book.asks),
+        )
         self.live.set()
         self.fanout.book_reset(self.symbol)
 
@@ -408,21 +423,28 @@ class Replica:
         self.checksum = checksum = book.checksum()
         self.version += 1
         self.updates += 1
-        self.fanout.book_update(self.symbol, dumps({
-            "type": "l2update",
-            "symbol": self.symbol,
-            "book_seq": book_seq,
-            "changes": changes,
-            "bbo": bbo,
-            "checksum": checksum,
-            "timestamp": timestamp,
-        }))
+        self.fanout.book_update(
+            self.symbol,
+            dumps(
+                {
+                    "type": "l2update",
+                    "symbol": self.symbol,
+                    "book_seq": book_seq,
+                    "changes": changes,
+                    "bbo": bbo,
+                    "checksum": checksum,
+                    "timestamp": timestamp,
+                }
+            ),
+        )
 
     def _check_bbo(self, bbo: dict[str, Any]) -> None:
         """The matcher's BBO must be the replica's best levels: a cheap proof of sync."""
         bid, ask = self.book.bids.best(), self.book.asks.best()
         if (bbo["bid_price"], bbo["bid_quantity"]) != (bid or (None, None)) or (
-            bbo["ask_price"], bbo["ask_quantity"]) != (ask or (None, None)):
+            bbo["ask_price"],
+            bbo["ask_quantity"],
+        ) != (ask or (None, None)):
             raise ValueError(f"bbo {bbo} disagrees with the replica's {bid} / {ask}")
 
     def _on_heartbeat(self, body: dict[str, Any]) -> int | None:
@@ -432,11 +454,15 @@ class Replica:
         book_seq = body.get("book_seq")
         assert self.book.book_seq is not None
         if isinstance(book_seq, int) and book_seq > self.book.book_seq:
-            raise OutOfSync("behind_heartbeat", f"heartbeat at {book_seq}, replica at "
-                            f"{self.book.book_seq}")
+            raise OutOfSync(
+                "behind_heartbeat", f"heartbeat at {book_seq}, replica at {self.book.book_seq}"
+            )
         last_trade_id = body.get("last_trade_id")
-        if (isinstance(last_trade_id, int) and self.last_trade_id is not None
-                and last_trade_id > self.last_trade_id):
+        if (
+            isinstance(last_trade_id, int)
+            and self.last_trade_id is not None
+            and last_trade_id > self.last_trade_id
+        ):
             return last_trade_id
         return None
 
@@ -462,8 +488,7 @@ class Replica:
             return
         try:
             # The most the op gives: trades may have gone on since `upto` was learnt.
-            reply = await self._requests.request("trades", symbol=self.symbol,
-                                                 limit=TRADES_LIMIT)
+            reply = await self._requests.request("trades", symbol=self.symbol, limit=TRADES_LIMIT)
         except (MatcherTimeout, MatcherError) as exc:
             log.warning("%s: cannot fetch %d missed trades: %s", self.symbol, wanted, exc)
             reply = {"trades": []}
@@ -474,8 +499,12 @@ class Replica:
         first = fetched[0]["trade_id"] if fetched else upto + 1
         if first != self.last_trade_id + 1:
             self.trades_lost += first - self.last_trade_id - 1
-            log.warning("%s: trades %d..%d are lost to WebSocket clients", self.symbol,
-                        self.last_trade_id + 1, first - 1)
+            log.warning(
+                "%s: trades %d..%d are lost to WebSocket clients",
+                self.symbol,
+                self.last_trade_id + 1,
+                first - 1,
+            )
         for trade in fetched:
             self.last_trade_id = trade["trade_id"]
             self.trades += 1

@@ -71,8 +71,15 @@ LISTEN_BACKLOG = 2048  # uvicorn's default
 # (feedhub/replica.py, OutOfSync). A reason not listed still shows once it happens.
 DROP_ACTIONS = ("resync", "close", "stalled")
 REFUSAL_REASONS = ("max_connections",)
-RESYNC_REASONS = ("gap", "heartbeat_timeout", "matcher_restarted", "behind_heartbeat",
-                  "bad_update", "bad_snapshot", "snapshot_refused")
+RESYNC_REASONS = (
+    "gap",
+    "heartbeat_timeout",
+    "matcher_restarted",
+    "behind_heartbeat",
+    "bad_update",
+    "bad_snapshot",
+    "snapshot_refused",
+)
 WS_PATHS = ("auto", "direct", "asgi")  # --ws-path; docs/feeds.md, "Send paths"
 DIRECT_ENV = "MATCHWIRE_HUB_DIRECT"  # "0": the ASGI path, "1": the direct one, unset: auto
 
@@ -85,15 +92,18 @@ class HubCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         hub = self.hub
-        clients = GaugeMetricFamily("feedhub_clients", "WebSocket clients connected",
-                                    labels=["feed"])
+        clients = GaugeMetricFamily(
+            "feedhub_clients", "WebSocket clients connected", labels=["feed"]
+        )
         for feed, count in hub.client_counts().items():
             clients.add_metric([feed.value], count)
-        sent = CounterMetricFamily("feedhub_messages_sent", "WebSocket messages sent",
-                                   labels=["feed"])
+        sent = CounterMetricFamily(
+            "feedhub_messages_sent", "WebSocket messages sent", labels=["feed"]
+        )
         sent_counts = hub.sent_counts()
-        connections = CounterMetricFamily("feedhub_connections", "WebSocket clients accepted",
-                                          labels=["feed"])
+        connections = CounterMetricFamily(
+            "feedhub_connections", "WebSocket clients accepted", labels=["feed"]
+        )
         for feed in Feed:
             sent.add_metric([feed.value], sent_counts[feed])
             connections.add_metric([feed.value], hub.connections[feed])
@@ -101,7 +111,8 @@ class HubCollector(Collector):
             "feedhub_slow_client_drops",
             "Slow clients: queue overflowed (resync: sent a fresh snapshot; close: 1013), "
             "socket not drained for the drain timeout (stalled: 1013)",
-            labels=["feed", "action"])
+            labels=["feed", "action"],
+        )
         drop_counts = {(feed, action): 0 for feed in Feed for action in DROP_ACTIONS}
         drop_counts.update(hub.drops)
         for (feed, action), count in drop_counts.items():
@@ -109,30 +120,41 @@ class HubCollector(Collector):
         open_connections = GaugeMetricFamily(
             "feedhub_open_connections",
             "WebSocket TCP connections held (serving, refused or closing), capped by "
-            "ws_max_connections")
+            "ws_max_connections",
+        )
         open_connections.add_metric([], hub.open_connections)
-        refused = CounterMetricFamily("feedhub_connections_refused",
-                                      "WebSocket connections refused with 1013",
-                                      labels=["reason"])
+        refused = CounterMetricFamily(
+            "feedhub_connections_refused",
+            "WebSocket connections refused with 1013",
+            labels=["reason"],
+        )
         for reason, count in {**dict.fromkeys(REFUSAL_REASONS, 0), **hub.refused}.items():
             refused.add_metric([reason], count)
-        resyncs = CounterMetricFamily("feedhub_replica_resyncs",
-                                      "Replica resynchronisations by reason",
-                                      labels=["symbol", "reason"])
-        synced = GaugeMetricFamily("feedhub_replica_synced", "1 when the replica is live",
-                                   labels=["symbol"])
-        book_seq = GaugeMetricFamily("feedhub_replica_book_seq", "The replica's book_seq",
-                                     labels=["symbol"])
-        updates = CounterMetricFamily("feedhub_replica_updates", "Book updates applied",
-                                      labels=["symbol"])
-        trades = CounterMetricFamily("feedhub_replica_trades", "Trades forwarded",
-                                     labels=["symbol"])
+        resyncs = CounterMetricFamily(
+            "feedhub_replica_resyncs",
+            "Replica resynchronisations by reason",
+            labels=["symbol", "reason"],
+        )
+        synced = GaugeMetricFamily(
+            "feedhub_replica_synced", "1 when the replica is live", labels=["symbol"]
+        )
+        book_seq = GaugeMetricFamily(
+            "feedhub_replica_book_seq", "The replica's book_seq", labels=["symbol"]
+        )
+        updates = CounterMetricFamily(
+            "feedhub_replica_updates", "Book updates applied", labels=["symbol"]
+        )
+        trades = CounterMetricFamily(
+            "feedhub_replica_trades", "Trades forwarded", labels=["symbol"]
+        )
         recovered = CounterMetricFamily(
             "feedhub_replica_trades_recovered",
             "Trades missed on the SUB socket and fetched with the matcher's trades op",
-            labels=["symbol"])
-        lost = CounterMetricFamily("feedhub_replica_trades_lost",
-                                   "Trades missed and too old to fetch", labels=["symbol"])
+            labels=["symbol"],
+        )
+        lost = CounterMetricFamily(
+            "feedhub_replica_trades_lost", "Trades missed and too old to fetch", labels=["symbol"]
+        )
         for symbol, replica in hub.replicas.items():
             for reason, count in {**dict.fromkeys(RESYNC_REASONS, 0), **replica.resyncs}.items():
                 resyncs.add_metric([symbol, reason], count)
@@ -142,8 +164,21 @@ class HubCollector(Collector):
             trades.add_metric([symbol], replica.trades)
             recovered.add_metric([symbol], replica.trades_recovered)
             lost.add_metric([symbol], replica.trades_lost)
-        yield from (clients, sent, connections, drops, open_connections, refused, resyncs,
-                    synced, book_seq, updates, trades, recovered, lost)
+        yield from (
+            clients,
+            sent,
+            connections,
+            drops,
+            open_connections,
+            refused,
+            resyncs,
+            synced,
+            book_seq,
+            updates,
+            trades,
+            recovered,
+            lost,
+        )
 
 
 class WebSocketEndpoint:
@@ -155,8 +190,7 @@ class WebSocketEndpoint:
     own `send`: any ASGI server, any WebSocket implementation.
     """
 
-    def __init__(self, hub: Hub,
-                 handler: Callable[[WebSocket, Link], Awaitable[None]]) -> None:
+    def __init__(self, hub: Hub, handler: Callable[[WebSocket, Link], Awaitable[None]]) -> None:
         self.hub = hub
         self.handler = handler
 
@@ -174,9 +208,11 @@ class WebSocketEndpoint:
     async def serve(self, websocket: WebSocket, link: Link) -> None:
         if not self.hub.admit(link):
             await websocket.accept()
-            await close_quietly(websocket, CLOSE_FULL,
-                                f"the hub is at its connection limit "
-                                f"({self.hub.max_connections}): try again later")
+            await close_quietly(
+                websocket,
+                CLOSE_FULL,
+                f"the hub is at its connection limit ({self.hub.max_connections}): try again later",
+            )
             return
         await self.handler(websocket, link)
 
@@ -230,8 +266,9 @@ def _trade_id(value: str | None, symbol: str | None) -> int:
     ASCII digits, given with ?symbol= (trade ids count per symbol)."""
     if value is None:
         return 0
-    if not (value.isascii() and value.isdigit() and len(value) <= 19
-            and 0 < int(value) <= MAX_TRADE_ID):
+    if not (
+        value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= MAX_TRADE_ID
+    ):
         raise ValueError(f"from_trade_id must be a positive integer, not {shown(value)}")
     if symbol is None:
         raise ValueError("from_trade_id needs symbol: trade ids count per symbol")
@@ -268,8 +305,10 @@ async def unknown_websocket_path(websocket: WebSocket) -> None:
     is the ASGI "websocket.http.response" extension, which uvicorn's implementations (the
     direct path's included) offer; a server without it still gets the close (its 403)."""
     path = websocket.scope.get("path", "")
-    body = not_found_body(f"no feed at {shown(path)}: the feeds are "
-                          "/ws/market_data/{symbol} and /ws/trades (GET / lists them)")
+    body = not_found_body(
+        f"no feed at {shown(path)}: the feeds are "
+        "/ws/market_data/{symbol} and /ws/trades (GET / lists them)"
+    )
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(JSONResponse(body, 404))
     else:
@@ -280,8 +319,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method) as JSON, in the REST API's shape."""
     assert isinstance(exc, HTTPException)
     code = {404: NOT_FOUND, 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                        exc.status_code, exc.headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, exc.status_code, exc.headers
+    )
 
 
 def create_app(
@@ -292,9 +332,14 @@ def create_app(
     drain_timeout: float = DRAIN_TIMEOUT,
 ) -> Starlette:
     """The feed hub for every symbol of `config`; its lifespan runs the replicas."""
-    hub = Hub(config.symbols, queue_size=queue_size, heartbeat_timeout=heartbeat_timeout,
-              drain_timeout=drain_timeout, max_connections=config.ws_max_connections,
-              curve=feedhub_curve(config))
+    hub = Hub(
+        config.symbols,
+        queue_size=queue_size,
+        heartbeat_timeout=heartbeat_timeout,
+        drain_timeout=drain_timeout,
+        max_connections=config.ws_max_connections,
+        curve=feedhub_curve(config),
+    )
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
     ProcessCollector(registry=registry)  # process_*: CPU, memory, descriptors
@@ -313,8 +358,9 @@ def create_app(
         try:
             depth = _depth(query.get("depth"))
         except ValueError:
-            await close_quietly(websocket, CLOSE_BAD_REQUEST,
-                                f"depth must be an integer from 1 to {MAX_DEPTH}")
+            await close_quietly(
+                websocket, CLOSE_BAD_REQUEST, f"depth must be an integer from 1 to {MAX_DEPTH}"
+            )
             return
         if depth is None:
             await hub.serve(websocket, link, Feed.BOOK, symbol)
@@ -352,16 +398,21 @@ def create_app(
         return JSONResponse(info)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({
-            "status": "ok",
-            "symbols": {
-                symbol: {"synced": replica.synced, "book_seq": replica.book.book_seq,
-                         "state": replica.state.value}
-                for symbol, replica in hub.replicas.items()
-            },
-            "clients": {feed.value: count for feed, count in hub.client_counts().items()},
-            "send_paths": {path: hub.send_paths[path] for path in ("direct", "asgi")},
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "symbols": {
+                    symbol: {
+                        "synced": replica.synced,
+                        "book_seq": replica.book.book_seq,
+                        "state": replica.state.value,
+                    }
+                    for symbol, replica in hub.replicas.items()
+                },
+                "clients": {feed.value: count for feed, count in hub.client_counts().items()},
+                "send_paths": {path: hub.send_paths[path] for path in ("direct", "asgi")},
+            }
+        )
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -397,8 +448,9 @@ def choose_ws_path(requested: str | None) -> tuple[str, str | None]:
     if requested is None:
         setting = os.environ.get(DIRECT_ENV, "")
         if setting not in ("", "0", "1"):
-            raise ValueError(f"{DIRECT_ENV} must be 0 (the ASGI path) or 1 (the direct one), "
-                             f"not {setting!r}")
+            raise ValueError(
+                f"{DIRECT_ENV} must be 0 (the ASGI path) or 1 (the direct one), not {setting!r}"
+            )
         requested = {"": "auto", "0": "asgi", "1": "direct"}[setting]
     if requested == "asgi":
         return "asgi", None
@@ -416,6 +468,7 @@ def uvicorn_config(app: Any, host: str, port: int, ws_path: str = "direct") -> u
     ws: Any = "auto"
     if ws_path == "direct":
         from feedhub.direct import FeedProtocol  # imports websockets.legacy: only here
+
         ws = FeedProtocol
     return uvicorn.Config(
         app,
@@ -435,8 +488,9 @@ def uvicorn_config(app: Any, host: str, port: int, ws_path: str = "direct") -> u
     )
 
 
-def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF,
-                     user_timeout: float = 0) -> socket.socket:
+def listening_socket(
+    host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF, user_timeout: float = 0
+) -> socket.socket:
     """The server socket, bound and listening; accepted client sockets inherit its
     SO_SNDBUF (0: autotuning) and TCP_USER_TIMEOUT (`user_timeout` seconds, 0: none).
     OSError (port in use, no such address) is raised here, before uvicorn starts: uvicorn
@@ -448,8 +502,9 @@ def listening_socket(host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF,
         if client_sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
         if user_timeout:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                            max(1, int(user_timeout * 1000)))
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(user_timeout * 1000))
+            )
         sock.bind(address)
         sock.listen(LISTEN_BACKLOG)
     except OSError:
@@ -470,13 +525,18 @@ def _fit_descriptor_limit(max_connections: int) -> None:
         except (OSError, ValueError):
             raised = soft
         if raised < wanted:
-            log.warning("descriptor limit %d is below ws_max_connections %d + %d: accepting "
-                        "may fail before the cap refuses", raised, max_connections,
-                        DESCRIPTORS_BESIDES_CLIENTS)
+            log.warning(
+                "descriptor limit %d is below ws_max_connections %d + %d: accepting "
+                "may fail before the cap refuses",
+                raised,
+                max_connections,
+                DESCRIPTORS_BESIDES_CLIENTS,
+            )
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     """An argparse type: `kind` of the text, and above 0."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -485,6 +545,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
         if not (value > 0 and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"expected a finite number above 0, not {text!r}")
         return value
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -497,28 +558,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zmq-port", type=int, help="first matcher's ROUTER port")
     parser.add_argument("--data-dir", help="accepted for symmetry with run.py; unused")
     parser.add_argument("--symbols", help="comma-separated symbols (default: all configured)")
-    parser.add_argument("--queue-size", type=int, default=CLIENT_QUEUE,
-                        help="messages queued per client before it counts as slow")
-    parser.add_argument("--client-sndbuf", type=int, default=CLIENT_SNDBUF,
-                        help="kernel send buffer per client in bytes (0: kernel autotuning)")
-    parser.add_argument("--drain-timeout", type=_positive(float), default=DRAIN_TIMEOUT,
-                        help="seconds a client's socket may go without draining before it "
-                             "is closed (1013); also the limit of a closing handshake")
-    parser.add_argument("--max-connections", type=_positive(int),
-                        help="WebSocket connections held at most; more are refused with 1013 "
-                             "(default: ws_max_connections of the config, 10000)")
-    parser.add_argument("--ws-path", choices=WS_PATHS,
-                        help="how frames are sent: direct (written to uvicorn's websockets "
-                             "transport), asgi (the server's own send) or auto: direct where "
-                             f"it applies (default; {DIRECT_ENV}=0 or 1 picks asgi or direct)")
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=CLIENT_QUEUE,
+        help="messages queued per client before it counts as slow",
+    )
+    parser.add_argument(
+        "--client-sndbuf",
+        type=int,
+        default=CLIENT_SNDBUF,
+        help="kernel send buffer per client in bytes (0: kernel autotuning)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_positive(float),
+        default=DRAIN_TIMEOUT,
+        help="seconds a client's socket may go without draining before it "
+        "is closed (1013); also the limit of a closing handshake",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        help="WebSocket connections held at most; more are refused with 1013 "
+        "(default: ws_max_connections of the config, 10000)",
+    )
+    parser.add_argument(
+        "--ws-path",
+        choices=WS_PATHS,
+        help="how frames are sent: direct (written to uvicorn's websockets "
+        "transport), asgi (the server's own send) or auto: direct where "
+        f"it applies (default; {DIRECT_ENV}=0 or 1 picks asgi or direct)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     try:
-        config = load_config(args.config, host=args.host, ws_port=args.ws_port,
-                             zmq_port=args.zmq_port, symbols=symbols,
-                             ws_max_connections=args.max_connections)
+        config = load_config(
+            args.config,
+            host=args.host,
+            ws_port=args.ws_port,
+            zmq_port=args.zmq_port,
+            symbols=symbols,
+            ws_max_connections=args.max_connections,
+        )
     except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -529,8 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"feedhub: bad configuration: {exc}", file=sys.stderr)
         return 2
-    endpoints = [endpoint for rules in config.symbols.values()
-                 for endpoint in (rules.order_endpoint, rules.feed_endpoint)]
+    endpoints = [
+        endpoint
+        for rules in config.symbols.values()
+        for endpoint in (rules.order_endpoint, rules.feed_endpoint)
+    ]
     refusal = exposure("feedhub", endpoints, curve is not None)
     if refusal:
         print(refusal, file=sys.stderr)
@@ -541,8 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"feedhub: {exc}", file=sys.stderr, flush=True)
         return 2
     if refusal is not None:
-        log.warning("the direct WebSocket path does not apply (%s): sending through ASGI",
-                    refusal)
+        log.warning("the direct WebSocket path does not apply (%s): sending through ASGI", refusal)
     _fit_descriptor_limit(config.ws_max_connections)
     # On the ASGI path the hub cannot reset a stuck connection itself: the kernel ends one
     # whose window has stayed shut for twice the drain timeout (docs/feeds.md).
@@ -550,8 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listening_socket(config.host, config.ws_port, args.client_sndbuf, user_timeout)
     except OSError as exc:  # a refusal to start (exit 2), not a crash to retry
-        print(f"feedhub: cannot listen on {config.host}:{config.ws_port} (--ws-port): "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"feedhub: cannot listen on {config.host}:{config.ws_port} (--ws-port): "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
     app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port, ws_path))
@@ -559,8 +647,13 @@ def main(argv: list[str] | None = None) -> int:
     # (restored by uvicorn at that point) absorb it, so a signal is a clean exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    log.info("feed hub for %s on ws://%s:%d (send path: %s)", ", ".join(config.symbols),
-             config.host, config.ws_port, ws_path)
+    log.info(
+        "feed hub for %s on ws://%s:%d (send path: %s)",
+        ", ".join(config.symbols),
+        config.host,
+        config.ws_port,
+        ws_path,
+    )
     server.run(sockets=[sock])
     log.info("feed hub stopped")
     return 0 if server.started else 1

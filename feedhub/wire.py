@@ -177,7 +177,8 @@ class AsgiLink:
             # An OSError: Starlette marks the WebSocket disconnected and raises
             # WebSocketDisconnect, which closing treats as a client already gone.
             raise ConnectionAbortedError(
-                f"the close was not sent in {self.drain_timeout:g} s") from None
+                f"the close was not sent in {self.drain_timeout:g} s"
+            ) from None
         finally:
             self._sending = None
 

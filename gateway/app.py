@@ -91,30 +91,42 @@ class Gateway:
         self.config = config
         self.symbols = config.symbols
         curve = gateway_curve(config)
-        self.matchers = Matchers(config.symbols, matcher_timeout, link=config.gateway_link,
-                                 curve=curve)
+        self.matchers = Matchers(
+            config.symbols, matcher_timeout, link=config.gateway_link, curve=curve
+        )
         self.accounts = Accounts(config.api_keys)
         self.auth = self.accounts.enabled
         self.metrics = Metrics(self.matchers.up)
-        self.info = encode({
-            "name": "matchwire",
-            "version": version(),
-            # Which build of the matching core runs here, "compiled" or "pure"
-            # (docs/architecture.md, "Two builds"); matchers started alike choose alike.
-            "build": _build.build_name(),
-            "feed_url": config.feed_url,
-            "auth": self.auth,
-            "symbols": {symbol: {**rules.public(), **public_key(curve, symbol),
-                                 "metrics_endpoint": matcher_metrics_endpoint(
-                                     config.host, rules.metrics_port)}
-                        for symbol, rules in config.symbols.items()},
-        })
+        self.info = encode(
+            {
+                "name": "matchwire",
+                "version": version(),
+                # Which build of the matching core runs here, "compiled" or "pure"
+                # (docs/architecture.md, "Two builds"); matchers started alike choose alike.
+                "build": _build.build_name(),
+                "feed_url": config.feed_url,
+                "auth": self.auth,
+                "symbols": {
+                    symbol: {
+                        **rules.public(),
+                        **public_key(curve, symbol),
+                        "metrics_endpoint": matcher_metrics_endpoint(
+                            config.host, rules.metrics_port
+                        ),
+                    }
+                    for symbol, rules in config.symbols.items()
+                },
+            }
+        )
         self.openapi = b"{}"
 
     # -- shared steps ------------------------------------------------------------------
 
     async def order(
-        self, headers: list[tuple[bytes, bytes]], receive: Receive, op: str,
+        self,
+        headers: list[tuple[bytes, bytes]],
+        receive: Receive,
+        op: str,
         fields: dict[str, int],
     ) -> bytes:
         """POST order endpoints: key -> body -> fields -> symbol -> matcher -> JSON bytes.
@@ -130,7 +142,8 @@ class Gateway:
                 api_key = value
         key_account = (
             self.accounts.authenticate(None if api_key is None else api_key.decode("latin-1"))
-            if self.auth else None
+            if self.auth
+            else None
         )
         message = build_message(decode_object(await read_body(receive, content_length)), fields)
         symbol = require_symbol(message, self.symbols)
@@ -138,9 +151,7 @@ class Gateway:
             message["account"] = self.accounts.resolve(key_account, message.get("account"))
         return encode_result(await self.matchers.request(symbol, op, message))
 
-    async def _order_request(
-        self, request: Request, op: str, fields: dict[str, int]
-    ) -> Response:
+    async def _order_request(self, request: Request, op: str, fields: dict[str, int]) -> Response:
         """The order endpoints as Starlette routes (any request that does not take
         GatewayApp's direct path)."""
         body = await self.order(request.scope["headers"], request.receive, op, fields)
@@ -204,7 +215,8 @@ class Gateway:
         if status not in (None, "open", "all"):
             raise ApiError(Code.INVALID_FIELD, "status must be open or all")
         fields: dict[str, Any] = {
-            "account": account, "limit": bounded(query.get("limit"), "limit", 1000)
+            "account": account,
+            "limit": bounded(query.get("limit"), "limit", 1000),
         }
         if status is not None:
             fields["status"] = status
@@ -261,9 +273,7 @@ class Gateway:
 
     async def health(self, request: Request) -> Response:
         """Every matcher and the feed hub; 503 when any is down."""
-        healthy, body = await health.check(
-            self.matchers, self.config.host, self.config.ws_port
-        )
+        healthy, body = await health.check(self.matchers, self.config.host, self.config.ws_port)
         return json_response(body, 200 if healthy else 503)
 
     async def root(self, request: Request) -> Response:
@@ -364,10 +374,13 @@ class GatewayApp:
             await response(scope, receive, send)
             return
         self._observe(name, 200, perf_counter() - started)
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [(b"content-length", b"%d" % len(body)), JSON_HEADER],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body)), JSON_HEADER],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -390,8 +403,10 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         handler: Handler = getattr(gateway, endpoint.handler or endpoint.name)
         accepted = openapi.query_parameters(endpoint.method, endpoint.path)
         return Route(
-            endpoint.path, instrument(endpoint.name, handler, gateway.metrics, accepted),
-            methods=[endpoint.method], name=endpoint.name,
+            endpoint.path,
+            instrument(endpoint.name, handler, gateway.metrics, accepted),
+            methods=[endpoint.method],
+            name=endpoint.name,
         )
 
     # One route per row of the table, in its order (routes are matched in order).
@@ -399,8 +414,9 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         *(route(endpoint) for endpoint in openapi.ENDPOINTS),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
-    gateway.openapi = encode(openapi.document(
-        config.symbols, version(), gateway.auth, bool(gateway.accounts.buckets)))
+    gateway.openapi = encode(
+        openapi.document(config.symbols, version(), gateway.auth, bool(gateway.accounts.buckets))
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -411,10 +427,14 @@ def create_app(config: SystemConfig, matcher_timeout: float = DEFAULT_TIMEOUT) -
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception}
     )
     app.state.gateway = gateway
-    return GatewayApp(gateway, app, {
-        "/submit_order": ("submit_order", "new_order", NEW_ORDER_FIELDS),
-        "/cancel_order": ("cancel_order", "cancel_order", CANCEL_FIELDS),
-        "/amend_order": ("amend_order", "amend_order", AMEND_FIELDS),
-        "/cancel_all": ("cancel_all", "cancel_all", CANCEL_ALL_FIELDS),
-        "/submit_stop_order": ("submit_stop_order", "new_stop_order", NEW_STOP_FIELDS),
-    })
+    return GatewayApp(
+        gateway,
+        app,
+        {
+            "/submit_order": ("submit_order", "new_order", NEW_ORDER_FIELDS),
+            "/cancel_order": ("cancel_order", "cancel_order", CANCEL_FIELDS),
+            "/amend_order": ("amend_order", "amend_order", AMEND_FIELDS),
+            "/cancel_all": ("cancel_all", "cancel_all", CANCEL_ALL_FIELDS),
+            "/submit_stop_order": ("submit_stop_order", "new_stop_order", NEW_STOP_FIELDS),
+        },
+    )

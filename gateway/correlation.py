@@ -70,8 +70,9 @@ class Correlator:
         self._pending[req_id] = future
         return loop, req_id, timeout, future
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, future: Future, op: str,
-             timeout: float) -> asyncio.TimerHandle:
+    def _arm(
+        self, loop: asyncio.AbstractEventLoop, future: Future, op: str, timeout: float
+    ) -> asyncio.TimerHandle:
         # Only a mutating request needs the grace and the last look: a late reply to a
         # read changes nothing.
         if op in MUTATING_OPS:
@@ -105,8 +106,9 @@ class Correlator:
             return
         for req_id, future in list(self._pending.items()):
             if first <= req_id <= last and not future.done():
-                future.set_exception(LinkLost(
-                    f"the connection to {self.endpoint} closed with the request in flight"))
+                future.set_exception(
+                    LinkLost(f"the connection to {self.endpoint} closed with the request in flight")
+                )
 
     def _fail_all(self) -> None:
         """The link is reset: every request still waiting fails with LinkLost."""

@@ -56,7 +56,10 @@ class ApiError(Exception):
     """A request the gateway (or the matcher behind it) refuses, with its code."""
 
     def __init__(
-        self, code: str, message: str, status: int | None = None,
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
@@ -67,14 +70,14 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str) -> bytes:
-    return json.dumps(
-        {"error": {"code": code, "message": message}}, separators=(",", ":")
-    ).encode()
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
 
 
 def error_response(error: ApiError) -> Response:
     return Response(
-        error_body(error.code, error.message), error.status, error.headers,
+        error_body(error.code, error.message),
+        error.status,
+        error.headers,
         media_type="application/json",
     )
 

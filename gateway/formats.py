@@ -60,7 +60,9 @@ def _first_repeated(pairs: list[tuple[str, Any]]) -> str | None:
 
 
 _decode = json.JSONDecoder(
-    parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_refuse_constant,
+    parse_float=JsonNumber,
+    parse_int=JsonNumber,
+    parse_constant=_refuse_constant,
     object_pairs_hook=_object,
 ).decode
 # One encoder reused: json.dumps with non-default arguments builds a new one per call.

@@ -58,8 +58,11 @@ async def check(
         if ping is None:
             states[symbol] = {"status": "down", "seq": None, "book_seq": None}
         else:
-            states[symbol] = {"status": "up", "seq": ping.get("seq"),
-                              "book_seq": ping.get("book_seq")}
+            states[symbol] = {
+                "status": "up",
+                "seq": ping.get("seq"),
+                "book_seq": ping.get("book_seq"),
+            }
     feed_up = feed_status is not None and feed_status < 500
     healthy = feed_up and all(ping is not None for ping in pings.values())
     return healthy, {

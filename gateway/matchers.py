@@ -66,10 +66,10 @@ HEARTBEAT_TIMEOUT = 3.0
 def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
     """(host, port) of `tcp://host:port` (`[v6 address]` allowed), the path of `ipc://path`."""
     if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
-        return endpoint[len("ipc://"):]
+        return endpoint[len("ipc://") :]
     if not endpoint.startswith("tcp://"):
         raise ValueError(f"matcher endpoint {endpoint!r}: tcp://host:port or ipc://path")
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"matcher endpoint {endpoint!r} is not tcp://host:port")
     return host.strip("[]"), int(port)
@@ -228,8 +228,11 @@ class MatcherLink(Correlator):
         requests go over a fresh one. Those in flight on it keep their deadlines (their
         outcome is known only then), as after a timeout."""
         if connection is self._connection:
-            log.warning("matcher link %s: no answer to heartbeats in %gs; reconnecting",
-                        self.endpoint, self.heartbeat_timeout)
+            log.warning(
+                "matcher link %s: no answer to heartbeats in %gs; reconnecting",
+                self.endpoint,
+                self.heartbeat_timeout,
+            )
             self.retire()
         elif connection not in self._retired:
             connection.abort()
@@ -312,8 +315,11 @@ class _Connection(asyncio.Protocol):
         """A frame of a multi-frame message: no matcher reply is one, so it is dropped."""
         self.parts.append(body)
         if not flags & zmtp.MORE:
-            log.warning("matcher link %s: dropped a message of %d frames (a reply is one)",
-                        self.link.endpoint, len(self.parts))
+            log.warning(
+                "matcher link %s: dropped a message of %d frames (a reply is one)",
+                self.link.endpoint,
+                len(self.parts),
+            )
             self.parts = []
 
     def _tick(self) -> None:
@@ -376,16 +382,20 @@ class _Connection(asyncio.Protocol):
 def not_executed(symbol: str, op: str, exc: Exception) -> str:
     """The 503 `matcher_timeout` message: the request's deadline has passed unanswered."""
     if op in MUTATING_OPS:
-        return (f"not executed: the {symbol} matcher did not answer by the request's "
-                f"deadline ({exc}), and it refuses a command it reaches later; retry")
+        return (
+            f"not executed: the {symbol} matcher did not answer by the request's "
+            f"deadline ({exc}), and it refuses a command it reaches later; retry"
+        )
     return f"the {symbol} matcher did not answer in time ({exc}); retry"
 
 
 def unknown_outcome(symbol: str, op: str, exc: Exception) -> str:
     """The 503 `matcher_unavailable` message: the link broke with the request in flight."""
     if op in MUTATING_OPS:
-        return (f"outcome unknown: {exc}; the {symbol} matcher may have executed it before "
-                "it went away: look the order up (client_order_id) once it is back")
+        return (
+            f"outcome unknown: {exc}; the {symbol} matcher may have executed it before "
+            "it went away: look the order up (client_order_id) once it is back"
+        )
     return f"the {symbol} matcher went away ({exc}); retry"
 
 
@@ -431,8 +441,11 @@ class Matchers:
     speaks CURVE (the pyzmq link only)."""
 
     def __init__(
-        self, symbols: dict[str, SymbolConfig], timeout: float = DEFAULT_TIMEOUT,
-        grace: float = DEADLINE_GRACE, link: str | None = None,
+        self,
+        symbols: dict[str, SymbolConfig],
+        timeout: float = DEFAULT_TIMEOUT,
+        grace: float = DEADLINE_GRACE,
+        link: str | None = None,
         curve: dict[str, CurveKeys] | None = None,
     ) -> None:
         self.timeout = timeout
@@ -442,7 +455,8 @@ class Matchers:
         self.clients: dict[str, MatcherLink | PyzmqLink] = {
             symbol: (
                 PyzmqLink(endpoint, timeout, grace, curve.get(symbol))
-                if self.link == "pyzmq" else MatcherLink(endpoint, timeout, grace)
+                if self.link == "pyzmq"
+                else MatcherLink(endpoint, timeout, grace)
             )
             for symbol, endpoint in self.endpoints.items()
         }

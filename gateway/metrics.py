@@ -27,8 +27,21 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -44,8 +57,10 @@ class Metrics:
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
         matcher_up = Gauge(
-            "matchwire_gateway_matcher_up", "1 when the symbol's matcher answers",
-            ("symbol",), registry=self.registry,
+            "matchwire_gateway_matcher_up",
+            "1 when the symbol's matcher answers",
+            ("symbol",),
+            registry=self.registry,
         )
         for symbol in up:
             matcher_up.labels(symbol).set_function(_reader(up, symbol))
@@ -81,23 +96,27 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "matchwire_gateway_requests", "REST requests answered, by endpoint and status",
+            "matchwire_gateway_requests",
+            "REST requests answered, by endpoint and status",
             labels=("endpoint", "status"),
         )
         for (endpoint, status), (count, created) in self.metrics.requests.items():
             requests.add_metric((endpoint, str(status)), count, created=created)
         yield requests
         latency = HistogramMetricFamily(
-            "matchwire_gateway_request_seconds", "REST request latency, by endpoint",
+            "matchwire_gateway_request_seconds",
+            "REST request latency, by endpoint",
             labels=("endpoint",),
         )
         for endpoint, histogram in self.metrics.latency.items():
             counts = histogram[:-2]
             cumulative = [sum(counts[: index + 1]) for index in range(len(counts))]
-            latency.add_metric((endpoint,), list(zip(BUCKET_LABELS, cumulative, strict=True)),
-                               histogram[-2])
-            latency.add_sample("matchwire_gateway_request_seconds_created",
-                               {"endpoint": endpoint}, histogram[-1])
+            latency.add_metric(
+                (endpoint,), list(zip(BUCKET_LABELS, cumulative, strict=True)), histogram[-2]
+            )
+            latency.add_sample(
+                "matchwire_gateway_request_seconds_created", {"endpoint": endpoint}, histogram[-1]
+            )
         yield latency
 
 

@@ -103,7 +103,8 @@ def _bounded(default: int) -> dict[str, Any]:
 # portable pattern says that, so it is a format of this API's own.
 IDENTIFIER = {"type": "string", "format": "printable", "minLength": 1, "maxLength": MAX_ID_CHARS}
 ACCOUNT_QUERY = Query(
-    "account", IDENTIFIER,
+    "account",
+    IDENTIFIER,
     "auth off: the account to act for (default anonymous); auth on: the key's, if given",
 )
 NEW_ORDER_TYPES = tuple(n for code, n in enumerate(ORDER_TYPE_NAMES) if code not in STOP_TYPES)
@@ -112,128 +113,252 @@ STOP_ORDER_TYPES = tuple(ORDER_TYPE_NAMES[code] for code in STOP_TYPES)
 ENDPOINTS: tuple[Endpoint, ...] = (
     # The order endpoints first: routes are matched in order.
     Endpoint(
-        "POST", "/submit_order", "submit_order", "Submit an order",
-        {JSON: "Order"}, account=True, matcher=True,
-        body=Body(NEW_ORDER_FIELDS, ("symbol", "order_type", "side", "quantity"),
-                  NEW_ORDER_TYPES, {"order_type": "limit", "side": "buy", "price": "100",
-                                    "quantity": "1", "client_order_id": "my-order-1"}),
-        errors={400: "off the symbol's grid or bounds, or a conflict of fields",
-                409: "duplicate client_order_id"},
+        "POST",
+        "/submit_order",
+        "submit_order",
+        "Submit an order",
+        {JSON: "Order"},
+        account=True,
+        matcher=True,
+        body=Body(
+            NEW_ORDER_FIELDS,
+            ("symbol", "order_type", "side", "quantity"),
+            NEW_ORDER_TYPES,
+            {
+                "order_type": "limit",
+                "side": "buy",
+                "price": "100",
+                "quantity": "1",
+                "client_order_id": "my-order-1",
+            },
+        ),
+        errors={
+            400: "off the symbol's grid or bounds, or a conflict of fields",
+            409: "duplicate client_order_id",
+        },
         description="A market, limit, ioc or fok order; it matches at once. The answer "
         "is the order with its trades.",
     ),
     Endpoint(
-        "POST", "/cancel_order", "cancel_order", "Cancel an order",
-        {JSON: "Order"}, account=True, matcher=True,
+        "POST",
+        "/cancel_order",
+        "cancel_order",
+        "Cancel an order",
+        {JSON: "Order"},
+        account=True,
+        matcher=True,
         body=Body(CANCEL_FIELDS, ("symbol",), example={"order_id": 1}),
-        errors={400: "both or neither of order_id and client_order_id",
-                404: "no such order for this account", 409: "order_not_open (finished)"},
+        errors={
+            400: "both or neither of order_id and client_order_id",
+            404: "no such order for this account",
+            409: "order_not_open (finished)",
+        },
         description="A live or pending order of the caller, named by exactly one of "
         "order_id and client_order_id; the answer has status cancelled.",
     ),
     Endpoint(
-        "POST", "/cancel_all", "cancel_all", "Cancel all open orders",
-        {JSON: "Cancelled"}, account=True, matcher=True,
+        "POST",
+        "/cancel_all",
+        "cancel_all",
+        "Cancel all open orders",
+        {JSON: "Cancelled"},
+        account=True,
+        matcher=True,
         body=Body(CANCEL_ALL_FIELDS, ("symbol",), example={"side": "buy"}),
         description="Every open order and pending stop of the caller on the symbol "
         "(optionally one side), as one journaled command: all or nothing, in order id "
         "order. The answer lists the orders it cancelled (possibly none).",
     ),
     Endpoint(
-        "POST", "/amend_order", "amend_order", "Amend an order",
-        {JSON: "Order"}, account=True, matcher=True,
-        body=Body(AMEND_FIELDS, ("symbol",),
-                  example={"order_id": 1, "quantity": "2"}),
-        errors={400: "off the grid or bounds, stop_not_amendable, post_only_would_take, "
-                "both or neither of order_id and client_order_id",
-                404: "no such order for this account", 409: "order_not_open"},
+        "POST",
+        "/amend_order",
+        "amend_order",
+        "Amend an order",
+        {JSON: "Order"},
+        account=True,
+        matcher=True,
+        body=Body(AMEND_FIELDS, ("symbol",), example={"order_id": 1, "quantity": "2"}),
+        errors={
+            400: "off the grid or bounds, stop_not_amendable, post_only_would_take, "
+            "both or neither of order_id and client_order_id",
+            404: "no such order for this account",
+            409: "order_not_open",
+        },
         description="The order is named by exactly one of order_id and client_order_id. "
         "quantity is the new total and must exceed filled_quantity. A decrease at the "
         "same price keeps time priority; a price change or an increase re-queues.",
     ),
     Endpoint(
-        "POST", "/submit_stop_order", "submit_stop_order", "Submit a stop order",
-        {JSON: "Order"}, account=True, matcher=True,
-        body=Body(NEW_STOP_FIELDS, ("symbol", "order_type", "side", "quantity", "stop_price"),
-                  STOP_ORDER_TYPES, {"order_type": "stop_limit", "side": "buy",
-                                     "stop_price": "110", "price": "111", "quantity": "1"}),
-        errors={400: "off the grid or bounds, would_trigger_immediately",
-                409: "duplicate client_order_id"},
-        description="A stop_loss, stop_limit or take_profit order; the answer has status "
-        "pending.",
+        "POST",
+        "/submit_stop_order",
+        "submit_stop_order",
+        "Submit a stop order",
+        {JSON: "Order"},
+        account=True,
+        matcher=True,
+        body=Body(
+            NEW_STOP_FIELDS,
+            ("symbol", "order_type", "side", "quantity", "stop_price"),
+            STOP_ORDER_TYPES,
+            {
+                "order_type": "stop_limit",
+                "side": "buy",
+                "stop_price": "110",
+                "price": "111",
+                "quantity": "1",
+            },
+        ),
+        errors={
+            400: "off the grid or bounds, would_trigger_immediately",
+            409: "duplicate client_order_id",
+        },
+        description="A stop_loss, stop_limit or take_profit order; the answer has status pending.",
     ),
     Endpoint(
         # `path`: a client_order_id may hold any printable character, "/" included.
-        "GET", "/orders/{symbol}/client/{client_order_id:path}", "get_order_by_client_id",
-        "Get an order by client_order_id", {JSON: "Order"}, (ACCOUNT_QUERY,), account=True,
-        matcher=True, errors={404: "no such order for this account"},
+        "GET",
+        "/orders/{symbol}/client/{client_order_id:path}",
+        "get_order_by_client_id",
+        "Get an order by client_order_id",
+        {JSON: "Order"},
+        (ACCOUNT_QUERY,),
+        account=True,
+        matcher=True,
+        errors={404: "no such order for this account"},
         description="Live, or among the symbol's last 100,000 finished orders.",
     ),
     Endpoint(
-        "GET", "/orders/{symbol}/{order_id}", "get_order", "Get an order",
-        {JSON: "Order"}, (ACCOUNT_QUERY,), account=True, matcher=True,
+        "GET",
+        "/orders/{symbol}/{order_id}",
+        "get_order",
+        "Get an order",
+        {JSON: "Order"},
+        (ACCOUNT_QUERY,),
+        account=True,
+        matcher=True,
         errors={404: "no such order for this account"},
     ),
     Endpoint(
-        "GET", "/orders/{symbol}", "list_orders", "List the caller's orders",
+        "GET",
+        "/orders/{symbol}",
+        "list_orders",
+        "List the caller's orders",
         {JSON: "OrderList"},
-        (Query("status", {"type": "string", "enum": ["open", "all"]},
-               "open: the open orders only; all (the default): open then recent"),
-         Query("limit", _bounded(1000)), ACCOUNT_QUERY),
-        account=True, matcher=True,
+        (
+            Query(
+                "status",
+                {"type": "string", "enum": ["open", "all"]},
+                "open: the open orders only; all (the default): open then recent",
+            ),
+            Query("limit", _bounded(1000)),
+            ACCOUNT_QUERY,
+        ),
+        account=True,
+        matcher=True,
     ),
     Endpoint(
-        "GET", "/orderbook/{symbol}", "orderbook", "Order book depth",
-        {JSON: "OrderBook"}, (Query("depth", _bounded(10), "levels per side"),),
-        matcher=True, description="Aggregated levels [price, quantity], best first.",
+        "GET",
+        "/orderbook/{symbol}",
+        "orderbook",
+        "Order book depth",
+        {JSON: "OrderBook"},
+        (Query("depth", _bounded(10), "levels per side"),),
+        matcher=True,
+        description="Aggregated levels [price, quantity], best first.",
     ),
     Endpoint(
-        "GET", "/bbo/{symbol}", "bbo", "Best bid and offer",
-        {JSON: "Bbo"}, matcher=True, description="A side's price and quantity are null "
-        "when that side is empty.",
+        "GET",
+        "/bbo/{symbol}",
+        "bbo",
+        "Best bid and offer",
+        {JSON: "Bbo"},
+        matcher=True,
+        description="A side's price and quantity are null when that side is empty.",
     ),
     Endpoint(
-        "GET", "/trades/{symbol}", "trades", "Recent trades",
+        "GET",
+        "/trades/{symbol}",
+        "trades",
+        "Recent trades",
         {JSON: "TradeList", "text/csv": TEXT},
-        (Query("limit", _bounded(50)),
-         Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
-               "csv: text/csv with a header row")),
-        matcher=True, description="Newest first.",
+        (
+            Query("limit", _bounded(50)),
+            Query(
+                "format",
+                {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                "csv: text/csv with a header row",
+            ),
+        ),
+        matcher=True,
+        description="Newest first.",
     ),
     Endpoint(
-        "GET", "/candles/{symbol}", "candles", "Candles",
+        "GET",
+        "/candles/{symbol}",
+        "candles",
+        "Candles",
         {JSON: "CandleList"},
-        (Query("interval", {"type": "string", "enum": list(INTERVALS), "default": "1m"}),
-         Query("limit", _bounded(500)),
-         Query("start", {"type": "string", "format": "date-time"},
-               "the oldest open_time (ISO 8601; no offset: UTC)"),
-         Query("end", {"type": "string", "format": "date-time"}, "the newest open_time")),
-        matcher=True, description="OHLCV candles of an interval, oldest first: the newest "
+        (
+            Query("interval", {"type": "string", "enum": list(INTERVALS), "default": "1m"}),
+            Query("limit", _bounded(500)),
+            Query(
+                "start",
+                {"type": "string", "format": "date-time"},
+                "the oldest open_time (ISO 8601; no offset: UTC)",
+            ),
+            Query("end", {"type": "string", "format": "date-time"}, "the newest open_time"),
+        ),
+        matcher=True,
+        description="OHLCV candles of an interval, oldest first: the newest "
         "`limit` whose open_time is within [start, end]. Built from the trades as replayed "
         "state; an interval with no trade has no candle.",
     ),
     Endpoint(
-        "GET", "/ticker/{symbol}", "ticker", "24-hour ticker", {JSON: "Ticker"},
-        matcher=True, description="The rolling 24 hours to the minute, from the 1-minute "
+        "GET",
+        "/ticker/{symbol}",
+        "ticker",
+        "24-hour ticker",
+        {JSON: "Ticker"},
+        matcher=True,
+        description="The rolling 24 hours to the minute, from the 1-minute "
         "candles, with the last price and the BBO.",
     ),
     Endpoint(
-        "GET", "/health", "health", "Health", {JSON: "Health"}, answer_statuses=(200, 503),
+        "GET",
+        "/health",
+        "health",
+        "Health",
+        {JSON: "Health"},
+        answer_statuses=(200, 503),
         errors={503: "status degraded: a matcher or the feed hub is down"},
-        description="Every matcher and the feed hub; 503 (status degraded) when any is "
-        "down.",
+        description="Every matcher and the feed hub; 503 (status degraded) when any is down.",
     ),
     Endpoint(
-        "GET", "/", "root", "Exchange information", {JSON: "Exchange"},
+        "GET",
+        "/",
+        "root",
+        "Exchange information",
+        {JSON: "Exchange"},
         description="Name, version, feed_url and each symbol's rules and endpoints; more "
         "fields may be added.",
     ),
-    Endpoint("GET", "/metrics", "metrics", "Prometheus metrics", {"text/plain": TEXT},
-             handler="metrics_text"),
-    Endpoint("GET", "/openapi.json", "openapi", "This document", {JSON: None},
-             handler="openapi_json"),
     Endpoint(
-        "GET", "/test", "dashboard", "Dashboard", {"text/html": TEXT},
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        {"text/plain": TEXT},
+        handler="metrics_text",
+    ),
+    Endpoint(
+        "GET", "/openapi.json", "openapi", "This document", {JSON: None}, handler="openapi_json"
+    ),
+    Endpoint(
+        "GET",
+        "/test",
+        "dashboard",
+        "Dashboard",
+        {"text/html": TEXT},
         errors={404: "the dashboard is not installed"},
     ),
 )
@@ -246,7 +371,9 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 
 # Body fields whose values are names, and the names they take.
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
-    "side": SIDE_NAMES, "time_in_force": TIF_NAMES, "stp": STP_NAMES,
+    "side": SIDE_NAMES,
+    "time_in_force": TIF_NAMES,
+    "stp": STP_NAMES,
 }
 FIELD_TEXT = {
     "account": ACCOUNT_QUERY.description,
@@ -254,8 +381,10 @@ FIELD_TEXT = {
     "client_order_id": "the caller's own id, unique among its orders of the symbol",
     "quantity": "amend: the new total quantity",
 }
-DECIMAL_TEXT = "a plain decimal: a string such as \"123\" or \"0.5\", or a JSON number " \
+DECIMAL_TEXT = (
+    'a plain decimal: a string such as "123" or "0.5", or a JSON number '
     "written the same way (no sign or exponent)"
+)
 
 
 def query_parameters(method: str, path: str) -> frozenset[str]:
@@ -272,8 +401,10 @@ def path_parameter_names(path: str) -> list[str]:
 
 def document_path(path: str) -> str:
     """The route's template as OpenAPI writes it: Starlette's `{name:path}` is `{name}`."""
-    return "/".join(f"{{{part[1:-1].split(':')[0]}}}" if part.startswith("{") else part
-                    for part in path.split("/"))
+    return "/".join(
+        f"{{{part[1:-1].split(':')[0]}}}" if part.startswith("{") else part
+        for part in path.split("/")
+    )
 
 
 # -- the document --------------------------------------------------------------------
@@ -300,8 +431,13 @@ def _kind_schema(kind: Any) -> dict[str, Any]:
     if kind == "timestamp":
         return {"type": "string", "format": "date-time"}
     if kind == "levels":
-        level = {"type": "array", "minItems": 2, "maxItems": 2,
-                 "items": _kind_schema("decimal"), "description": "[price, quantity]"}
+        level = {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 2,
+            "items": _kind_schema("decimal"),
+            "description": "[price, quantity]",
+        }
         return {"type": "array", "items": level}
     if kind in SHAPES:
         return {"type": "array", "items": _ref(kind)}
@@ -395,8 +531,10 @@ def error_statuses(endpoint: Endpoint, auth: bool, rate_limited: bool) -> dict[i
     if endpoint.query:
         reasons[400].append("a query parameter out of its range")
     if endpoint.body is not None:
-        reasons[400].append("a body that is not a JSON object, with an unknown or "
-                            "repeated field, or a field of the wrong type or value")
+        reasons[400].append(
+            "a body that is not a JSON object, with an unknown or "
+            "repeated field, or a field of the wrong type or value"
+        )
         reasons[413] = [f"a body over {MAX_BODY_BYTES} bytes"]
     if endpoint.account and auth:
         reasons[401] = ["a missing or unknown X-API-Key, or one naming another account"]
@@ -405,8 +543,10 @@ def error_statuses(endpoint: Endpoint, auth: bool, rate_limited: bool) -> dict[i
     if "{symbol}" in endpoint.path or (endpoint.body and "symbol" in endpoint.body.fields):
         reasons[404] = ["unknown symbol"]
     if endpoint.matcher and endpoint.body is not None:  # an order endpoint (docs/api.md)
-        reasons[503] = ["not executed: matcher_timeout, deadline_exceeded or "
-                        "journal_unavailable; outcome unknown: matcher_unavailable"]
+        reasons[503] = [
+            "not executed: matcher_timeout, deadline_exceeded or "
+            "journal_unavailable; outcome unknown: matcher_unavailable"
+        ]
     elif endpoint.matcher:
         reasons[503] = ["the matcher did not answer in time: retry"]
     for status, reason in endpoint.errors.items():
@@ -414,39 +554,50 @@ def error_statuses(endpoint: Endpoint, auth: bool, rate_limited: bool) -> dict[i
     return {status: "; ".join(texts) for status, texts in sorted(reasons.items())}
 
 
-def operation(endpoint: Endpoint, symbols: list[str], auth: bool, rate_limited: bool) -> dict[str, Any]:
+def operation(
+    endpoint: Endpoint, symbols: list[str], auth: bool, rate_limited: bool
+) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = []
     for name in path_parameter_names(endpoint.path):
         schema = {"type": "string", "enum": symbols} if name == "symbol" else PATH_PARAMETERS[name]
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     for query in endpoint.query:
-        parameter = {"name": query.name, "in": "query", "required": False,
-                     "schema": query.schema}
+        parameter = {"name": query.name, "in": "query", "required": False, "schema": query.schema}
         if query.description:
             parameter["description"] = query.description
         parameters.append(parameter)
     responses: dict[str, Any] = {}
     for status in endpoint.answer_statuses:
-        responses[str(status)] = {"description": endpoint.summary,
-                                  "content": _content(endpoint.answer)}
+        responses[str(status)] = {
+            "description": endpoint.summary,
+            "content": _content(endpoint.answer),
+        }
     for status, reason in error_statuses(endpoint, auth, rate_limited).items():
         if str(status) in responses:
             responses[str(status)]["description"] += f"; {reason}"
             continue
-        responses[str(status)] = {"description": reason,
-                                  "content": {JSON: {"schema": _ref("Error")}}}
+        responses[str(status)] = {
+            "description": reason,
+            "content": {JSON: {"schema": _ref("Error")}},
+        }
         if status == 429:
-            responses["429"]["headers"] = {"Retry-After": {
-                "required": True, "description": "whole seconds",
-                "schema": {"type": "integer", "minimum": 1}}}
+            responses["429"]["headers"] = {
+                "Retry-After": {
+                    "required": True,
+                    "description": "whole seconds",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
     result: dict[str, Any] = {"operationId": endpoint.name, "summary": endpoint.summary}
     if endpoint.description:
         result["description"] = endpoint.description
     if parameters:
         result["parameters"] = parameters
     if endpoint.body is not None:
-        result["requestBody"] = {"required": True, "content": {
-            JSON: {"schema": body_schema(endpoint.body, symbols)}}}
+        result["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": body_schema(endpoint.body, symbols)}},
+        }
     if endpoint.account and auth:
         result["security"] = [{API_KEY: []}]
     result["responses"] = dict(sorted(responses.items()))
@@ -454,7 +605,10 @@ def operation(endpoint: Endpoint, symbols: list[str], auth: bool, rate_limited: 
 
 
 def document(
-    symbols: Iterable[str], version: str, auth: bool = False, rate_limited: bool = False,
+    symbols: Iterable[str],
+    version: str,
+    auth: bool = False,
+    rate_limited: bool = False,
     endpoints: Iterable[Endpoint] = ENDPOINTS,
 ) -> dict[str, Any]:
     """The OpenAPI 3.0 document of `endpoints` for a gateway with these symbols and auth."""
@@ -462,7 +616,8 @@ def document(
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(document_path(endpoint.path), {})[endpoint.method.lower()] = operation(
-            endpoint, names, auth, rate_limited)
+            endpoint, names, auth, rate_limited
+        )
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -470,14 +625,16 @@ def document(
             "version": version,
             "description": "Decimals are plain decimal strings in answers; requests "
             "take strings or JSON numbers. Auth is "
-            + ("on: the order endpoints need an X-API-Key header." if auth else
-               "off: a request names its account (default anonymous).")
+            + (
+                "on: the order endpoints need an X-API-Key header."
+                if auth
+                else "off: a request names its account (default anonymous)."
+            )
             + " See docs/api.md.",
         },
         "paths": paths,
         "components": {
             "schemas": {name: shape_schema(name) for name in SHAPES},
-            "securitySchemes": {API_KEY: {"type": "apiKey", "in": "header",
-                                          "name": "X-API-Key"}},
+            "securitySchemes": {API_KEY: {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
     }

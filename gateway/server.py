@@ -77,15 +77,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="data folder (unused by the gateway)")
     parser.add_argument("--symbols", help="comma-separated symbols to route (default: all)")
     parser.add_argument(
-        "--matcher-timeout", type=float,
+        "--matcher-timeout",
+        type=float,
         help="seconds to wait for a matcher, sent as each command's deadline "
-             f"([server] matcher_timeout, default {DEFAULT_TIMEOUT:g})",
+        f"([server] matcher_timeout, default {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--gateway-link", choices=LINKS,
+        "--gateway-link",
+        choices=LINKS,
         help="the link to the matchers: zmtp (the accelerator), pyzmq (the library path, "
-             f"the only one under CURVE) or auto (the fastest that applies); default "
-             f"${LINK_ENV}, then [server] gateway_link, then auto",
+        f"the only one under CURVE) or auto (the fastest that applies); default "
+        f"${LINK_ENV}, then [server] gateway_link, then auto",
     )
     return parser.parse_args(argv)
 
@@ -93,8 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load(args: argparse.Namespace) -> SystemConfig:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     return load_config(
-        args.config, host=args.host, http_port=args.http_port, ws_port=args.ws_port,
-        zmq_port=args.zmq_port, data_dir=args.data_dir, symbols=symbols,
+        args.config,
+        host=args.host,
+        http_port=args.http_port,
+        ws_port=args.ws_port,
+        zmq_port=args.zmq_port,
+        data_dir=args.data_dir,
+        symbols=symbols,
         matcher_timeout=args.matcher_timeout,
         gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
     )
@@ -121,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
-    refusal = exposure("gateway", [rules.order_endpoint for rules in config.symbols.values()],
-                       bool(curve))
+    refusal = exposure(
+        "gateway", [rules.order_endpoint for rules in config.symbols.values()], bool(curve)
+    )
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
@@ -131,17 +139,32 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # Bound here rather than by uvicorn, which would log the failure and exit 1: a
         # busy port is a refusal to start (exit 2), not a crash to retry.
-        print(f"gateway: cannot listen on {config.host}:{config.http_port} "
-              f"(--http-port): {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"gateway: cannot listen on {config.host}:{config.http_port} "
+            f"(--http-port): {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
     app = create_app(config, matcher_timeout=config.matcher_timeout)
-    server = Server(uvicorn.Config(
-        app, host=config.host, port=config.http_port, loop="auto", http="auto",
-        log_level="warning", access_log=False, lifespan="on",
-    ))
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.http_port,
+            loop="auto",
+            http="auto",
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    )
     log.info(
-        "gateway on http://%s:%d for %s (auth %s, %s link)", config.host, config.http_port,
-        ", ".join(config.symbols), "on" if config.auth_enabled else "off", link,
+        "gateway on http://%s:%d for %s (auth %s, %s link)",
+        config.host,
+        config.http_port,
+        ", ".join(config.symbols),
+        "on" if config.auth_enabled else "off",
+        link,
     )
     server.run(sockets=[sock])
     log.info("gateway stopped")

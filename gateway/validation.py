@@ -33,21 +33,38 @@ ORDER_ID = 3  # a positive 63-bit integer (a JSON integer or a string of digits)
 MAX_ORDER_ID = 2**63 - 1
 
 NEW_ORDER_FIELDS = {
-    "symbol": NAME, "account": NAME, "order_type": NAME, "side": NAME,
-    "quantity": DECIMAL, "price": DECIMAL, "time_in_force": NAME, "post_only": FLAG,
-    "client_order_id": NAME, "stp": NAME,
+    "symbol": NAME,
+    "account": NAME,
+    "order_type": NAME,
+    "side": NAME,
+    "quantity": DECIMAL,
+    "price": DECIMAL,
+    "time_in_force": NAME,
+    "post_only": FLAG,
+    "client_order_id": NAME,
+    "stp": NAME,
 }
 NEW_STOP_FIELDS = {
-    "symbol": NAME, "account": NAME, "order_type": NAME, "side": NAME,
-    "quantity": DECIMAL, "stop_price": DECIMAL, "price": DECIMAL,
-    "client_order_id": NAME, "stp": NAME,
+    "symbol": NAME,
+    "account": NAME,
+    "order_type": NAME,
+    "side": NAME,
+    "quantity": DECIMAL,
+    "stop_price": DECIMAL,
+    "price": DECIMAL,
+    "client_order_id": NAME,
+    "stp": NAME,
 }
 # An order is named by order_id or by client_order_id: the matcher checks that exactly
 # one is given (matcher/validation.py), so the rule and its message live in one place.
 CANCEL_FIELDS = {"symbol": NAME, "account": NAME, "order_id": ORDER_ID, "client_order_id": NAME}
 AMEND_FIELDS = {
-    "symbol": NAME, "account": NAME, "order_id": ORDER_ID, "client_order_id": NAME,
-    "quantity": DECIMAL, "price": DECIMAL,
+    "symbol": NAME,
+    "account": NAME,
+    "order_id": ORDER_ID,
+    "client_order_id": NAME,
+    "quantity": DECIMAL,
+    "price": DECIMAL,
 }
 CANCEL_ALL_FIELDS = {"symbol": NAME, "account": NAME, "side": NAME}
 
@@ -128,7 +145,9 @@ def check_query(items: Iterable[tuple[str, str]], accepted: Collection[str]) -> 
     for name, _ in items:
         if name not in accepted:
             takes = ", ".join(sorted(accepted)) if accepted else "no query parameters"
-            raise invalid_field(f"unknown query parameter {shown(name)}; this endpoint takes {takes}")
+            raise invalid_field(
+                f"unknown query parameter {shown(name)}; this endpoint takes {takes}"
+            )
         if name in seen:
             raise invalid_field(f"query parameter {shown(name)} is given more than once")
         seen.add(name)

@@ -66,8 +66,11 @@ class _Socket:
             if len(frames) == 1:
                 reply(frames[0])
             else:  # no matcher reply is more than one frame
-                log.warning("matcher link %s: dropped a message of %d frames (a reply is "
-                            "one)", self.link.endpoint, len(frames))
+                log.warning(
+                    "matcher link %s: dropped a message of %d frames (a reply is one)",
+                    self.link.endpoint,
+                    len(frames),
+                )
 
     async def _watch(self) -> None:
         while True:
@@ -97,7 +100,10 @@ class PyzmqLink(Correlator):
     """One pyzmq DEALER to one matcher (see the module docstring)."""
 
     def __init__(
-        self, endpoint: str, timeout: float = 2.0, grace: float = DEADLINE_GRACE,
+        self,
+        endpoint: str,
+        timeout: float = 2.0,
+        grace: float = DEADLINE_GRACE,
         curve: CurveKeys | None = None,
     ) -> None:
         super().__init__(endpoint, timeout, grace)

@@ -136,26 +136,37 @@ def _select() -> Selection:
             modules = _load(folder)
         except ImportError as exc:
             if require:
-                raise ImportError(f"MATCHWIRE_REQUIRE_COMPILED=1: the compiled build in "
-                                  f"{folder} does not import: {exc}") from exc
+                raise ImportError(
+                    f"MATCHWIRE_REQUIRE_COMPILED=1: the compiled build in "
+                    f"{folder} does not import: {exc}"
+                ) from exc
             selection.reason = f"the compiled build in {folder} does not import: {exc}"
-            warnings.warn(f"matchwire: {selection.reason}; running the pure build",
-                          StaleBuildWarning, stacklevel=2)
+            warnings.warn(
+                f"matchwire: {selection.reason}; running the pure build",
+                StaleBuildWarning,
+                stacklevel=2,
+            )
             return selection
         selection.build, selection.folder, selection.info = "compiled", folder, info
         selection.modules, selection.reason = modules, "built from this source"
         return selection
     if stale:  # the failed install of this very source said more than "stale"
         if not selection.reason.startswith("installed without"):
-            selection.reason = (f"the compiled build in {stale[0]} was built from other "
-                                "sources (rebuild: pip install .)")
+            selection.reason = (
+                f"the compiled build in {stale[0]} was built from other "
+                "sources (rebuild: pip install .)"
+            )
     if require:
         looked = ", ".join(str(path) for path in candidate_dirs())
-        raise ImportError(f"MATCHWIRE_REQUIRE_COMPILED=1 but {selection.reason} "
-                          f"(looked in {looked})")
+        raise ImportError(
+            f"MATCHWIRE_REQUIRE_COMPILED=1 but {selection.reason} (looked in {looked})"
+        )
     if stale:
-        warnings.warn(f"matchwire: {selection.reason}; running the pure build",
-                      StaleBuildWarning, stacklevel=2)
+        warnings.warn(
+            f"matchwire: {selection.reason}; running the pure build",
+            StaleBuildWarning,
+            stacklevel=2,
+        )
     return selection
 
 

@@ -43,8 +43,18 @@ class Order:
     """
 
     __slots__ = (
-        "order_id", "account", "price", "quantity", "leaves", "status", "kind",
-        "timestamp", "client_order_id", "stop_price", "trades", "reason",
+        "order_id",
+        "account",
+        "price",
+        "quantity",
+        "leaves",
+        "status",
+        "kind",
+        "timestamp",
+        "client_order_id",
+        "stop_price",
+        "trades",
+        "reason",
     )
 
     def __init__(
@@ -106,9 +116,19 @@ class Order:
         """Every field, for snapshots and state hashes (trades by id only)."""
         trade_ids = [trade[1] for trade in self.trades] if self.trades else None
         return (
-            self.order_id, self.account, self.side, self.price, self.quantity, self.leaves,
-            self.status, self.kind, self.timestamp, self.client_order_id, self.stop_price,
-            trade_ids, self.reason,
+            self.order_id,
+            self.account,
+            self.side,
+            self.price,
+            self.quantity,
+            self.leaves,
+            self.status,
+            self.kind,
+            self.timestamp,
+            self.client_order_id,
+            self.stop_price,
+            trade_ids,
+            self.reason,
         )
 
     def __repr__(self) -> str:
@@ -259,7 +279,8 @@ class Book:
                 dead = [order for order in level.orders if not is_live(order)]
                 for order in dead:
                     assert self.orders.get(order.order_id) is not order, (
-                        f"finished order {order.order_id} still indexed")
+                        f"finished order {order.order_id} still indexed"
+                    )
                 assert len(dead) == level.dead, f"level {price} dead count {level.dead}"
                 for order in level.live_orders():
                     assert order.side == book_side.side, f"order {order.order_id} on wrong side"

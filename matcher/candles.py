@@ -37,8 +37,16 @@ LONGER = tuple(name for name in INTERVALS if name != "1s")
 
 def merged(first: Candle, later: Candle) -> Candle:
     """Two candles of one interval, `later` after `first`: one candle."""
-    return (first[0], first[1], max(first[2], later[2]), min(first[3], later[3]), later[4],
-            first[5] + later[5], first[6] + later[6], first[7] + later[7])
+    return (
+        first[0],
+        first[1],
+        max(first[2], later[2]),
+        min(first[3], later[3]),
+        later[4],
+        first[5] + later[5],
+        first[6] + later[6],
+        first[7] + later[7],
+    )
 
 
 def rebased(candle: Candle, length: int) -> Candle:
@@ -74,8 +82,16 @@ class Candles:
             return
         if second is not None:
             self._close_second()
-        self.second = [ts - ts % 1_000_000, price, price, price, price, quantity,
-                       price * quantity, 1]
+        self.second = [
+            ts - ts % 1_000_000,
+            price,
+            price,
+            price,
+            price,
+            quantity,
+            price * quantity,
+            1,
+        ]
 
     def _close_second(self) -> None:
         assert self.second is not None
@@ -109,8 +125,9 @@ class Candles:
             return [merged(current, piece)]
         return [current, piece]
 
-    def series(self, name: str, limit: int = 500, start: int | None = None,
-               end: int | None = None) -> list[Candle]:
+    def series(
+        self, name: str, limit: int = 500, start: int | None = None, end: int | None = None
+    ) -> list[Candle]:
         """Up to `limit` candles of the interval, oldest first: the newest ones whose
         open_time is within [start, end] (µs; either may be None). O(kept)."""
         candles = [*self.closed[name], *self._open_candles(name)]
@@ -139,7 +156,9 @@ class Candles:
         """Plain values for a snapshot; `from_state` rebuilds exactly this. Volumes are
         text: sums of lots and of ticks x lots can exceed msgpack's 64 bits."""
         return {
-            "closed": {name: [_stored(c) for c in candles] for name, candles in self.closed.items()},
+            "closed": {
+                name: [_stored(c) for c in candles] for name, candles in self.closed.items()
+            },
             "open": {name: _stored(c) for name, c in self.open.items() if c is not None},
             "second": None if self.second is None else _stored(self.second),
         }
@@ -171,8 +190,16 @@ def rescale_state(state: dict[str, Any], price_factor: int, quantity_factor: int
     p, q = price_factor, quantity_factor
 
     def row(r: tuple | list) -> tuple:
-        return (r[0], r[1] * p, r[2] * p, r[3] * p, r[4] * p, str(int(r[5]) * q),
-                str(int(r[6]) * p * q), r[7])
+        return (
+            r[0],
+            r[1] * p,
+            r[2] * p,
+            r[3] * p,
+            r[4] * p,
+            str(int(r[5]) * q),
+            str(int(r[6]) * p * q),
+            r[7],
+        )
 
     return {
         "closed": {name: [row(r) for r in rows] for name, rows in state["closed"].items()},

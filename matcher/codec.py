@@ -32,7 +32,9 @@ def array_header(size: int) -> bytes:
     """The msgpack header of an array of `size` items (for pre-packed messages)."""
     if size < 16:
         return _SMALL_ARRAYS[size]
-    return b"\xdc" + size.to_bytes(2, "big") if size < 0x10000 else b"\xdd" + size.to_bytes(4, "big")
+    return (
+        b"\xdc" + size.to_bytes(2, "big") if size < 0x10000 else b"\xdd" + size.to_bytes(4, "big")
+    )
 
 
 _SMALL_ARRAYS = [bytes((0x90 | size,)) for size in range(16)]
@@ -75,7 +77,9 @@ class BadRequest(ValueError):
 
     def __init__(self, message: str, req_id: Any = None) -> None:
         super().__init__(message)
-        self.req_id = req_id if isinstance(req_id, (int, str)) and not isinstance(req_id, bool) else None
+        self.req_id = (
+            req_id if isinstance(req_id, (int, str)) and not isinstance(req_id, bool) else None
+        )
 
 
 class _RepeatedKey(Exception):

@@ -172,8 +172,13 @@ class ConfigError(ValueError):
 
 # The keys of a [symbols.X] table besides the rules (matcher/rules.py names those).
 RULE_KEYS = (
-    "tick_size", "lot_size", "min_quantity", "max_price", "max_quantity",
-    "maker_fee_rate", "taker_fee_rate",
+    "tick_size",
+    "lot_size",
+    "min_quantity",
+    "max_price",
+    "max_quantity",
+    "maker_fee_rate",
+    "taker_fee_rate",
 )
 ENDPOINT_KEYS = ("order_endpoint", "feed_endpoint")
 SYMBOL_KEYS = RULE_KEYS + ENDPOINT_KEYS
@@ -232,10 +237,12 @@ def build_symbol(
         min_quantity=_decimal(rules.get("min_quantity", lot), f"{symbol}.min_quantity"),
         max_price=_decimal(rules.get("max_price", "10000000"), f"{symbol}.max_price"),
         max_quantity=_decimal(rules.get("max_quantity", "1000000"), f"{symbol}.max_quantity"),
-        maker_fee_rate=_rate(rules.get("maker_fee_rate", DEFAULT_MAKER_FEE_RATE),
-                             f"{symbol}.maker_fee_rate"),
-        taker_fee_rate=_rate(rules.get("taker_fee_rate", DEFAULT_TAKER_FEE_RATE),
-                             f"{symbol}.taker_fee_rate"),
+        maker_fee_rate=_rate(
+            rules.get("maker_fee_rate", DEFAULT_MAKER_FEE_RATE), f"{symbol}.maker_fee_rate"
+        ),
+        taker_fee_rate=_rate(
+            rules.get("taker_fee_rate", DEFAULT_TAKER_FEE_RATE), f"{symbol}.taker_fee_rate"
+        ),
         order_endpoint=str(rules.get("order_endpoint", f"tcp://{host}:{router_port}")),
         feed_endpoint=str(rules.get("feed_endpoint", f"tcp://{host}:{pub_port}")),
     )
@@ -335,9 +342,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     for section in raw:
         if section not in ("server", "symbols", "api_keys", "curve"):
             kind = "section" if isinstance(raw[section], dict) else "key"
-            raise ConfigError(f"{where}unknown {kind} {section!r} at the top level "
-                              f"(known sections: [server], [symbols.X], [api_keys.K], "
-                              f"[curve])")
+            raise ConfigError(
+                f"{where}unknown {kind} {section!r} at the top level "
+                f"(known sections: [server], [symbols.X], [api_keys.K], "
+                f"[curve])"
+            )
     known = _server_fields()
     server: dict[str, Any] = {}
     table = _table(raw, "server", where)
@@ -361,8 +370,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         if name not in DEFAULT_SYMBOLS:
             missing = [key for key in ("tick_size", "lot_size") if key not in rules]
             if missing:
-                raise ConfigError(f"{where}[symbols.{name}] must state {' and '.join(missing)}"
-                                  f" ({name} is not a built-in symbol)")
+                raise ConfigError(
+                    f"{where}[symbols.{name}] must state {' and '.join(missing)}"
+                    f" ({name} is not a built-in symbol)"
+                )
         symbol_rules[name] = rules
     if not symbol_rules:
         symbol_rules = {name: {} for name in DEFAULT_SYMBOLS}
@@ -370,9 +381,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     for name in wanted or ():
         if name not in symbol_rules:
             if name not in DEFAULT_SYMBOLS:
-                raise ConfigError(f"{where}symbol {name!r} is not configured and not built in "
-                                  f"(built in: {', '.join(DEFAULT_SYMBOLS)}): add a "
-                                  f"[symbols.{name}] table with tick_size and lot_size")
+                raise ConfigError(
+                    f"{where}symbol {name!r} is not configured and not built in "
+                    f"(built in: {', '.join(DEFAULT_SYMBOLS)}): add a "
+                    f"[symbols.{name}] table with tick_size and lot_size"
+                )
             symbol_rules[name] = {}  # a built-in symbol named on the command line
     # Ports follow each symbol's place in the full list, so one matcher started alone
     # binds the same endpoints as when the whole system starts.
@@ -380,14 +393,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     for i, (name, rules) in enumerate(symbol_rules.items()):
         if not wanted or name in wanted:
             try:
-                symbols[name] = build_symbol(name, rules, host, zmq_port + 2 * i,
-                                             zmq_port + 2 * i + 1)
+                symbols[name] = build_symbol(
+                    name, rules, host, zmq_port + 2 * i, zmq_port + 2 * i + 1
+                )
             except ConfigError as exc:
                 raise ConfigError(f"{where}[symbols.{name}] {exc}") from None
             if metrics_port:
                 if metrics_port + i > 65535:
-                    raise ConfigError(f"{where}[server] metrics_port {metrics_port} + {i} "
-                                      f"(the index of {name}) is past port 65535")
+                    raise ConfigError(
+                        f"{where}[server] metrics_port {metrics_port} + {i} "
+                        f"(the index of {name}) is past port 65535"
+                    )
                 symbols[name] = replace(symbols[name], metrics_port=metrics_port + i)
     api_keys = {}
     for key, entry in _table(raw, "api_keys", where).items():
@@ -399,22 +415,33 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
         if not isinstance(account, str) or not account:
             raise ConfigError(f"{where}[{section}] account must be a non-empty string")
         rate = entry.get("rate_limit")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                 or not math.isfinite(rate) or rate <= 0):
-            raise ConfigError(f"{where}[{section}] rate_limit must be a positive number, "
-                              f"not {rate!r}")
+        if rate is not None and (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise ConfigError(
+                f"{where}[{section}] rate_limit must be a positive number, not {rate!r}"
+            )
         burst = entry.get("burst")
-        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)
-                                  or burst < 1):
-            raise ConfigError(f"{where}[{section}] burst must be a positive integer, "
-                              f"not {burst!r}")
-        api_keys[key] = ApiKey(key=key, account=account,
-                               rate_limit=float(rate) if rate is not None else None,
-                               burst=burst)
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, int) or burst < 1
+        ):
+            raise ConfigError(f"{where}[{section}] burst must be a positive integer, not {burst!r}")
+        api_keys[key] = ApiKey(
+            key=key,
+            account=account,
+            rate_limit=float(rate) if rate is not None else None,
+            burst=burst,
+        )
     curve_table = raw.get("curve")
     try:
-        curve = (parse_curve(curve_table, Path(path).parent if path else Path("."))
-                 if curve_table else None)
+        curve = (
+            parse_curve(curve_table, Path(path).parent if path else Path("."))
+            if curve_table
+            else None
+        )
     except ValueError as exc:
         raise ConfigError(f"{where}{exc}") from None
     return SystemConfig(**server, symbols=symbols, api_keys=api_keys, curve=curve)

@@ -96,7 +96,9 @@ class Peers:
             self._logged_at = now
             logging.getLogger("matchwire.matcher").warning(
                 "CURVE: refused a connection from the unlisted key %s (%d refusals so far)",
-                z85_key, self._refusals)
+                z85_key,
+                self._refusals,
+            )
         return False
 
 
@@ -144,8 +146,10 @@ def exposure(what: str, endpoints: list[str], curve: bool) -> str | None:
     exposed = [endpoint for endpoint in endpoints if beyond_loopback(endpoint)]
     if not exposed:
         return None
-    return (f"{what}: refusing {', '.join(exposed)} beyond loopback without CurveZMQ: "
-            "configure [curve] (docs/operations.md) or use 127.0.0.1")
+    return (
+        f"{what}: refusing {', '.join(exposed)} beyond loopback without CurveZMQ: "
+        "configure [curve] (docs/operations.md) or use 127.0.0.1"
+    )
 
 
 @dataclass(frozen=True)

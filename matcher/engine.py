@@ -93,9 +93,27 @@ NO_CANDLES_VERSION = 1
 # Every attribute of an Engine but its handlers (Engine._rules copies them from a rebuilt
 # engine; tests/matcher/test_engine.py checks the list is complete).
 STATE_ATTRIBUTES = (
-    "maker_rate", "taker_rate", "book", "seq", "ts", "book_seq", "trade_id", "last_price",
-    "stops", "rising_stops", "falling_stops", "finished", "finished_ids", "finished_window",
-    "client_ids", "recent_trades", "_low", "_high", "rules", "grid_units", "candles",
+    "maker_rate",
+    "taker_rate",
+    "book",
+    "seq",
+    "ts",
+    "book_seq",
+    "trade_id",
+    "last_price",
+    "stops",
+    "rising_stops",
+    "falling_stops",
+    "finished",
+    "finished_ids",
+    "finished_window",
+    "client_ids",
+    "recent_trades",
+    "_low",
+    "_high",
+    "rules",
+    "grid_units",
+    "candles",
 )
 
 Event = tuple
@@ -187,8 +205,20 @@ class Engine:
             )
 
     def _new_order(self, command: tuple) -> list[Event]:
-        (_, seq, ts, account, side, order_type, tif, price, quantity,
-         post_only, stp, client_order_id) = command
+        (
+            _,
+            seq,
+            ts,
+            account,
+            side,
+            order_type,
+            tif,
+            price,
+            quantity,
+            post_only,
+            stp,
+            client_order_id,
+        ) = command
         if client_order_id is not None:
             self._check_client_id(account, client_order_id)
             self.client_ids[(account, client_order_id)] = seq
@@ -200,9 +230,15 @@ class Engine:
             price = None
         self.seq = seq
         order = Order(
-            seq, account, side, price, quantity, NEW,
+            seq,
+            account,
+            side,
+            price,
+            quantity,
+            NEW,
             order_type | (tif << 3) | (stp << 5) | (128 if post_only else 0),
-            ts, client_order_id,
+            ts,
+            client_order_id,
         )
         if tif == GTC and price is not None:
             # Fast path (most orders): a limit order that does not cross just rests.
@@ -235,8 +271,19 @@ class Engine:
         return self._count_book_change(events)
 
     def _new_stop(self, command: tuple) -> list[Event]:
-        (_, seq, ts, account, side, order_type, stop_price, price, quantity,
-         stp, client_order_id) = command
+        (
+            _,
+            seq,
+            ts,
+            account,
+            side,
+            order_type,
+            stop_price,
+            price,
+            quantity,
+            stp,
+            client_order_id,
+        ) = command
         # The duplicate check comes first: a retried stop whose original already
         # triggered must answer 409, not would_trigger_immediately (docs/api.md).
         self._check_client_id(account, client_order_id)
@@ -253,8 +300,16 @@ class Engine:
             self.client_ids[(account, client_order_id)] = seq
         self.seq = seq
         order = Order(
-            seq, account, side, price, quantity, PENDING, pack_kind(order_type, GTC, stp, False),
-            ts, client_order_id, stop_price,
+            seq,
+            account,
+            side,
+            price,
+            quantity,
+            PENDING,
+            pack_kind(order_type, GTC, stp, False),
+            ts,
+            client_order_id,
+            stop_price,
         )
         self.stops[seq] = order
         (self.rising_stops if rising else self.falling_stops).add((stop_price, seq))
@@ -295,8 +350,16 @@ class Engine:
         order.status = CANCELLED
         order.reason = Code.USER_CANCELLED
         self._finish(order)
-        events.append((EV_ORDER, order.order_id, CANCELLED, order.quantity - order.leaves, 0,
-                       Code.USER_CANCELLED))
+        events.append(
+            (
+                EV_ORDER,
+                order.order_id,
+                CANCELLED,
+                order.quantity - order.leaves,
+                0,
+                Code.USER_CANCELLED,
+            )
+        )
 
     def _cancel_all(self, command: tuple) -> list[Event]:
         """Cancel every open order and pending stop of the account (on one side, unless
@@ -359,8 +422,9 @@ class Engine:
             state = self.export_state()
             symbol_rules.check_grid(state, change)
             if change.price_factor != 1 or change.quantity_factor != 1:
-                rebuilt = Engine.from_state(symbol_rules.rescale_state(state, change),
-                                            self.finished_window)
+                rebuilt = Engine.from_state(
+                    symbol_rules.rescale_state(state, change), self.finished_window
+                )
                 # from_state builds every attribute; take them all but the handlers,
                 # which are bound to `rebuilt`. Named, not vars(): the compiled build's
                 # Engine has no __dict__ (engine.pxd).
@@ -388,16 +452,32 @@ class Engine:
             order.status = REJECTED
             order.reason = Code.POST_ONLY_WOULD_TAKE
             self._finish(order)
-            events.append((EV_ORDER, order.order_id, REJECTED, order.quantity - order.leaves, 0,
-                           Code.POST_ONLY_WOULD_TAKE))
+            events.append(
+                (
+                    EV_ORDER,
+                    order.order_id,
+                    REJECTED,
+                    order.quantity - order.leaves,
+                    0,
+                    Code.POST_ONLY_WOULD_TAKE,
+                )
+            )
             return
         tif = (kind >> 3) & 3
         if tif == TIF_FOK and self._fillable(order) < order.leaves:
             order.status = CANCELLED
             order.reason = Code.FOK_NOT_FILLABLE
             self._finish(order)
-            events.append((EV_ORDER, order.order_id, CANCELLED, order.quantity - order.leaves, 0,
-                           Code.FOK_NOT_FILLABLE))
+            events.append(
+                (
+                    EV_ORDER,
+                    order.order_id,
+                    CANCELLED,
+                    order.quantity - order.leaves,
+                    0,
+                    Code.FOK_NOT_FILLABLE,
+                )
+            )
             return
         self_trade = self._match(order, events, ts)
         leaves = order.leaves
@@ -476,8 +556,16 @@ class Engine:
                         maker.status = CANCELLED
                         maker.reason = Code.SELF_TRADE_PREVENTED
                         finish(maker)
-                        add_event((EV_ORDER, maker.order_id, CANCELLED,
-                                   maker.quantity - maker.leaves, 0, Code.SELF_TRADE_PREVENTED))
+                        add_event(
+                            (
+                                EV_ORDER,
+                                maker.order_id,
+                                CANCELLED,
+                                maker.quantity - maker.leaves,
+                                0,
+                                Code.SELF_TRADE_PREVENTED,
+                            )
+                        )
                         changed = True
                     if stp != STP_CANCEL_OLDEST:
                         self_trade = True
@@ -487,8 +575,18 @@ class Engine:
                 fill = leaves if leaves < maker_leaves else maker_leaves
                 trade_id += 1
                 notional = best * fill
-                trade = (EV_TRADE, trade_id, best, fill, side, maker.order_id, taker_id,
-                         notional * maker_rate, notional * taker_rate, ts)
+                trade = (
+                    EV_TRADE,
+                    trade_id,
+                    best,
+                    fill,
+                    side,
+                    maker.order_id,
+                    taker_id,
+                    notional * maker_rate,
+                    notional * taker_rate,
+                    ts,
+                )
                 add_event(trade)
                 record_trade(trade)
                 if maker.trades is None:
@@ -506,8 +604,16 @@ class Engine:
                 changed = traded = True
                 if maker_leaves:
                     maker.status = PARTIALLY_FILLED
-                    add_event((EV_ORDER, maker.order_id, PARTIALLY_FILLED,
-                               maker.quantity - maker_leaves, maker_leaves, None))
+                    add_event(
+                        (
+                            EV_ORDER,
+                            maker.order_id,
+                            PARTIALLY_FILLED,
+                            maker.quantity - maker_leaves,
+                            maker_leaves,
+                            None,
+                        )
+                    )
                     break  # the taker is done
                 orders.popleft()
                 del index[maker.order_id]
@@ -544,7 +650,7 @@ class Engine:
         stp_account = taker.account if taker.account != ANONYMOUS else None
         stp = (taker.kind >> 5) & 3
         total = 0
-        for price in (book_side.prices if is_buy else reversed(book_side.prices)):
+        for price in book_side.prices if is_buy else reversed(book_side.prices):
             if limit is not None and (price > limit if is_buy else price < limit):
                 break
             level = book_side.levels[price]
@@ -631,7 +737,8 @@ class Engine:
         order_id = self.client_ids.get((command[3], reference))
         if order_id is None:
             raise CommandError(
-                Code.UNKNOWN_ORDER, f"no order with client_order_id {shown(reference)} for this account"
+                Code.UNKNOWN_ORDER,
+                f"no order with client_order_id {shown(reference)} for this account",
             )
         return (*command[:4], order_id, *command[5:])
 
@@ -643,10 +750,16 @@ class Engine:
     def cancellable(self, account: str, side: int | None = None) -> list[Order]:
         """What a cancel_all of `account` (and `side`) would cancel, in order id order.
         Cost: O(live orders of the symbol): there is no index by account."""
-        found = [o for o in self.book.orders.values()
-                 if o.account == account and (side is None or o.side == side)]
-        found.extend(o for o in self.stops.values()
-                     if o.account == account and (side is None or o.side == side))
+        found = [
+            o
+            for o in self.book.orders.values()
+            if o.account == account and (side is None or o.side == side)
+        ]
+        found.extend(
+            o
+            for o in self.stops.values()
+            if o.account == account and (side is None or o.side == side)
+        )
         found.sort(key=lambda o: o.order_id)
         return found
 
@@ -743,8 +856,12 @@ class Engine:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], finished_window: int = FINISHED_WINDOW,
-                   without_candles: bool = False) -> Engine:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        finished_window: int = FINISHED_WINDOW,
+        without_candles: bool = False,
+    ) -> Engine:
         """Rebuild an engine from `export_state()` output.
 
         A version-1 state (written before candles were state) raises ValueError, so that
@@ -753,8 +870,10 @@ class Engine:
         candles starting empty."""
         version = state["version"]
         if version != STATE_VERSION and not (without_candles and version == NO_CANDLES_VERSION):
-            raise ValueError(f"snapshot state version {version} is not {STATE_VERSION}"
-                             + (" (it has no candles)" if version == NO_CANDLES_VERSION else ""))
+            raise ValueError(
+                f"snapshot state version {version} is not {STATE_VERSION}"
+                + (" (it has no candles)" if version == NO_CANDLES_VERSION else "")
+            )
         engine = cls(state["maker_rate"], state["taker_rate"], finished_window)
         engine.seq = state["seq"]
         engine.ts = state["ts"]
@@ -766,18 +885,39 @@ class Engine:
         rules, grid_units = state.get("rules"), state.get("grid_units")
         engine.rules = None if rules is None else tuple(rules)
         engine.grid_units = None if grid_units is None else (grid_units[0], grid_units[1])
-        trades = {
-            row[1]: (*row[:7], int(row[7]), int(row[8]), row[9]) for row in state["trades"]
-        }
+        trades = {row[1]: (*row[:7], int(row[7]), int(row[8]), row[9]) for row in state["trades"]}
         engine.recent_trades.extend(trades[trade_id] for trade_id in state["recent_trade_ids"])
         if "candles" in state:
             engine.candles = Candles.from_state(state["candles"])
 
         def rebuild(row: list | tuple) -> Order:
-            (order_id, account, side, price, quantity, leaves, status, kind, timestamp,
-             client_order_id, stop_price, trade_ids, reason) = row
-            order = Order(order_id, account, side, price, quantity, status, kind, timestamp,
-                          client_order_id, stop_price)
+            (
+                order_id,
+                account,
+                side,
+                price,
+                quantity,
+                leaves,
+                status,
+                kind,
+                timestamp,
+                client_order_id,
+                stop_price,
+                trade_ids,
+                reason,
+            ) = row
+            order = Order(
+                order_id,
+                account,
+                side,
+                price,
+                quantity,
+                status,
+                kind,
+                timestamp,
+                client_order_id,
+                stop_price,
+            )
             order.leaves = leaves
             order.reason = reason
             if trade_ids:
@@ -804,4 +944,3 @@ class Engine:
     def state_hash(self) -> str:
         """A stable digest of the whole state (hex). Equal states give equal hashes."""
         return hashlib.blake2b(repr(self.export_state()).encode(), digest_size=16).hexdigest()
-

@@ -52,8 +52,10 @@ def fsync_latency(folder: Path, count: int = 200) -> dict[str, float]:
         os.close(fd)
         path.unlink()
     samples.sort()
-    return {"p50_us": samples[len(samples) // 2] * 1e6,
-            "p99_us": samples[int(len(samples) * 0.99)] * 1e6}
+    return {
+        "p50_us": samples[len(samples) // 2] * 1e6,
+        "p99_us": samples[int(len(samples) * 0.99)] * 1e6,
+    }
 
 
 LOCK_NAME = "matcher.lock"

@@ -55,34 +55,71 @@ if TYPE_CHECKING:
     from matcher.service import MatcherService
 
 SECONDS_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-COMMAND_OPS = {CMD_NEW_ORDER: "new_order", CMD_NEW_STOP: "new_stop_order",
-               CMD_CANCEL: "cancel_order", CMD_AMEND: "amend_order",
-               CMD_CANCEL_ALL: "cancel_all"}
+COMMAND_OPS = {
+    CMD_NEW_ORDER: "new_order",
+    CMD_NEW_STOP: "new_stop_order",
+    CMD_CANCEL: "cancel_order",
+    CMD_AMEND: "amend_order",
+    CMD_CANCEL_ALL: "cancel_all",
+}
 QUERY_OPS = ("ping", "get_order", "orders", "book", "bbo", "trades", "snapshot")
 OTHER_OP = "other"  # an unknown op, or one that is not a string: labels stay bounded
 KNOWN_OPS = frozenset((*COMMAND_OPS.values(), *QUERY_OPS))
 ORDER_OPS = frozenset(("new_order", "new_stop_order"))  # their refusals are order outcomes
 # The immediate outcome of an accepted order, by its status after the command.
-OUTCOMES = {FILLED: "filled", PARTIALLY_FILLED: "partially_filled", NEW: "resting",
-            PENDING: "pending", CANCELLED: "cancelled", REJECTED: "rejected"}
+OUTCOMES = {
+    FILLED: "filled",
+    PARTIALLY_FILLED: "partially_filled",
+    NEW: "resting",
+    PENDING: "pending",
+    CANCELLED: "cancelled",
+    REJECTED: "rejected",
+}
 # Label values exported at 0 from the start, so rate() works before the first event.
-CANCEL_REASONS = (Code.USER_CANCELLED, Code.IOC_REMAINDER, Code.MARKET_REMAINDER,
-                  Code.FOK_NOT_FILLABLE, Code.SELF_TRADE_PREVENTED)
+CANCEL_REASONS = (
+    Code.USER_CANCELLED,
+    Code.IOC_REMAINDER,
+    Code.MARKET_REMAINDER,
+    Code.FOK_NOT_FILLABLE,
+    Code.SELF_TRADE_PREVENTED,
+)
 REJECT_REASONS = (Code.POST_ONLY_WOULD_TAKE,)
-ORDER_REFUSALS = (Code.INVALID_FIELD, Code.INVALID_PRICE, Code.INVALID_QUANTITY,
-                  Code.DUPLICATE_CLIENT_ORDER_ID, Code.WOULD_TRIGGER_IMMEDIATELY,
-                  Code.DEADLINE_EXCEEDED, Code.JOURNAL_UNAVAILABLE, Code.INTERNAL)
+ORDER_REFUSALS = (
+    Code.INVALID_FIELD,
+    Code.INVALID_PRICE,
+    Code.INVALID_QUANTITY,
+    Code.DUPLICATE_CLIENT_ORDER_ID,
+    Code.WOULD_TRIGGER_IMMEDIATELY,
+    Code.DEADLINE_EXCEEDED,
+    Code.JOURNAL_UNAVAILABLE,
+    Code.INTERNAL,
+)
 COMMAND_REFUSALS = (Code.DEADLINE_EXCEEDED, Code.JOURNAL_UNAVAILABLE)
 
 
 def build_name() -> str:
-    """"compiled" or "pure": the matching core's build, as its loader names it."""
+    """ "compiled" or "pure": the matching core's build, as its loader names it."""
     try:
         from matcher import _build  # type: ignore[attr-defined]
     except ImportError:  # no loader: only the pure-Python core exists
@@ -163,8 +200,9 @@ class MatcherMetrics:
 
     def refuse(self, op: Any, code: str) -> None:
         """Count one error reply (not on the hot path: errors only)."""
-        known = isinstance(op, str) and (op in KNOWN_OPS or op in self.service._queries
-                                         or op in self.service._accepting)
+        known = isinstance(op, str) and (
+            op in KNOWN_OPS or op in self.service._queries or op in self.service._accepting
+        )
         label = op if known else OTHER_OP
         self.refused[label, code] += 1
 
@@ -205,10 +243,13 @@ class MatcherCollector(Collector):
             "Orders by immediate outcome: accepted orders by their status after the command "
             "(reason: why cancelled or rejected), user cancels (cancel_order, and each order a "
             "cancel_all cancelled), refused orders by error code",
-            labels=("symbol", "outcome", "reason"))
+            labels=("symbol", "outcome", "reason"),
+        )
         commands = CounterMetricFamily(
-            "matchwire_commands", "Requests answered, by op and result (ok or the error code)",
-            labels=("symbol", "op", "result"))
+            "matchwire_commands",
+            "Requests answered, by op and result (ok or the error code)",
+            labels=("symbol", "op", "result"),
+        )
         outcome_counts: dict[tuple[str, str], int] = defaultdict(int)
         command_counts: dict[tuple[str, str], int] = defaultdict(int)
         for (kind, status, reason), count in applied.items():
@@ -235,58 +276,107 @@ class MatcherCollector(Collector):
         deadline = CounterMetricFamily(
             "matchwire_deadline_refusals",
             "Mutating commands refused because they were reached after their deadline",
-            labels=("symbol",))
-        deadline.add_metric((symbol,), sum(count for (_, code), count in refused.items()
-                                           if code == Code.DEADLINE_EXCEEDED))
+            labels=("symbol",),
+        )
+        deadline.add_metric(
+            (symbol,),
+            sum(count for (_, code), count in refused.items() if code == Code.DEADLINE_EXCEEDED),
+        )
         yield deadline
-        yield _counter("matchwire_bad_requests", "Requests refused as invalid_request "
-                       "(undecodable, wrong framing)", symbol, service.bad_requests)
-        yield _counter("matchwire_internal_errors", "Requests answered internal_error (a bug)",
-                       symbol, service.internal_errors)
+        yield _counter(
+            "matchwire_bad_requests",
+            "Requests refused as invalid_request (undecodable, wrong framing)",
+            symbol,
+            service.bad_requests,
+        )
+        yield _counter(
+            "matchwire_internal_errors",
+            "Requests answered internal_error (a bug)",
+            symbol,
+            service.internal_errors,
+        )
         yield m.batch_size.family("matchwire_batch_size", "Requests per loop batch", symbol)
         yield m.batch_seconds.family(
             "matchwire_batch_seconds",
-            "Handling one batch: decode, validate, apply, journal append, encode", symbol)
+            "Handling one batch: decode, validate, apply, journal append, encode",
+            symbol,
+        )
         yield m.commit_seconds.family(
             "matchwire_journal_fsync_seconds",
             "The group commit of a batch that changed state: one write of its records and "
-            "one fsync (fsync=batch; no fsync under off, per record under always)", symbol)
+            "one fsync (fsync=batch; no fsync under off, per record under always)",
+            symbol,
+        )
         journal = service.journal
-        yield _counter("matchwire_journal_bytes", "Bytes written to journal segments "
-                       "by this process", symbol, journal.bytes_written)
-        yield _counter("matchwire_journal_records", "Records written to the journal by this "
-                       "process", symbol, journal.records_written)
-        yield _gauge("matchwire_journal_unavailable", "1 while the journal cannot be written "
-                     "(disk full): orders, cancels and amends are refused with "
-                     "journal_unavailable", symbol, 1 if service.journal_down else 0)
-        yield _counter("matchwire_journal_failures", "Journal writes that failed and "
-                       "switched the matcher to refusing (journal_unavailable)", symbol,
-                       m.journal_failures)
-        yield _gauge("matchwire_journal_failed_probes", "Probe writes failed since the "
-                     "journal became unavailable", symbol,
-                     service.failed_probes if service.journal_down else 0)
+        yield _counter(
+            "matchwire_journal_bytes",
+            "Bytes written to journal segments by this process",
+            symbol,
+            journal.bytes_written,
+        )
+        yield _counter(
+            "matchwire_journal_records",
+            "Records written to the journal by this process",
+            symbol,
+            journal.records_written,
+        )
+        yield _gauge(
+            "matchwire_journal_unavailable",
+            "1 while the journal cannot be written "
+            "(disk full): orders, cancels and amends are refused with "
+            "journal_unavailable",
+            symbol,
+            1 if service.journal_down else 0,
+        )
+        yield _counter(
+            "matchwire_journal_failures",
+            "Journal writes that failed and switched the matcher to refusing (journal_unavailable)",
+            symbol,
+            m.journal_failures,
+        )
+        yield _gauge(
+            "matchwire_journal_failed_probes",
+            "Probe writes failed since the journal became unavailable",
+            symbol,
+            service.failed_probes if service.journal_down else 0,
+        )
         yield m.snapshot_seconds.family(
             "matchwire_snapshot_seconds",
             "Background snapshots, from the fork to the child's exit as the loop sees it",
-            symbol)
-        snapshots = CounterMetricFamily("matchwire_snapshots", "Background snapshots by result",
-                                        labels=("symbol", "result"))
+            symbol,
+        )
+        snapshots = CounterMetricFamily(
+            "matchwire_snapshots", "Background snapshots by result", labels=("symbol", "result")
+        )
         for result, count in m.snapshots.items():
             snapshots.add_metric((symbol, result), count)
         yield snapshots
-        yield _gauge("matchwire_last_snapshot_seq", "The seq of the newest snapshot written "
-                     "(or recovered from)", symbol, service.last_snapshot_seq)
+        yield _gauge(
+            "matchwire_last_snapshot_seq",
+            "The seq of the newest snapshot written (or recovered from)",
+            symbol,
+            service.last_snapshot_seq,
+        )
         engine = service.engine
         yield _gauge("matchwire_seq", "The last journal seq applied", symbol, engine.seq)
-        yield _gauge("matchwire_book_seq", "The book's sequence number", symbol,
-                     engine.book_seq)
-        yield _gauge("matchwire_resting_orders", "Orders resting on the book", symbol,
-                     len(engine.book.orders))
-        yield _gauge("matchwire_pending_stops", "Stop orders waiting for their trigger",
-                     symbol, len(engine.stops))
-        info = GaugeMetricFamily("matchwire_matcher_build", "The matching core's build: "
-                                 "compiled (Cython) or pure (Python); always 1",
-                                 labels=("symbol", "build"))
+        yield _gauge("matchwire_book_seq", "The book's sequence number", symbol, engine.book_seq)
+        yield _gauge(
+            "matchwire_resting_orders",
+            "Orders resting on the book",
+            symbol,
+            len(engine.book.orders),
+        )
+        yield _gauge(
+            "matchwire_pending_stops",
+            "Stop orders waiting for their trigger",
+            symbol,
+            len(engine.stops),
+        )
+        info = GaugeMetricFamily(
+            "matchwire_matcher_build",
+            "The matching core's build: compiled (Cython) or pure (Python); always 1",
+            labels=("symbol", "build"),
+        )
         info.add_metric((symbol, m.build), 1)
         yield info
 

@@ -88,15 +88,19 @@ class PackedViews:
     # -- cached pieces ---------------------------------------------------------------
 
     def price(self, ticks: int) -> bytes:
-        return self._prices.get(ticks) or remember(self._prices, ticks, pack(self.views.price(ticks)))
+        return self._prices.get(ticks) or remember(
+            self._prices, ticks, pack(self.views.price(ticks))
+        )
 
     def quantity(self, lots: int) -> bytes:
-        return (self._quantities.get(lots)
-                or remember(self._quantities, lots, pack(self.views.quantity(lots))))
+        return self._quantities.get(lots) or remember(
+            self._quantities, lots, pack(self.views.quantity(lots))
+        )
 
     def fee(self, fee_units: int) -> bytes:
-        return (self._fees.get(fee_units)
-                or remember(self._fees, fee_units, pack(self.views.fee(fee_units))))
+        return self._fees.get(fee_units) or remember(
+            self._fees, fee_units, pack(self.views.fee(fee_units))
+        )
 
     def _account(self, account: str) -> bytes:
         return remember(self._accounts, account, pack(account))
@@ -115,40 +119,56 @@ class PackedViews:
         return b"".join((self._reply_head, pack(req_id), self._reply_ok, result))
 
     def order(self, order: Order) -> bytes:
-        price, stop_price, quantity, leaves = order.price, order.stop_price, order.quantity, order.leaves
+        price, stop_price, quantity, leaves = (
+            order.price,
+            order.stop_price,
+            order.quantity,
+            order.leaves,
+        )
         kind, ts, trades = order.kind, order.timestamp, order.trades
         account, client_order_id, reason = order.account, order.client_order_id, order.reason
         prices, quantities = self._prices, self._quantities
         filled = quantity - leaves
         remaining = order.remaining
-        return b"".join((
-            self._order_head, pack(order.order_id),
-            self._k_client_order_id, _NONE if client_order_id is None else pack(client_order_id),
-            self._k_account, self._accounts.get(account) or self._account(account),
-            self._symbol,
-            self._sides[(kind >> 8) & 1],
-            self._order_types[kind & 7],
-            self._tifs[(kind >> 3) & 3],
-            self._post_only[(kind >> 7) & 1],
-            self._k_price, _NONE if price is None else prices.get(price) or self.price(price),
-            self._k_stop_price,
-            _NONE if stop_price is None else prices.get(stop_price) or self.price(stop_price),
-            self._k_quantity, quantities.get(quantity) or self.quantity(quantity),
-            self._k_filled, quantities.get(filled) or self.quantity(filled),
-            self._k_remaining, quantities.get(remaining) or self.quantity(remaining),
-            self.fills(trades) if trades else self._no_fills,
-            self._statuses[order.status],
-            self._k_reason, _NONE if reason is None else pack(reason),
-            self._k_timestamp,
-            self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
-            self._k_trades,
-            array_header(len(trades)) + b"".join(map(self.trade, trades)) if trades else self._no_trades,
-        ))
+        return b"".join(
+            (
+                self._order_head,
+                pack(order.order_id),
+                self._k_client_order_id,
+                _NONE if client_order_id is None else pack(client_order_id),
+                self._k_account,
+                self._accounts.get(account) or self._account(account),
+                self._symbol,
+                self._sides[(kind >> 8) & 1],
+                self._order_types[kind & 7],
+                self._tifs[(kind >> 3) & 3],
+                self._post_only[(kind >> 7) & 1],
+                self._k_price,
+                _NONE if price is None else prices.get(price) or self.price(price),
+                self._k_stop_price,
+                _NONE if stop_price is None else prices.get(stop_price) or self.price(stop_price),
+                self._k_quantity,
+                quantities.get(quantity) or self.quantity(quantity),
+                self._k_filled,
+                quantities.get(filled) or self.quantity(filled),
+                self._k_remaining,
+                quantities.get(remaining) or self.quantity(remaining),
+                self.fills(trades) if trades else self._no_fills,
+                self._statuses[order.status],
+                self._k_reason,
+                _NONE if reason is None else pack(reason),
+                self._k_timestamp,
+                self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
+                self._k_trades,
+                array_header(len(trades)) + b"".join(map(self.trade, trades))
+                if trades
+                else self._no_trades,
+            )
+        )
 
     def cancelled(self, orders: list[Order]) -> bytes:
         """cancel_all's answer (Views.cancelled)."""
-        return b"".join((self._cancelled_head, array_header(len(orders)),
-                         *map(self.order, orders)))
+        return b"".join((self._cancelled_head, array_header(len(orders)), *map(self.order, orders)))
 
     def fills(self, trades: list[tuple]) -> bytes:
         """average_price and cumulative_quote of an order with fills (Views.fills)."""
@@ -157,46 +177,78 @@ class PackedViews:
     def trade(self, trade: tuple) -> bytes:
         _, trade_id, price, quantity, side, maker_id, taker_id, maker_fee, taker_fee, ts = trade
         fees = self._fees
-        return b"".join((
-            self._trade_head, pack(trade_id),
-            self._symbol,
-            self._k_price, self._prices.get(price) or self.price(price),
-            self._k_quantity, self._quantities.get(quantity) or self.quantity(quantity),
-            self._aggressor_sides[side],
-            self._k_maker_order_id, pack(maker_id),
-            self._k_taker_order_id, pack(taker_id),
-            self._k_maker_fee, fees.get(maker_fee) or self.fee(maker_fee),
-            self._k_taker_fee, fees.get(taker_fee) or self.fee(taker_fee),
-            self._k_timestamp,
-            self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
-        ))
+        return b"".join(
+            (
+                self._trade_head,
+                pack(trade_id),
+                self._symbol,
+                self._k_price,
+                self._prices.get(price) or self.price(price),
+                self._k_quantity,
+                self._quantities.get(quantity) or self.quantity(quantity),
+                self._aggressor_sides[side],
+                self._k_maker_order_id,
+                pack(maker_id),
+                self._k_taker_order_id,
+                pack(taker_id),
+                self._k_maker_fee,
+                fees.get(maker_fee) or self.fee(maker_fee),
+                self._k_taker_fee,
+                fees.get(taker_fee) or self.fee(taker_fee),
+                self._k_timestamp,
+                self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
+            )
+        )
 
-    def book_update(self, book_seq: int, changes: dict[tuple[int, int], int],
-                    bbo: tuple[int | None, int, int | None, int], ts: int) -> bytes:
+    def book_update(
+        self,
+        book_seq: int,
+        changes: dict[tuple[int, int], int],
+        bbo: tuple[int | None, int, int | None, int],
+        ts: int,
+    ) -> bytes:
         """The `book.<SYMBOL>` body: the changed levels ("0" for a removed one) and the BBO."""
-        prices, quantities, sides, zero = self._prices, self._quantities, self._change_sides, self._zero
+        prices, quantities, sides, zero = (
+            self._prices,
+            self._quantities,
+            self._change_sides,
+            self._zero,
+        )
         changed = [
-            sides[side] + (prices.get(price) or self.price(price))
+            sides[side]
+            + (prices.get(price) or self.price(price))
             + ((quantities.get(total) or self.quantity(total)) if total else zero)
             for (side, price), total in changes.items()
         ]
-        return b"".join((
-            self._book_head, pack(book_seq),
-            self._k_changes, array_header(len(changed)), *changed,
-            self._k_bbo, self.bbo(bbo, book_seq),
-            self._k_timestamp,
-            self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
-        ))
+        return b"".join(
+            (
+                self._book_head,
+                pack(book_seq),
+                self._k_changes,
+                array_header(len(changed)),
+                *changed,
+                self._k_bbo,
+                self.bbo(bbo, book_seq),
+                self._k_timestamp,
+                self._last_timestamp if ts == self._last_micros else self.timestamp(ts),
+            )
+        )
 
     def bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> bytes:
         # Most book changes leave the top of the book alone: reuse its packed tail.
         if bbo != self._last_bbo:
             bid, bid_total, ask, ask_total = bbo
-            self._last_bbo_tail = b"".join((
-                _key("bid_price"), _NONE if bid is None else self.price(bid),
-                _key("bid_quantity"), _NONE if bid is None else self.quantity(bid_total),
-                _key("ask_price"), _NONE if ask is None else self.price(ask),
-                _key("ask_quantity"), _NONE if ask is None else self.quantity(ask_total),
-            ))
+            self._last_bbo_tail = b"".join(
+                (
+                    _key("bid_price"),
+                    _NONE if bid is None else self.price(bid),
+                    _key("bid_quantity"),
+                    _NONE if bid is None else self.quantity(bid_total),
+                    _key("ask_price"),
+                    _NONE if ask is None else self.price(ask),
+                    _key("ask_quantity"),
+                    _NONE if ask is None else self.quantity(ask_total),
+                )
+            )
             self._last_bbo = bbo
         return b"".join((self._bbo_head, pack(book_seq), self._last_bbo_tail))

@@ -82,7 +82,13 @@ CANCELLED = 4
 REJECTED = 5
 TRIGGERED = 6
 STATUS_NAMES = (
-    "pending", "new", "partially_filled", "filled", "cancelled", "rejected", "triggered",
+    "pending",
+    "new",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "rejected",
+    "triggered",
 )
 FINISHED_STATUSES = frozenset((FILLED, CANCELLED, REJECTED))
 
@@ -99,8 +105,9 @@ CMD_CANCEL_ALL = 6  # every open order and pending stop of one account (and side
 
 # The ops that change state: the ones a `deadline` applies to (docs/protocol.md). Every
 # op matcher/service.py applies as a command must be here (tests/matcher/test_deadline.py).
-MUTATING_OPS = frozenset(("new_order", "new_stop_order", "cancel_order", "amend_order",
-                          "cancel_all"))
+MUTATING_OPS = frozenset(
+    ("new_order", "new_stop_order", "cancel_order", "amend_order", "cancel_all")
+)
 
 # Event type codes.
 EV_TRADE = 1

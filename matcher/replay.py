@@ -121,7 +121,9 @@ class CandleRows:
     def __init__(self, interval: str, write_row: Callable[[list[Any]], Any]) -> None:
         self.length = INTERVALS[interval]
         self.write_row = write_row
-        self.open: list[Any] | None = None  # open_time, open, high, low, close, volume, quote, count
+        self.open: list[Any] | None = (
+            None  # open_time, open, high, low, close, volume, quote, count
+        )
         self.rows = 0
 
     def add(self, ts: int, price: str, quantity: str) -> None:
@@ -141,8 +143,9 @@ class CandleRows:
     def close(self) -> None:
         candle = self.open
         if candle is not None:
-            self.write_row([iso_timestamp(candle[0]), *map(str, candle[1:6]),
-                            plain(candle[6]), candle[7]])
+            self.write_row(
+                [iso_timestamp(candle[0]), *map(str, candle[1:6]), plain(candle[6]), candle[7]]
+            )
             self.rows += 1
         self.open = None
 
@@ -164,8 +167,11 @@ class Progress:
     def __call__(self, replayed: int, seq: int) -> None:
         elapsed = time.perf_counter() - self.started
         rate = replayed / elapsed if elapsed > 0 else 0.0
-        print(f"{self.label}: {replayed:,} records replayed, at seq {seq:,} "
-              f"({rate:,.0f} records/s)", file=self.stream, flush=True)
+        print(
+            f"{self.label}: {replayed:,} records replayed, at seq {seq:,} ({rate:,.0f} records/s)",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def _is_torn_tail(directory: Path, error: JournalCorrupt) -> bool:
@@ -184,8 +190,10 @@ def _records(directory: Path, after_seq: int, warn: Callable[[str], None]) -> It
     except JournalCorrupt as exc:
         if not _is_torn_tail(directory, exc):
             raise ReplayFailed(str(exc)) from None
-        warn(f"warning: {exc}: a torn tail (a crash mid-write); the matcher cuts it when it "
-             f"starts; replayed the records before it")
+        warn(
+            f"warning: {exc}: a torn tail (a crash mid-write); the matcher cuts it when it "
+            f"starts; replayed the records before it"
+        )
 
 
 def replay_full(
@@ -316,7 +324,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
         configured = build_symbol(args.symbol, {}, "127.0.0.1", 1, 2)
     # Only for a journal of the old code: its records before the first rules record.
     old_grid = configured or build_symbol(
-        args.symbol, {"tick_size": "1", "lot_size": "1"}, "127.0.0.1", 1, 2)
+        args.symbol, {"tick_size": "1", "lot_size": "1"}, "127.0.0.1", 1, 2
+    )
     units = CachedUnits(old_grid)
     data_dir = Path(config.data_dir)
     directory = journal_dir(data_dir, args.symbol)
@@ -342,14 +351,14 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
             checked = None
         figures["crc_checked"] = checked
         if checked is not None:
-            print(f"crc: {checked:,} records OK in {time.perf_counter() - started:.2f} s",
-                  file=out)
+            print(f"crc: {checked:,} records OK in {time.perf_counter() - started:.2f} s", file=out)
 
     started = time.perf_counter()
     engine: Engine
     if args.verify or not args.csv:
         engine, base_seq, replayed = replay_from_snapshot(
-            units, data_dir, args.until_seq, Progress("from snapshot", err), warn)
+            units, data_dir, args.until_seq, Progress("from snapshot", err), warn
+        )
         elapsed = time.perf_counter() - started
         figures["snapshot_seq"] = base_seq
         source = f"snapshot at seq {base_seq:,}" if base_seq else "first record (no snapshot used)"
@@ -374,7 +383,8 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
                 if full.rules is None and configured is None:
                     raise ReplayFailed(
                         f"trade {event[1]} comes before any rules record and {args.symbol} "
-                        f"is not configured: pass the matcher's --config")
+                        f"is not configured: pass the matcher's --config"
+                    )
                 view = views[0].trade(event)
                 if candle_rows is not None:
                     candle_rows.add(event[9], view["price"], view["quantity"])
@@ -385,9 +395,15 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
                 views[0] = Views(units_of(engine, old_grid))
 
         try:
-            full_replayed = replay_full(full, directory, args.until_seq, on_trade,
-                                        Progress("from first record", err), warn,
-                                        on_rules if args.csv else None)
+            full_replayed = replay_full(
+                full,
+                directory,
+                args.until_seq,
+                on_trade,
+                Progress("from first record", err),
+                warn,
+                on_rules if args.csv else None,
+            )
             if candle_rows is not None:
                 candle_rows.close()
         finally:
@@ -395,8 +411,11 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
                 handle.close()
         full_elapsed = time.perf_counter() - full_started
         if candle_rows is not None:
-            print(f"csv: {candle_rows.rows:,} {args.candles} candles of {full.trade_id:,} "
-                  f"trades written to {args.csv}", file=out)
+            print(
+                f"csv: {candle_rows.rows:,} {args.candles} candles of {full.trade_id:,} "
+                f"trades written to {args.csv}",
+                file=out,
+            )
             figures["csv_candles"] = candle_rows.rows
         elif args.csv:
             print(f"csv: {full.trade_id:,} trades written to {args.csv}", file=out)
@@ -404,8 +423,7 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
         if not args.verify:
             engine, base_seq, replayed, elapsed = full, 0, full_replayed, full_elapsed
             figures["snapshot_seq"] = 0
-            print(f"replayed: {args.symbol} from the first record: {replayed:,} records",
-                  file=out)
+            print(f"replayed: {args.symbol} from the first record: {replayed:,} records", file=out)
         else:
             _check(engine, "replay from the snapshot")
             _check(full, "replay from the first record")
@@ -413,25 +431,38 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
             if engine.seq != full.seq or snapshot_hash != full_hash:
                 hint = ""
                 if (engine.maker_rate, engine.taker_rate) != (full.maker_rate, full.taker_rate):
-                    hint = (" (the snapshot's fee rates differ from the configuration's:"
-                            " pass the matcher's --config)")
+                    hint = (
+                        " (the snapshot's fee rates differ from the configuration's:"
+                        " pass the matcher's --config)"
+                    )
                 raise ReplayFailed(
                     f"verify: the replay from the snapshot (seq {engine.seq}, hash "
                     f"{snapshot_hash}) differs from the replay from the first record (seq "
                     f"{full.seq}, hash {full_hash}){hint}"
                 )
-            print(f"verify: OK: snapshot + journal and the full journal agree at seq "
-                  f"{full.seq:,}; engine.check() passed", file=out)
+            print(
+                f"verify: OK: snapshot + journal and the full journal agree at seq "
+                f"{full.seq:,}; engine.check() passed",
+                file=out,
+            )
     if engine.rules is not None:
-        print("rules: " + ", ".join(
-            f"{name}={value}" for name, value in zip(RULE_NAMES, engine.rules, strict=True)),
-            file=out)
+        print(
+            "rules: "
+            + ", ".join(
+                f"{name}={value}" for name, value in zip(RULE_NAMES, engine.rules, strict=True)
+            ),
+            file=out,
+        )
         if configured is not None and differences(engine.rules, rules_of(configured)):
-            warn(f"note: the configuration differs from the journaled rules, which are the "
-                 f"ones used: {'; '.join(differences(engine.rules, rules_of(configured)))}")
+            warn(
+                f"note: the configuration differs from the journaled rules, which are the "
+                f"ones used: {'; '.join(differences(engine.rules, rules_of(configured)))}"
+            )
     else:
-        warn(f"warning: no rules record up to seq {engine.seq} (a journal of the old code): "
-             f"its integers were read with the configured rules")
+        warn(
+            f"warning: no rules record up to seq {engine.seq} (a journal of the old code): "
+            f"its integers were read with the configured rules"
+        )
     figures["rules"] = engine.rules
     figures.update(_summary(engine))
     figures["records"] = engine.seq
@@ -444,8 +475,11 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> dict[str, Any]:
     print(f"resting_orders: {figures['resting_orders']}", file=out)
     print(f"pending_stops: {figures['pending_stops']}", file=out)
     print(f"trades: {figures['trades']}", file=out)
-    print(f"elapsed: {elapsed:.3f} s ({figures['records_per_s']:,.0f} records/s over "
-          f"{replayed:,} replayed)", file=out)
+    print(
+        f"elapsed: {elapsed:.3f} s ({figures['records_per_s']:,.0f} records/s over "
+        f"{replayed:,} replayed)",
+        file=out,
+    )
     return figures
 
 
@@ -457,11 +491,17 @@ def build_parser(prog: str = "run.py replay") -> argparse.ArgumentParser:
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--until-seq", type=int, help="stop after this record")
     parser.add_argument("--csv", type=Path, help="write every trade of the history here")
-    parser.add_argument("--candles", choices=tuple(INTERVALS), metavar="INTERVAL",
-                        help="with --csv: write the candles of this interval instead "
-                             f"({', '.join(INTERVALS)})")
-    parser.add_argument("--verify", action="store_true",
-                        help="check every CRC and that snapshot + journal == full journal")
+    parser.add_argument(
+        "--candles",
+        choices=tuple(INTERVALS),
+        metavar="INTERVAL",
+        help=f"with --csv: write the candles of this interval instead ({', '.join(INTERVALS)})",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every CRC and that snapshot + journal == full journal",
+    )
     parser.add_argument("--config", help="TOML config (default: embedded); fee rates matter")
     return parser
 

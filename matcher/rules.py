@@ -44,7 +44,9 @@ def rules_of(config: SymbolConfig) -> Rules:
 
 def with_rules(config: SymbolConfig, rules: Rules) -> SymbolConfig:
     """`config` (endpoints and all) with the journaled `rules` in place of its own."""
-    values: dict[str, Any] = {name: Decimal(text) for name, text in zip(RULE_NAMES, rules, strict=True)}
+    values: dict[str, Any] = {
+        name: Decimal(text) for name, text in zip(RULE_NAMES, rules, strict=True)
+    }
     return dataclasses.replace(config, **values)
 
 
@@ -109,8 +111,10 @@ def plan(current: Rules | None, units: GridUnits | None, command: tuple) -> Rule
     price_unit = _fraction_gcd(old_price_unit, tick)
     quantity_unit = _fraction_gcd(old_quantity_unit, lot)
     if max_price / price_unit >= MAX_UNITS or max_quantity / quantity_unit >= MAX_UNITS:
-        raise CommandError(Code.RULES_REFUSED, "max_price/max_quantity would not fit in "
-                           "62-bit integers of the new grid")
+        raise CommandError(
+            Code.RULES_REFUSED,
+            "max_price/max_quantity would not fit in 62-bit integers of the new grid",
+        )
     maker_rate, taker_rate = maker * FEE_RATE_SCALE, taker * FEE_RATE_SCALE
     if maker_rate.denominator != 1 or taker_rate.denominator != 1:
         raise CommandError(Code.RULES_REFUSED, "fee rates have more than 8 decimal places")
@@ -141,11 +145,15 @@ def check_grid(state: dict[str, Any], change: RulesChange) -> None:
         for row in rows:
             prices = [row[_PRICE], row[_STOP_PRICE]]
             if any(price is not None and price * p % p_step for price in prices):
-                raise CommandError(Code.RULES_REFUSED, f"{kind} {row[_ID]} is off the new "
-                                   f"tick_size {change.rules[0]}")
+                raise CommandError(
+                    Code.RULES_REFUSED,
+                    f"{kind} {row[_ID]} is off the new tick_size {change.rules[0]}",
+                )
             if row[_QUANTITY] * q % q_step or row[_LEAVES] * q % q_step:
-                raise CommandError(Code.RULES_REFUSED, f"{kind} {row[_ID]} is off the new "
-                                   f"lot_size {change.rules[1]}")
+                raise CommandError(
+                    Code.RULES_REFUSED,
+                    f"{kind} {row[_ID]} is off the new lot_size {change.rules[1]}",
+                )
 
 
 def rescale_state(state: dict[str, Any], change: RulesChange) -> dict[str, Any]:
@@ -176,5 +184,7 @@ def rescale_state(state: dict[str, Any], change: RulesChange) -> dict[str, Any]:
         "stops": [order(row) for row in state["stops"]],
         "finished": [order(row) for row in state["finished"]],
         "trades": [trade(row) for row in state["trades"]],
-        **({"candles": candles.rescale_state(state["candles"], p, q)} if "candles" in state else {}),
+        **(
+            {"candles": candles.rescale_state(state["candles"], p, q)} if "candles" in state else {}
+        ),
     }

@@ -104,8 +104,16 @@ class RulesMismatch(RecoveryError):
 
 # The ops that act as an account: an account key's request without `account` acts as its own.
 ACCOUNT_OPS = frozenset(
-    ("new_order", "new_stop_order", "cancel_order", "amend_order", "get_order", "orders",
-     "cancel_all"))
+    (
+        "new_order",
+        "new_stop_order",
+        "cancel_order",
+        "amend_order",
+        "get_order",
+        "orders",
+        "cancel_all",
+    )
+)
 
 
 class Keyed(bytes):
@@ -127,7 +135,11 @@ def new_engine(units: Units) -> Engine:
 
 
 def recover(
-    units: Units, data_dir: Path, journal: Journal, progress: Any = None, until_seq: int | None = None
+    units: Units,
+    data_dir: Path,
+    journal: Journal,
+    progress: Any = None,
+    until_seq: int | None = None,
 ) -> tuple[Engine, int]:
     """Newest valid snapshot + replay of the journal after it. Returns (engine, replayed)."""
     engine = load_snapshot(units, data_dir, journal, until_seq)
@@ -149,8 +161,11 @@ def load_snapshot(
                 raise ValueError(f"its state is at seq {engine.seq}")
         except Exception as exc:  # msgpack, a missing key, another state version...
             reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            log.warning("snapshot: skipping undecodable %s: %s; trying an older one or the "
-                        "whole journal", path, reason)
+            log.warning(
+                "snapshot: skipping undecodable %s: %s; trying an older one or the whole journal",
+                path,
+                reason,
+            )
             continue
         return engine
     return new_engine(units)
@@ -173,9 +188,11 @@ def snapshot_engine(state: dict[str, Any], whole_history: bool) -> Engine:
     """
     engine = Engine.from_state(state, without_candles=not whole_history)
     if state.get("version") == NO_CANDLES_VERSION:
-        log.warning("snapshot at seq %s has no candles (written before they were state) and "
-                    "the journal's first segments are pruned: candles start empty from there",
-                    state["seq"])
+        log.warning(
+            "snapshot at seq %s has no candles (written before they were state) and "
+            "the journal's first segments are pruned: candles start empty from there",
+            state["seq"],
+        )
     return engine
 
 
@@ -244,8 +261,12 @@ class MatcherService:
         self.router_endpoint = router_endpoint or config.order_endpoint
         self.pub_endpoint = pub_endpoint or config.feed_endpoint
         self.snapshot_every = snapshot_every
-        self.journal = Journal(journal_dir(self.data_dir, self.symbol), fsync=fsync,
-                               segment_bytes=segment_bytes, log=log.warning)
+        self.journal = Journal(
+            journal_dir(self.data_dir, self.symbol),
+            fsync=fsync,
+            segment_bytes=segment_bytes,
+            log=log.warning,
+        )
         self.engine = new_engine(self.units)
         self.epoch = time.time_ns() // 1000
         self.packed = PackedViews(self.views, self.epoch)
@@ -257,7 +278,9 @@ class MatcherService:
         # failed: a snapshot must never hold a command the journal may lack.
         self.journaled_seq = 0
         self.journal_failed = False
-        self.engine_suspect = False  # a core bug's half-changed engine that recovery failed to replace
+        self.engine_suspect = (
+            False  # a core bug's half-changed engine that recovery failed to replace
+        )
         # One writer per symbol folder: held from start to the end of shutdown.
         self.lock = FolderLock(self.data_dir / self.symbol)
         # The journal cannot be written (disk full): mutating ops are refused with
@@ -324,7 +347,10 @@ class MatcherService:
         self.journaled_seq = self.engine.seq
         log.info(
             "%s recovered to seq %d (%d records replayed) in %.3fs",
-            self.symbol, self.engine.seq, replayed, time.perf_counter() - started,
+            self.symbol,
+            self.engine.seq,
+            replayed,
+            time.perf_counter() - started,
         )
         self.bind_rules()
         # Orders hold no reference cycles: the cyclic GC only costs time here. Freeze what
@@ -352,15 +378,21 @@ class MatcherService:
             make_server(self.pub, self.curve.secret)
         self.router.bind(self.router_endpoint)
         self.pub.bind(self.pub_endpoint)
-        log.info("%s serving on %s, publishing on %s (fsync=%s)", self.symbol,
-                 self.router_endpoint, self.pub_endpoint, self.journal.fsync)
+        log.info(
+            "%s serving on %s, publishing on %s (fsync=%s)",
+            self.symbol,
+            self.router_endpoint,
+            self.pub_endpoint,
+            self.journal.fsync,
+        )
         if self.metrics_address is not None:
             host, port = self.metrics_address
             try:
                 self.metrics.serve(host, port)
             except OSError as exc:
-                raise OSError(f"cannot serve metrics on {host}:{port}: "
-                              f"{exc.strerror or exc}") from None
+                raise OSError(
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                ) from None
             log.info("%s metrics on http://%s:%d/metrics", self.symbol, host, port)
 
     def bind_rules(self) -> None:
@@ -373,10 +405,14 @@ class MatcherService:
         journaled = self.engine.rules
         if journaled is None:
             if self.engine.seq:
-                log.warning("%s: the journal (seq %d) has no rules record (written before "
-                            "rules were journaled): adopting the configured rules %s; its "
-                            "integers are read on that grid from now on", self.symbol,
-                            self.engine.seq, ", ".join(configured))
+                log.warning(
+                    "%s: the journal (seq %d) has no rules record (written before "
+                    "rules were journaled): adopting the configured rules %s; its "
+                    "integers are read on that grid from now on",
+                    self.symbol,
+                    self.engine.seq,
+                    ", ".join(configured),
+                )
             self._journal_rules(configured)
         elif differences(journaled, configured):
             changes = "; ".join(differences(journaled, configured))
@@ -384,10 +420,10 @@ class MatcherService:
                 raise RulesMismatch(
                     f"the configured rules differ from the journaled ones: {changes} (start "
                     f"with --apply-rules to journal the change, or configure the journaled "
-                    f"rules)")
+                    f"rules)"
+                )
             self._journal_rules(configured)
-            log.warning("%s: rules changed at seq %d: %s", self.symbol, self.engine.seq,
-                        changes)
+            log.warning("%s: rules changed at seq %d: %s", self.symbol, self.engine.seq, changes)
         grid_units = self.engine.grid_units
         if grid_units is not None and grid_units != configured[:2]:
             self._use_grid_units(grid_units)
@@ -457,16 +493,24 @@ class MatcherService:
         if self.journal_failed or self.journaled_seq != self.engine.seq or self.engine_suspect:
             # A failed write/fsync, an exit between apply and append, or an engine a core
             # bug left half-changed: a snapshot now could hold what the journal lacks.
-            log.error("%s no shutdown snapshot: engine at seq %d, journal at seq %d%s",
-                      self.symbol, self.engine.seq, self.journaled_seq,
-                      " (a commit failed)" if self.journal_failed else
-                      " (the engine could not be rebuilt)" if self.engine_suspect else "")
+            log.error(
+                "%s no shutdown snapshot: engine at seq %d, journal at seq %d%s",
+                self.symbol,
+                self.engine.seq,
+                self.journaled_seq,
+                " (a commit failed)"
+                if self.journal_failed
+                else " (the engine could not be rebuilt)"
+                if self.engine_suspect
+                else "",
+            )
         elif self.engine.seq > self.last_snapshot_seq:
             try:
                 self.take_snapshot()
             except OSError as exc:  # a full disk: the journal holds everything anyway
-                log.error("%s no shutdown snapshot at seq %d: %s", self.symbol,
-                          self.engine.seq, exc)
+                log.error(
+                    "%s no shutdown snapshot at seq %d: %s", self.symbol, self.engine.seq, exc
+                )
         self.journal.close()
         for sock in (self.router, self.pub):
             if sock is not None:
@@ -556,8 +600,14 @@ class MatcherService:
         finally:
             gc.enable()
         write_snapshot(snapshot_dir(self.data_dir, self.symbol), self.engine.seq, body)
-        log.info("%s snapshot at seq %d (%d bytes) in %.3fs%s", self.symbol, self.engine.seq,
-                 len(body), time.perf_counter() - started, writer)
+        log.info(
+            "%s snapshot at seq %d (%d bytes) in %.3fs%s",
+            self.symbol,
+            self.engine.seq,
+            len(body),
+            time.perf_counter() - started,
+            writer,
+        )
 
     def prune_journal(self) -> None:
         """Delete the segments every kept snapshot makes unnecessary.
@@ -571,8 +621,12 @@ class MatcherService:
             return
         deleted = self.journal.prune(min(seq for seq, _ in kept) + 1)
         if deleted:
-            log.info("%s pruned %d journal segment(s) up to %s", self.symbol, len(deleted),
-                     deleted[-1].name)
+            log.info(
+                "%s pruned %d journal segment(s) up to %s",
+                self.symbol,
+                len(deleted),
+                deleted[-1].name,
+            )
 
     # -- the loop ------------------------------------------------------------------
 
@@ -656,8 +710,11 @@ class MatcherService:
         gc_freeze()
         if self.snapshot_child is not None:
             self.reap_snapshot()
-        if (self.snapshot_child is None and not self.journal_down
-                and self.engine.seq - self.last_snapshot_seq >= self.snapshot_every):
+        if (
+            self.snapshot_child is None
+            and not self.journal_down
+            and self.engine.seq - self.last_snapshot_seq >= self.snapshot_every
+        ):
             self.start_snapshot()
 
     def handle(self, frame: bytes, ts: int, published: list[bytes]) -> bytes:
@@ -673,7 +730,9 @@ class MatcherService:
         try:
             symbol = message.get("symbol")
             if symbol is not None and symbol != self.symbol:
-                raise CommandError(Code.UNKNOWN_SYMBOL, f"this matcher serves {self.symbol}, not {shown(symbol)}")
+                raise CommandError(
+                    Code.UNKNOWN_SYMBOL, f"this matcher serves {self.symbol}, not {shown(symbol)}"
+                )
             if not isinstance(op, str):  # a list or map op is unhashable: no dict lookup
                 raise CommandError(Code.UNKNOWN_OP, f"op must be a string, not {type(op).__name__}")
             parse = self._parsers.get(op)
@@ -703,7 +762,9 @@ class MatcherService:
             self.metrics.refuse(op, Code.INTERNAL)
             if self.internal_errors <= 100 or not self.internal_errors % 10_000:
                 log.exception("internal error #%d on op %s", self.internal_errors, shown(op))
-            return codec.encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
+            return codec.encode_error(
+                req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}"
+            )
 
     def _recv_keyed(self) -> bytes:
         """A request frame under CURVE, as `Keyed` bytes naming the key that sent it (its
@@ -735,8 +796,11 @@ class MatcherService:
                 message["account"] = peer.account
                 frame = codec.encode_request(message)
         elif named != peer.account:
-            return codec.encode_error(req_id, Code.UNAUTHORIZED, (
-                f"this CURVE key acts only as account {peer.account!r}, not {shown(named)}"))
+            return codec.encode_error(
+                req_id,
+                Code.UNAUTHORIZED,
+                (f"this CURVE key acts only as account {peer.account!r}, not {shown(named)}"),
+            )
         return self.handle(frame, ts, published)
 
     def _rebuild_after_fault(self) -> None:
@@ -757,11 +821,17 @@ class MatcherService:
             self.engine, _ = recover(self.units, self.data_dir, self.journal)
         except Exception:
             self.engine_suspect = True
-            log.critical("%s cannot rebuild the state after an internal error: stopping",
-                         self.symbol, exc_info=True)
+            log.critical(
+                "%s cannot rebuild the state after an internal error: stopping",
+                self.symbol,
+                exc_info=True,
+            )
             raise SystemExit(3) from None
-        log.error("%s state rebuilt from the journal at seq %d after an internal error",
-                  self.symbol, self.engine.seq)
+        log.error(
+            "%s state rebuilt from the journal at seq %d after an internal error",
+            self.symbol,
+            self.engine.seq,
+        )
 
     # -- a journal that cannot be written (disk full) ---------------------------------
 
@@ -782,13 +852,20 @@ class MatcherService:
             self.engine, _ = recover(self.units, self.data_dir, self.journal)
         except Exception:
             self.journal_failed = self.engine_suspect = True
-            log.critical("%s cannot roll back after a failed journal write: stopping",
-                         self.symbol, exc_info=True)
+            log.critical(
+                "%s cannot roll back after a failed journal write: stopping",
+                self.symbol,
+                exc_info=True,
+            )
             raise SystemExit(3) from None
         self.journaled_seq = self.engine.seq
-        log.error("%s journal write failed: %s; rolled back to seq %d; refusing orders with "
-                  "journal_unavailable and serving reads until the disk takes writes again",
-                  self.symbol, self.journal_error, self.engine.seq)
+        log.error(
+            "%s journal write failed: %s; rolled back to seq %d; refusing orders with "
+            "journal_unavailable and serving reads until the disk takes writes again",
+            self.symbol,
+            self.journal_error,
+            self.engine.seq,
+        )
 
     def _probe_journal(self) -> None:
         """Once a heartbeat while the journal is down: one small real write (bounded)."""
@@ -797,37 +874,45 @@ class MatcherService:
         except OSError as exc:
             self.failed_probes += 1
             if not self.failed_probes % PROBE_LOG_EVERY:
-                log.warning("%s journal still cannot be written: %s", self.symbol,
-                            exc.strerror or exc)
+                log.warning(
+                    "%s journal still cannot be written: %s", self.symbol, exc.strerror or exc
+                )
             return
         self.journal_down = False
         self._parsers = self._accepting
-        log.warning("%s journal writable again: accepting orders from seq %d", self.symbol,
-                    self.engine.seq + 1)
+        log.warning(
+            "%s journal writable again: accepting orders from seq %d",
+            self.symbol,
+            self.engine.seq + 1,
+        )
 
     def _refuse_mutation(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         raise self._unavailable()
 
     def _unavailable(self) -> CommandError:
-        return CommandError(Code.JOURNAL_UNAVAILABLE,
-                            f"the journal cannot be written ({self.journal_error}): orders, "
-                            f"cancels and amends are refused until it can; reads still work")
+        return CommandError(
+            Code.JOURNAL_UNAVAILABLE,
+            f"the journal cannot be written ({self.journal_error}): orders, "
+            f"cancels and amends are refused until it can; reads still work",
+        )
 
     def _refused_replies(
         self, replies: list[tuple[bytes, bytes | None, bytes]]
     ) -> list[tuple[bytes, bytes | None, bytes]]:
         """Every reply of a rolled-back batch, as a journal_unavailable error with its
         req_id. Only on that failure path: it decodes each reply again."""
-        message = (f"the journal cannot be written ({self.journal_error}): this request "
-                   f"was not applied")
+        message = (
+            f"the journal cannot be written ({self.journal_error}): this request was not applied"
+        )
         refused = []
         for identity, delimiter, reply in replies:
             try:
                 req_id = codec.decode_reply(reply).get("req_id")
             except Exception:
                 req_id = None
-            refused.append((identity, delimiter,
-                            codec.encode_error(req_id, Code.JOURNAL_UNAVAILABLE, message)))
+            refused.append(
+                (identity, delimiter, codec.encode_error(req_id, Code.JOURNAL_UNAVAILABLE, message))
+            )
         return refused
 
     def _bad(self, req_id: Any, message: str) -> bytes:
@@ -862,8 +947,10 @@ class MatcherService:
             elif kind == EV_TRADE:
                 published.append(self.trade_prefix + packed.trade(event))
         if changes:
-            published.append(self.book_prefix + packed.book_update(
-                engine.book_seq, changes, engine.bbo(), command[2]))
+            published.append(
+                self.book_prefix
+                + packed.book_update(engine.book_seq, changes, engine.bbo(), command[2])
+            )
         kind = command[0]
         if kind == CMD_NEW_ORDER or kind == CMD_NEW_STOP:
             order = engine.get_order(seq)
@@ -901,19 +988,28 @@ class MatcherService:
 
     def _heartbeat(self) -> None:
         assert self.pub is not None
-        self.pub.send(codec.encode_pub(self.topic_heartbeat, {
-            "symbol": self.symbol,
-            "epoch": self.epoch,
-            "book_seq": self.engine.book_seq,
-            "last_trade_id": self.engine.trade_id,
-            "timestamp": self.views.timestamp(time.time_ns() // 1000),
-        }))
+        self.pub.send(
+            codec.encode_pub(
+                self.topic_heartbeat,
+                {
+                    "symbol": self.symbol,
+                    "epoch": self.epoch,
+                    "book_seq": self.engine.book_seq,
+                    "last_trade_id": self.engine.trade_id,
+                    "timestamp": self.views.timestamp(time.time_ns() // 1000),
+                },
+            )
+        )
 
     # -- queries -------------------------------------------------------------------
 
     def _ping(self, message: dict[str, Any]) -> dict[str, Any]:
-        result = {"symbol": self.symbol, "seq": self.engine.seq,
-                  "book_seq": self.engine.book_seq, "epoch": self.epoch}
+        result = {
+            "symbol": self.symbol,
+            "seq": self.engine.seq,
+            "book_seq": self.engine.book_seq,
+            "epoch": self.epoch,
+        }
         if message.get("hash") is True:  # O(state): only on request (tests, operators)
             result["state_hash"] = self.engine.state_hash()
         return result
@@ -974,8 +1070,10 @@ class MatcherService:
         last = self.engine.trade_id
         oldest = recent[0][1] if recent else last + 1
         if first < oldest:
-            raise CommandError(Code.INVALID_FIELD, f"from_trade_id {first} is older than the "
-                               f"kept trades ({oldest} to {last})")
+            raise CommandError(
+                Code.INVALID_FIELD,
+                f"from_trade_id {first} is older than the kept trades ({oldest} to {last})",
+            )
         # Ids are contiguous: trade N is at index N - oldest. O(limit).
         start = first - oldest
         kept = [recent[i] for i in range(start, min(start + limit, len(recent)))]
@@ -987,8 +1085,11 @@ class MatcherService:
         start, end = time_of(message, "start"), time_of(message, "end")
         # start after end is an empty window, not an error (no schema can state the order).
         candles = self.engine.candles.series(interval, limit, start, end)
-        return {"symbol": self.symbol, "interval": interval,
-                "candles": [self.views.candle(c) for c in candles]}
+        return {
+            "symbol": self.symbol,
+            "interval": interval,
+            "candles": [self.views.candle(c) for c in candles],
+        }
 
     def _ticker(self, message: dict[str, Any]) -> dict[str, Any]:
         now = max(time.time_ns() // 1000, self.last_ts)
@@ -1024,22 +1125,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-every", type=int)
     parser.add_argument("--router", help="ROUTER endpoint to bind (default from config)")
     parser.add_argument("--pub", help="PUB endpoint to bind (default from config)")
-    parser.add_argument("--prune-segments", action="store_true", default=None,
-                        help="delete journal segments older than the kept snapshots")
+    parser.add_argument(
+        "--prune-segments",
+        action="store_true",
+        default=None,
+        help="delete journal segments older than the kept snapshots",
+    )
     parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
-    parser.add_argument("--apply-rules", action="store_true",
-                        help="journal configured rules that differ from the journaled ones")
-    parser.add_argument("--metrics-port", type=int,
-                        help="serve Prometheus /metrics on this port (0: off; default: the "
-                             "config's metrics_port + the symbol's index, or off)")
+    parser.add_argument(
+        "--apply-rules",
+        action="store_true",
+        help="journal configured rules that differ from the journaled ones",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (0: off; default: the "
+        "config's metrics_port + the symbol's index, or off)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        config = load_config(args.config, host=args.host, zmq_port=args.zmq_port,
-                             data_dir=args.data_dir, fsync=args.fsync,
-                             snapshot_every=args.snapshot_every,
-                             prune_segments=args.prune_segments,
-                             segment_bytes=args.segment_bytes, symbols=[args.symbol])
+        config = load_config(
+            args.config,
+            host=args.host,
+            zmq_port=args.zmq_port,
+            data_dir=args.data_dir,
+            fsync=args.fsync,
+            snapshot_every=args.snapshot_every,
+            prune_segments=args.prune_segments,
+            segment_bytes=args.segment_bytes,
+            symbols=[args.symbol],
+        )
     except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
         print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -1057,14 +1174,22 @@ def main(argv: list[str] | None = None) -> int:
     metrics_port = config.symbols[args.symbol].metrics_port
     if args.metrics_port is not None:
         if not 0 <= args.metrics_port <= 65535:
-            print(f"matcher: --metrics-port must be a port in 0..65535, not {args.metrics_port}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"matcher: --metrics-port must be a port in 0..65535, not {args.metrics_port}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 2
         metrics_port = args.metrics_port
     service = MatcherService(
-        symbol, config.data_dir, config.fsync, config.snapshot_every,
-        router_endpoint=args.router, pub_endpoint=args.pub,
-        prune_segments=config.prune_segments, segment_bytes=config.segment_bytes,
+        symbol,
+        config.data_dir,
+        config.fsync,
+        config.snapshot_every,
+        router_endpoint=args.router,
+        pub_endpoint=args.pub,
+        prune_segments=config.prune_segments,
+        segment_bytes=config.segment_bytes,
         apply_rules=args.apply_rules,
         curve=curve,
         metrics_address=(config.host, metrics_port) if metrics_port else None,
@@ -1075,8 +1200,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FolderLocked, JournalCorrupt, RecoveryError, zmq.ZMQError, OSError) as exc:
         # Refuse to start with one clear line (file and offset, or the endpoint): serving
         # from a damaged journal or the wrong address must never happen silently.
-        endpoint = f" ({service.router_endpoint}, {service.pub_endpoint})" \
-            if isinstance(exc, zmq.ZMQError) else ""
+        endpoint = (
+            f" ({service.router_endpoint}, {service.pub_endpoint})"
+            if isinstance(exc, zmq.ZMQError)
+            else ""
+        )
         log.error("%s cannot start%s: %s", args.symbol, endpoint, exc)
         return 2
     try:

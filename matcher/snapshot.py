@@ -171,5 +171,3 @@ def _check(seq: int, data: bytes) -> str:
     if zlib.crc32(memoryview(data)[HEADER.size :]) != crc:
         return "crc mismatch"
     return ""
-
-

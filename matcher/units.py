@@ -44,7 +44,9 @@ def parse_decimal(value: Any, field: str, code: str) -> Decimal:
     """
     if isinstance(value, str):
         if len(value) > MAX_NUMBER_CHARS:
-            raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
+            raise CommandError(
+                code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters"
+            )
         if _plain(value) is None:
             raise CommandError(
                 code, f"{field} must be a plain decimal such as 123 or 0.5, not {shown(value)}"
@@ -59,7 +61,9 @@ def parse_decimal(value: Any, field: str, code: str) -> Decimal:
     else:
         text = str(value)
     if len(text) > MAX_NUMBER_CHARS:
-        raise CommandError(code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters")
+        raise CommandError(
+            code, f"{field} must be a decimal of at most {MAX_NUMBER_CHARS} characters"
+        )
     try:
         return Decimal(text)
     except InvalidOperation:  # not expected from int/float text: refused all the same
@@ -70,15 +74,26 @@ class Units:
     """One symbol's grid: converts between decimal text and ticks/lots, formats fees."""
 
     __slots__ = (
-        "symbol", "tick_size", "lot_size", "price_places", "quantity_places",
-        "price_scale", "quantity_scale", "max_price_ticks", "max_quantity_lots",
-        "min_quantity_lots", "maker_rate", "taker_rate", "_fee_unit",
-        "_max_price", "_max_quantity", "_ticks_per_tick", "_lots_per_lot",
+        "symbol",
+        "tick_size",
+        "lot_size",
+        "price_places",
+        "quantity_places",
+        "price_scale",
+        "quantity_scale",
+        "max_price_ticks",
+        "max_quantity_lots",
+        "min_quantity_lots",
+        "maker_rate",
+        "taker_rate",
+        "_fee_unit",
+        "_max_price",
+        "_max_quantity",
+        "_ticks_per_tick",
+        "_lots_per_lot",
     )
 
-    def __init__(
-        self, config: SymbolConfig, grid_units: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, config: SymbolConfig, grid_units: tuple[str, str] | None = None) -> None:
         """`grid_units`: what one integer price and quantity are worth, when a rules change
         made them finer than the tick and the lot (matcher/rules.py); default: tick, lot."""
         self.symbol = config.symbol
@@ -128,7 +143,8 @@ class Units:
         # `not ticks` refuses it (and anything under one tick).
         if remainder or not ticks:
             raise CommandError(
-                Code.INVALID_PRICE, f"{field} {price} is not a multiple of tick_size {self.tick_size}"
+                Code.INVALID_PRICE,
+                f"{field} {price} is not a multiple of tick_size {self.tick_size}",
             )
         return int(ticks) * self._ticks_per_tick
 
@@ -227,9 +243,7 @@ class CachedUnits(Units):
 
     __slots__ = ("_ticks", "_lots")
 
-    def __init__(
-        self, config: SymbolConfig, grid_units: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, config: SymbolConfig, grid_units: tuple[str, str] | None = None) -> None:
         self._ticks: dict[str, int] = {}
         self._lots: dict[str, int] = {}
         super().__init__(config, grid_units)

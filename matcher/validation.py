@@ -49,10 +49,29 @@ STPS = {name: code for code, name in enumerate(STP_NAMES)}
 # The fields each order op takes (docs/protocol.md), after "op" and "req_id". Anything
 # else is refused, as the REST API does: a typo such as "postonly" must not quietly place
 # an order that takes liquidity.
-NEW_ORDER_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "price",
-                    "time_in_force", "post_only", "client_order_id", "stp")
-NEW_STOP_FIELDS = ("symbol", "account", "order_type", "side", "quantity", "stop_price",
-                   "price", "client_order_id", "stp")
+NEW_ORDER_FIELDS = (
+    "symbol",
+    "account",
+    "order_type",
+    "side",
+    "quantity",
+    "price",
+    "time_in_force",
+    "post_only",
+    "client_order_id",
+    "stp",
+)
+NEW_STOP_FIELDS = (
+    "symbol",
+    "account",
+    "order_type",
+    "side",
+    "quantity",
+    "stop_price",
+    "price",
+    "client_order_id",
+    "stp",
+)
 CANCEL_FIELDS = ("symbol", "account", "order_id", "client_order_id")
 AMEND_FIELDS = ("symbol", "account", "order_id", "client_order_id", "quantity", "price")
 CANCEL_ALL_FIELDS = ("symbol", "account", "side")
@@ -81,7 +100,9 @@ def _unknown_field(message: dict[str, Any], op: str, fields: tuple[str, ...]) ->
     return _invalid(f"unknown field {shown(unknown)}; {op} takes {', '.join(fields)}")
 
 
-def _name(message: dict[str, Any], field: str, choices: dict[str, int], default: int | None = None) -> int:
+def _name(
+    message: dict[str, Any], field: str, choices: dict[str, int], default: int | None = None
+) -> int:
     value = message.get(field)
     if value.__class__ is str:  # the common case first (a list or map is unhashable)
         code = choices.get(value)
@@ -148,7 +169,9 @@ def order_reference(message: dict[str, Any]) -> int | str:
     return client_order_id
 
 
-def bounded_int(message: dict[str, Any], field: str, default: int, low: int = 1, high: int = 1000) -> int:
+def bounded_int(
+    message: dict[str, Any], field: str, default: int, low: int = 1, high: int = 1000
+) -> int:
     value = message.get(field)
     if value is None:
         return default
@@ -185,8 +208,9 @@ def time_of(message: dict[str, Any], field: str) -> int | None:
                 moment = moment.replace(tzinfo=UTC)
             since = moment - EPOCH
             return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-    raise _invalid(f"{field} must be an ISO 8601 time such as 2026-12-04T10:00:00Z, "
-                   f"not {shown(value)}")
+    raise _invalid(
+        f"{field} must be an ISO 8601 time such as 2026-12-04T10:00:00Z, not {shown(value)}"
+    )
 
 
 def trade_id_of(message: dict[str, Any], field: str) -> int | None:
@@ -246,15 +270,30 @@ class Validator:
                 raise CommandError(Code.INVALID_PRICE, "price is required for this order type")
             price = units.price_ticks(raw_price)
             if order_type != LIMIT and tif_name not in (None, ORDER_TYPE_NAMES[order_type]):
-                raise _invalid(f"time_in_force conflicts with order_type {ORDER_TYPE_NAMES[order_type]}")
+                raise _invalid(
+                    f"time_in_force conflicts with order_type {ORDER_TYPE_NAMES[order_type]}"
+                )
         if post_only and (order_type != LIMIT or tif != GTC):
             raise _invalid("post_only applies to gtc limit orders only")
         stp = 0 if get("stp") is None else _name(message, "stp", STPS)
         account = ANONYMOUS if get("account") is None else account_of(message)
-        client_order_id = (None if get("client_order_id") is None
-                           else _text(message, "client_order_id"))
-        return (CMD_NEW_ORDER, seq, ts, account, side, order_type, tif, price, quantity,
-                post_only, stp, client_order_id)
+        client_order_id = (
+            None if get("client_order_id") is None else _text(message, "client_order_id")
+        )
+        return (
+            CMD_NEW_ORDER,
+            seq,
+            ts,
+            account,
+            side,
+            order_type,
+            tif,
+            price,
+            quantity,
+            post_only,
+            stp,
+            client_order_id,
+        )
 
     def new_stop(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         if not message.keys() <= _NEW_STOP_ACCEPTED:
@@ -275,8 +314,19 @@ class Validator:
             raise CommandError(Code.INVALID_PRICE, "a stop_limit needs a price")
         price = units.price_ticks(raw_price) if raw_price is not None else None
         stp = _name(message, "stp", STPS, 0)
-        return (CMD_NEW_STOP, seq, ts, account_of(message), side, order_type, stop_price, price,
-                quantity, stp, _text(message, "client_order_id"))
+        return (
+            CMD_NEW_STOP,
+            seq,
+            ts,
+            account_of(message),
+            side,
+            order_type,
+            stop_price,
+            price,
+            quantity,
+            stp,
+            _text(message, "client_order_id"),
+        )
 
     def cancel(self, message: dict[str, Any], seq: int, ts: int) -> tuple:
         if not message.keys() <= _CANCEL_ACCEPTED:

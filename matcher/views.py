@@ -115,8 +115,9 @@ class Views:
             "time_in_force": TIF_NAMES[(kind >> 3) & 3],
             "post_only": bool(kind & 128),
             "price": None if price is None else prices.get(price) or self._price(price),
-            "stop_price": (None if stop_price is None
-                           else prices.get(stop_price) or self._price(stop_price)),
+            "stop_price": (
+                None if stop_price is None else prices.get(stop_price) or self._price(stop_price)
+            ),
             "quantity": quantities.get(quantity) or self._quantity(quantity),
             "filled_quantity": quantities.get(filled) or self._quantity(filled),
             "remaining_quantity": quantities.get(remaining) or self._quantity(remaining),
@@ -139,8 +140,10 @@ class Views:
         for trade in trades:
             quote += trade[2] * trade[3]
             lots += trade[3]
-        return {"average_price": self.units.format_average_price(quote, lots),
-                "cumulative_quote": self.units.format_quote(quote)}
+        return {
+            "average_price": self.units.format_average_price(quote, lots),
+            "cumulative_quote": self.units.format_quote(quote),
+        }
 
     def levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
         price, quantity = self.price, self.quantity
@@ -154,7 +157,9 @@ class Views:
         self._last_bbo, self._last_bbo_view = bbo, view
         return view
 
-    def _format_bbo(self, bbo: tuple[int | None, int, int | None, int], book_seq: int) -> dict[str, Any]:
+    def _format_bbo(
+        self, bbo: tuple[int | None, int, int | None, int], book_seq: int
+    ) -> dict[str, Any]:
         bid, bid_total, ask, ask_total = bbo
         price, quantity = self.price, self.quantity
         return {
@@ -189,8 +194,13 @@ class Views:
             "trade_count": count,
         }
 
-    def ticker(self, day: tuple | None, last_price: int | None,
-               bbo: tuple[int | None, int, int | None, int], now: int) -> dict[str, Any]:
+    def ticker(
+        self,
+        day: tuple | None,
+        last_price: int | None,
+        bbo: tuple[int | None, int, int | None, int],
+        now: int,
+    ) -> dict[str, Any]:
         """TICKER_SHAPE from the rolling day's candle (`Candles.day`, None without a
         trade in it), the last trade's price, the BBO and the time (µs)."""
         price, units = self.price, self.units
@@ -202,14 +212,23 @@ class Views:
             "ask_price": None if ask is None else price(ask),
         }
         if day is None:
-            view.update(open_24h=None, high_24h=None, low_24h=None, volume_24h="0",
-                        quote_volume_24h="0", change_24h=None, change_percent_24h=None,
-                        trade_count_24h=0)
+            view.update(
+                open_24h=None,
+                high_24h=None,
+                low_24h=None,
+                volume_24h="0",
+                quote_volume_24h="0",
+                change_24h=None,
+                change_percent_24h=None,
+                trade_count_24h=0,
+            )
         else:
             first, close = day[1], day[4]
             change = close - first
             view.update(
-                open_24h=price(first), high_24h=price(day[2]), low_24h=price(day[3]),
+                open_24h=price(first),
+                high_24h=price(day[2]),
+                low_24h=price(day[3]),
                 volume_24h=units.format_quantity(day[5]),
                 quote_volume_24h=units.format_quote(day[6]),
                 change_24h=("-" if change < 0 else "") + units.format_price(abs(change)),

@@ -44,10 +44,16 @@ DOC_HTTP, DOC_WS, DOC_ZMQ, DOC_METRICS = 8000, 8001, 5555, 9100
 # What is masked in both the page and the real output before they are compared, and
 # why: nothing else may differ.
 MASKS: tuple[tuple[str, str, str], ...] = (
-    (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "<timestamp>",
-     "the clock: orders, trades, books, candles' open_time, the ticker"),
-    (r'"build": ?"(compiled|pure)"', '"build": "<build>"',
-     "which build of the matching core runs (docs/architecture.md, Two builds)"),
+    (
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z",
+        "<timestamp>",
+        "the clock: orders, trades, books, candles' open_time, the ticker",
+    ),
+    (
+        r'"build": ?"(compiled|pure)"',
+        '"build": "<build>"',
+        "which build of the matching core runs (docs/architecture.md, Two builds)",
+    ),
     (r'"version": ?"[^"]*"', '"version": "<version>"', "the installed package's version"),
     (r"(HTTP \d{3}) +\d+\.\d+s", r"\1 <seconds>", "curl's %{time_total}"),
     (r"retry in \d+\.\d+s", "retry in <seconds>", "how much of the rate-limit bucket is left"),
@@ -91,8 +97,9 @@ def parse(text: str) -> list[Example]:
     return examples
 
 
-def _commands(lines: list[str], start: int, end: int, indent: str,
-              system: str) -> Iterator[Example]:
+def _commands(
+    lines: list[str], start: int, end: int, indent: str, system: str
+) -> Iterator[Example]:
     index = start
     while index < end:
         text = lines[index].removeprefix(indent)
@@ -107,9 +114,14 @@ def _commands(lines: list[str], start: int, end: int, indent: str,
         output_start = index
         while index < end and not lines[index].removeprefix(indent).startswith("$ "):
             index += 1
-        yield Example(system, "\n".join(command),
-                      [line.removeprefix(indent) for line in lines[output_start:index]],
-                      first + 1, (output_start, index), indent)
+        yield Example(
+            system,
+            "\n".join(command),
+            [line.removeprefix(indent) for line in lines[output_start:index]],
+            first + 1,
+            (output_start, index),
+            indent,
+        )
 
 
 def masked(lines: list[str]) -> list[str]:
@@ -146,8 +158,10 @@ class Running:
             config.write_text(f"[server]\nmetrics_port = {metrics}\n")
         else:
             config.write_text(auth_toml)
-        child = Child(["run.py", "--config", str(config), "--data-dir", str(folder / "data"),
-                       *ports], folder / "run.log")
+        child = Child(
+            ["run.py", "--config", str(config), "--data-dir", str(folder / "data"), *ports],
+            folder / "run.log",
+        )
         self.children.append(child.start())
         wait_until(lambda: _healthy(http), timeout=60, interval=0.2)
 
@@ -178,8 +192,7 @@ def auth_config(text: str) -> str:
     return after.split("```toml\n", 1)[1].split("```", 1)[0]
 
 
-def run_all(tmp: Path, text: str,
-            each: Callable[[Example, list[str]], None]) -> None:
+def run_all(tmp: Path, text: str, each: Callable[[Example, list[str]], None]) -> None:
     """Run every example in order, calling `each(example, real output lines)`."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     systems: dict[str, Running] = {}
@@ -188,8 +201,14 @@ def run_all(tmp: Path, text: str,
             if example.system not in systems:
                 systems[example.system] = Running(tmp, example.system, auth_config(text))
             system = systems[example.system]
-            done = subprocess.run(["bash", "-c", system.command(example.command)], cwd=tmp,
-                                  env=env, capture_output=True, text=True, timeout=60)
+            done = subprocess.run(
+                ["bash", "-c", system.command(example.command)],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             real = system.output(done.stdout + done.stderr)
             each(example, real.split("\n"))
     finally:

@@ -80,7 +80,11 @@ class Child:
     def start(self) -> Child:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            self.args,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
             start_new_session=True,
         )
         log.close()
@@ -144,8 +148,18 @@ class System:
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.feed_url = f"ws://127.0.0.1:{self.ws_port}"
         self.child = Child(
-            ["run.py", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port),
-             "--ws-port", str(self.ws_port), "--zmq-port", str(self.zmq_port), *extra],
+            [
+                "run.py",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-port",
+                str(self.http_port),
+                "--ws-port",
+                str(self.ws_port),
+                "--zmq-port",
+                str(self.zmq_port),
+                *extra,
+            ],
             tmp / "run.log",
         )
 
@@ -159,7 +173,9 @@ class System:
             wait_until(lambda: http_ok(self.base + "/health"), timeout=timeout, interval=0.2)
         except TimeoutError:
             self.child.stop()
-            raise RuntimeError(f"system did not become healthy:\n{self.child.log()[-4000:]}") from None
+            raise RuntimeError(
+                f"system did not become healthy:\n{self.child.log()[-4000:]}"
+            ) from None
         return self
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ def test_every_example_of_docs_api_md_prints_what_the_page_shows(tmp_path: Path)
             differences.append(f"docs/api.md line {example.line}: $ {example.command}\n{diff}")
 
     run_all(tmp_path, DOC.read_text(), compare)
-    assert not differences, (f"{len(differences)} examples differ (regenerate with "
-                             "`python -m tests.api_examples --write`):\n\n"
-                             + "\n\n".join(differences))
+    assert not differences, (
+        f"{len(differences)} examples differ (regenerate with "
+        "`python -m tests.api_examples --write`):\n\n" + "\n\n".join(differences)
+    )

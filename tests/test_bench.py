@@ -12,18 +12,33 @@ import sys
 from tests.support import REPO
 
 EXPECTED = {  # a few figures each benchmark must print, by (benchmark, figure)
-    ("core", "core_ops_per_s"), ("core", "bare_ops_per_s"), ("core", "bytes_per_resting_order"),
+    ("core", "core_ops_per_s"),
+    ("core", "bare_ops_per_s"),
+    ("core", "bytes_per_resting_order"),
     ("peers", "matchwire core.ops_per_s"),
-    ("zmq", "echo_p50_us"), ("zmq", "fsync_p50_us"), ("zmq", "batch_p50_us"),
-    ("zmq", "batch_orders_per_s"), ("zmq", "replay_records_per_s"), ("zmq", "restart_s"),
-    ("rest", "floor_p50_us"), ("rest", "gateway_p50_us"), ("rest", "gateway_req_s"),
-    ("ws", "trade_p50_us_1c"), ("ws", "book_p50_us_1c"), ("ws", "deliveries_per_s"),
+    ("zmq", "echo_p50_us"),
+    ("zmq", "fsync_p50_us"),
+    ("zmq", "batch_p50_us"),
+    ("zmq", "batch_orders_per_s"),
+    ("zmq", "replay_records_per_s"),
+    ("zmq", "restart_s"),
+    ("rest", "floor_p50_us"),
+    ("rest", "gateway_p50_us"),
+    ("rest", "gateway_req_s"),
+    ("ws", "trade_p50_us_1c"),
+    ("ws", "book_p50_us_1c"),
+    ("ws", "deliveries_per_s"),
 }
 
 
 def test_bench_quick_prints_every_figure() -> None:
-    result = subprocess.run([sys.executable, "run.py", "bench", "--quick"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "run.py", "bench", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {}
     for line in result.stdout.splitlines():
@@ -37,8 +52,13 @@ def test_bench_quick_prints_every_figure() -> None:
 
 
 def test_bench_refuses_an_unknown_benchmark() -> None:
-    result = subprocess.run([sys.executable, "run.py", "bench", "nonsense"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "run.py", "bench", "nonsense"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "unknown benchmark" in result.stderr
 
 
@@ -47,8 +67,13 @@ def test_bench_from_an_installed_package_says_to_use_a_clone(tmp_path) -> None: 
     installed = tmp_path / "site"
     installed.mkdir()
     (installed / "run.py").write_text((REPO / "run.py").read_text())
-    result = subprocess.run([sys.executable, str(installed / "run.py"), "bench", "core"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, str(installed / "run.py"), "bench", "core"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 2
     assert "from a clone of the repository" in result.stderr

@@ -37,8 +37,13 @@ def public_key(keys: Path, name: str) -> str:
 
 
 def matchwire(system: GatewaySystem, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clients", "--url", system.base, *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "--url", system.base, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_gateway_and_the_hub_work_end_to_end(curved: tuple[GatewaySystem, Path]) -> None:
@@ -48,9 +53,18 @@ def test_the_gateway_and_the_hub_work_end_to_end(curved: tuple[GatewaySystem, Pa
         symbol = info.json()["symbols"][BTC]
         assert symbol["curve_public_key"] == public_key(keys, "matcher")
         assert "secret" not in info.text.lower()
-        order = http.post("/submit_order", json={
-            "symbol": BTC, "side": "buy", "order_type": "limit", "price": "101",
-            "quantity": "1", "account": "dave"}, timeout=30)
+        order = http.post(
+            "/submit_order",
+            json={
+                "symbol": BTC,
+                "side": "buy",
+                "order_type": "limit",
+                "price": "101",
+                "quantity": "1",
+                "account": "dave",
+            },
+            timeout=30,
+        )
         assert order.status_code == 200, order.text + system.logs()
         assert order.json()["account"] == "dave"  # the gateway's key names any account
     assert system.gateway is not None and "pyzmq link" in system.gateway.log()
@@ -71,20 +85,77 @@ def test_the_cli_and_the_load_generator_trade_with_an_account_key(
 ) -> None:
     system, keys = curved
     alice = str(keys / "alice.key_secret")
-    done = matchwire(system, "--transport", "zmq", "--key", alice, "--json",
-                     "order", BTC, "buy", "limit", "1", "--price", "99")
+    done = matchwire(
+        system,
+        "--transport",
+        "zmq",
+        "--key",
+        alice,
+        "--json",
+        "order",
+        BTC,
+        "buy",
+        "limit",
+        "1",
+        "--price",
+        "99",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["account"] == "alice"  # the server key came from GET /
-    as_bob = matchwire(system, "--transport", "zmq", "--key", alice, "--account", "bob",
-                       "--json", "order", BTC, "buy", "limit", "1", "--price", "99")
+    as_bob = matchwire(
+        system,
+        "--transport",
+        "zmq",
+        "--key",
+        alice,
+        "--account",
+        "bob",
+        "--json",
+        "order",
+        BTC,
+        "buy",
+        "limit",
+        "1",
+        "--price",
+        "99",
+    )
     assert as_bob.returncode != 0 and "only as account 'alice'" in as_bob.stderr
-    plain = matchwire(system, "--transport", "zmq", "--timeout", "2", "--json",
-                      "order", BTC, "buy", "limit", "1", "--price", "99")
+    plain = matchwire(
+        system,
+        "--transport",
+        "zmq",
+        "--timeout",
+        "2",
+        "--json",
+        "order",
+        BTC,
+        "buy",
+        "limit",
+        "1",
+        "--price",
+        "99",
+    )
     assert plain.returncode != 0  # no key: no answer
     load = subprocess.run(
-        [sys.executable, "-m", "clients.load", "--url", system.base, "--key", alice,
-         "--account", "alice", "--count", "300", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "clients.load",
+            "--url",
+            system.base,
+            "--key",
+            alice,
+            "--account",
+            "alice",
+            "--count",
+            "300",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert load.returncode == 0, load.stderr
     figures = json.loads(load.stdout)
     assert figures["requests"] == 300 and "unauthorized" not in figures["errors"]
@@ -93,9 +164,22 @@ def test_the_cli_and_the_load_generator_trade_with_an_account_key(
 def test_the_zmtp_accelerator_is_refused_under_curve(curved: tuple[GatewaySystem, Path]) -> None:
     system, _ = curved
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.server", "--config", str(system.config_path),
-         "--http-port", "1", "--gateway-link", "zmtp"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "gateway.server",
+            "--config",
+            str(system.config_path),
+            "--http-port",
+            "1",
+            "--gateway-link",
+            "zmtp",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "speaks no CURVE" in result.stderr
 
 
@@ -104,11 +188,18 @@ def test_clients_of_matchers_beyond_loopback_without_curve_refuse_to_start(
     tmp_path: Path, module: str
 ) -> None:
     config = tmp_path / "far.toml"
-    config.write_text('[api_keys."k1"]\naccount = "a"\n[symbols."BTC-USDT"]\n'
-                      'order_endpoint = "tcp://10.1.2.3:5555"\n'
-                      'feed_endpoint = "tcp://10.1.2.3:5556"\n')
-    result = subprocess.run([sys.executable, "-m", module, "--config", str(config)],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    config.write_text(
+        '[api_keys."k1"]\naccount = "a"\n[symbols."BTC-USDT"]\n'
+        'order_endpoint = "tcp://10.1.2.3:5555"\n'
+        'feed_endpoint = "tcp://10.1.2.3:5556"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "refusing tcp://10.1.2.3:5555" in result.stderr
     assert "beyond loopback without CurveZMQ" in result.stderr
@@ -123,17 +214,22 @@ def test_two_hosts_under_curve(tmp_path: Path) -> None:
     http_port, ws_port = free_port(), free_port()
     config = tmp_path / "shared.toml"
     config.write_text(
-        f'[server]\nhttp_port = {http_port}\nws_port = {ws_port}\n'
+        f"[server]\nhttp_port = {http_port}\nws_port = {ws_port}\n"
         f'data_dir = "{tmp_path / "data"}"\n'
         f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
         f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
         f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
-        f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n' + curve_section(keys))
+        f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n' + curve_section(keys)
+    )
     children = [
-        Child(["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
-              tmp_path / "btc.log"),
-        Child(["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
-              tmp_path / "eth.log"),
+        Child(
+            ["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
+            tmp_path / "btc.log",
+        ),
+        Child(
+            ["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
+            tmp_path / "eth.log",
+        ),
         Child(["run.py", "feedhub", "--config", str(config)], tmp_path / "feedhub.log"),
         Child(["run.py", "gateway", "--config", str(config)], tmp_path / "gateway.log"),
     ]
@@ -143,10 +239,19 @@ def test_two_hosts_under_curve(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{http_port}"
         wait_for_port(http_port, timeout=30)
         for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
+
             def answered(symbol: str = symbol, price: str = price) -> dict | None:
-                response = httpx.post(base + "/submit_order", json={
-                    "symbol": symbol, "order_type": "limit", "side": "buy", "price": price,
-                    "quantity": "1"}, timeout=15)
+                response = httpx.post(
+                    base + "/submit_order",
+                    json={
+                        "symbol": symbol,
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": price,
+                        "quantity": "1",
+                    },
+                    timeout=15,
+                )
                 return response.json() if response.status_code == 200 else None
 
             order = wait_until(answered, timeout=60, interval=0.3)
@@ -157,8 +262,9 @@ def test_two_hosts_under_curve(tmp_path: Path) -> None:
                 health = httpx.get(f"http://127.0.0.1:{ws_port}/health", timeout=5).json()
             except httpx.HTTPError:
                 return False
-            return all(state["synced"] and state["book_seq"]
-                       for state in health["symbols"].values())
+            return all(
+                state["synced"] and state["book_seq"] for state in health["symbols"].values()
+            )
 
         wait_until(hub_synced, timeout=60)
     finally:

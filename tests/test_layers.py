@@ -19,9 +19,27 @@ from tests.support import REPO
 LAYER = {"matcher": 0, "clients": 1, "feedhub": 2, "gateway": 2, "run": 3}
 CLIENTS_MAY_USE = {"matcher.codec", "matcher.protocol", "matcher.replay"}
 CORE = ("matcher/book.py", "matcher/engine.py")
-IMPURE = {"os", "time", "socket", "zmq", "logging", "random", "sys", "subprocess",
-          "threading", "asyncio", "select", "signal", "datetime", "pathlib", "io", "shutil",
-          "tempfile", "secrets", "uuid"}
+IMPURE = {
+    "os",
+    "time",
+    "socket",
+    "zmq",
+    "logging",
+    "random",
+    "sys",
+    "subprocess",
+    "threading",
+    "asyncio",
+    "select",
+    "signal",
+    "datetime",
+    "pathlib",
+    "io",
+    "shutil",
+    "tempfile",
+    "secrets",
+    "uuid",
+}
 
 
 def imported_modules(path: Path) -> set[str]:

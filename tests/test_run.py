@@ -29,8 +29,14 @@ class Ports:
         self.symbols = symbols
 
     def flags(self) -> list[str]:
-        return ["--http-port", str(self.http), "--ws-port", str(self.ws),
-                "--zmq-port", str(self.zmq)]
+        return [
+            "--http-port",
+            str(self.http),
+            "--ws-port",
+            str(self.ws),
+            "--zmq-port",
+            str(self.zmq),
+        ]
 
     def all(self) -> list[int]:
         return [self.http, self.ws, *range(self.zmq, self.zmq + 2 * self.symbols)]
@@ -38,8 +44,11 @@ class Ports:
 
 def run_py(tmp: Path, ports: Ports, *extra: str, env: dict[str, str] | None = None) -> Child:
     symbols = "BTC-USDT,ETH-USDT" if ports.symbols == 2 else "BTC-USDT"
-    return Child(["run.py", "--data-dir", str(tmp / "data"), *ports.flags(),
-                  "--symbols", symbols, *extra], tmp / "run.log", env=env)
+    return Child(
+        ["run.py", "--data-dir", str(tmp / "data"), *ports.flags(), "--symbols", symbols, *extra],
+        tmp / "run.log",
+        env=env,
+    )
 
 
 def gone(pid: int) -> bool:
@@ -63,7 +72,11 @@ def processes_using(marker: str) -> list[int]:
     """Live processes whose command line names `marker` (a test's own data folder)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and marker in cmdline(int(entry.name)) and not gone(int(entry.name)):
+        if (
+            entry.name.isdigit()
+            and marker in cmdline(int(entry.name))
+            and not gone(int(entry.name))
+        ):
             found.append(int(entry.name))
     return found
 
@@ -85,8 +98,9 @@ def leftovers(tmp_path: Path) -> Iterator[None]:
 
 def wait_healthy(child: Child, ports: Ports) -> None:
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60,
-                   interval=0.2)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60, interval=0.2
+        )
     except TimeoutError:
         raise AssertionError(f"run.py did not become healthy:\n{child.log()[-4000:]}") from None
 
@@ -129,8 +143,12 @@ SNAPSHOT_CHILD = textwrap.dedent("""
 
 
 def test_a_matcher_s_snapshot_child_exits_with_the_matcher(tmp_path: Path) -> None:
-    matcher = subprocess.Popen([sys.executable, "-c", SNAPSHOT_CHILD, str(tmp_path)], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+    matcher = subprocess.Popen(
+        [sys.executable, "-c", SNAPSHOT_CHILD, str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert matcher.stdout is not None
         snapshot_child = int(matcher.stdout.readline())
@@ -169,16 +187,22 @@ def test_a_busy_port_stops_everything_with_exit_2_naming_it(
     tmp_path: Path, leftovers: None, which: str
 ) -> None:
     ports = Ports(2)
-    busy = {"http": ports.http, "ws": ports.ws, "router": ports.zmq + 2,
-            "pub": ports.zmq + 1}[which]
-    name = {"http": "gateway", "ws": "feedhub", "router": "matcher ETH-USDT",
-            "pub": "matcher BTC-USDT"}[which]
+    busy = {"http": ports.http, "ws": ports.ws, "router": ports.zmq + 2, "pub": ports.zmq + 1}[
+        which
+    ]
+    name = {
+        "http": "gateway",
+        "ws": "feedhub",
+        "router": "matcher ETH-USDT",
+        "pub": "matcher BTC-USDT",
+    }[which]
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", busy))
         holder.listen()
         child = run_py(tmp_path, ports).start()
-        log = assert_refused(child, tmp_path, f"{name} refused", f"127.0.0.1:{busy}",
-                             "Address already in use")
+        log = assert_refused(
+            child, tmp_path, f"{name} refused", f"127.0.0.1:{busy}", "Address already in use"
+        )
     assert "restarting" not in log
 
 
@@ -197,8 +221,7 @@ def test_a_damaged_journal_stops_everything_with_exit_2_naming_the_file(
     data[10] ^= 0xFF  # inside the first record, which a valid one follows
     segment.write_bytes(bytes(data))
     child = run_py(tmp_path, Ports(2)).start()
-    assert_refused(child, tmp_path, "matcher BTC-USDT refused", "journal corrupt",
-                   segment.name)
+    assert_refused(child, tmp_path, "matcher BTC-USDT refused", "journal corrupt", segment.name)
 
 
 # -- item: restarts after healthy runs, bounded retries of failing starts ---------------
@@ -220,13 +243,22 @@ def test_a_matcher_that_had_been_up_is_restarted_at_once_each_time(
         killed: int | None = None
         for _ in range(4):
             # Up again: a new matcher process, and the gateway reaches it.
-            wait_until(lambda killed=killed: matcher() not in (None, killed)
-                       and http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60)
+            wait_until(
+                lambda killed=killed: (
+                    matcher() not in (None, killed)
+                    and http_ok(f"http://127.0.0.1:{ports.http}/health")
+                ),
+                timeout=60,
+            )
             killed = matcher()
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-        wait_until(lambda: matcher() not in (None, killed)
-                   and http_ok(f"http://127.0.0.1:{ports.http}/health"), timeout=60)
+        wait_until(
+            lambda: (
+                matcher() not in (None, killed) and http_ok(f"http://127.0.0.1:{ports.http}/health")
+            ),
+            timeout=60,
+        )
         log = child.log()
         assert "restart in" not in log, log[-3000:]  # no backoff for a child that had been up
         assert log.count("matcher BTC-USDT killed by SIGKILL after") == 4, log[-3000:]
@@ -258,8 +290,11 @@ def test_a_child_that_keeps_failing_at_start_is_given_up(tmp_path: Path, leftove
     assert code == 1, log[-3000:]
     assert "feedhub failed to start 5 times in a row (last: exit 1 before it was ready)" in log
     assert "  feedhub: crashing at start on purpose" in log  # its last stderr line, quoted
-    delays = [line.rsplit("restart in ", 1)[1] for line in log.splitlines()
-              if line.startswith("[run] feedhub exit 1 before it was ready")]
+    delays = [
+        line.rsplit("restart in ", 1)[1]
+        for line in log.splitlines()
+        if line.startswith("[run] feedhub exit 1 before it was ready")
+    ]
     assert delays == ["0.5s", "1.0s", "2.0s", "4.0s"], log[-3000:]
     assert processes_using(str(tmp_path / "data")) == []
 
@@ -279,8 +314,9 @@ def test_sigterm_stops_the_front_ends_before_the_matchers(tmp_path: Path, leftov
         assert len(found) == 1, f"{text!r} logged {len(found)} times:\n" + "\n".join(lines[-30:])
         return found[0]
 
-    matchers_gone = min(where(f"matchwire.matcher INFO {symbol} stopped at seq")
-                        for symbol in ("BTC-USDT", "ETH-USDT"))
-    assert where("matchwire.gateway INFO gateway stopped") < matchers_gone, \
-        "\n".join(lines[-30:])
+    matchers_gone = min(
+        where(f"matchwire.matcher INFO {symbol} stopped at seq")
+        for symbol in ("BTC-USDT", "ETH-USDT")
+    )
+    assert where("matchwire.gateway INFO gateway stopped") < matchers_gone, "\n".join(lines[-30:])
     assert where("matchwire.feedhub INFO feed hub stopped") < matchers_gone

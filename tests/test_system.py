@@ -47,8 +47,12 @@ def healthy(base: str) -> bool:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     running = System(tmp_path_factory.mktemp("system")).start()
-    yield {"child": running.child, "base": running.base, "zmq_port": running.zmq_port,
-           "ws_port": running.ws_port}
+    yield {
+        "child": running.child,
+        "base": running.base,
+        "zmq_port": running.zmq_port,
+        "ws_port": running.ws_port,
+    }
     running.stop()
 
 
@@ -61,12 +65,21 @@ def test_run_py_serves_the_default_symbols(system) -> None:  # type: ignore[no-u
 
 def test_seed_fee_example_end_to_end(system) -> None:  # type: ignore[no-untyped-def]
     base = system["base"]
-    sell = httpx.post(base + "/submit_order", json={
-        "symbol": "BTC-USDT", "order_type": "limit", "side": "sell", "price": "30000",
-        "quantity": "1"}).json()
+    sell = httpx.post(
+        base + "/submit_order",
+        json={
+            "symbol": "BTC-USDT",
+            "order_type": "limit",
+            "side": "sell",
+            "price": "30000",
+            "quantity": "1",
+        },
+    ).json()
     assert sell["status"] == "new"
-    buy = httpx.post(base + "/submit_order", json={
-        "symbol": "BTC-USDT", "order_type": "market", "side": "buy", "quantity": 1}).json()
+    buy = httpx.post(
+        base + "/submit_order",
+        json={"symbol": "BTC-USDT", "order_type": "market", "side": "buy", "quantity": 1},
+    ).json()
     assert buy["status"] == "filled"
     (trade,) = buy["trades"]
     assert (trade["price"], trade["quantity"]) == ("30000.00", "1.0000")
@@ -76,14 +89,24 @@ def test_seed_fee_example_end_to_end(system) -> None:  # type: ignore[no-untyped
 
 def test_supervisor_restarts_a_killed_matcher_which_recovers(system) -> None:  # type: ignore[no-untyped-def]
     base = system["base"]
-    resting = httpx.post(base + "/submit_order", json={
-        "symbol": "ETH-USDT", "order_type": "limit", "side": "buy", "price": "2000",
-        "quantity": "3"}).json()
+    resting = httpx.post(
+        base + "/submit_order",
+        json={
+            "symbol": "ETH-USDT",
+            "order_type": "limit",
+            "side": "buy",
+            "price": "2000",
+            "quantity": "3",
+        },
+    ).json()
     supervisor = system["child"].process.pid
 
     def eth_matchers() -> list[int]:
-        return [pid for pid in child_pids(supervisor)
-                if "matcher.service" in cmdline(pid) and "ETH-USDT" in cmdline(pid)]
+        return [
+            pid
+            for pid in child_pids(supervisor)
+            if "matcher.service" in cmdline(pid) and "ETH-USDT" in cmdline(pid)
+        ]
 
     (matcher,) = eth_matchers()
     os.kill(matcher, signal.SIGKILL)
@@ -99,7 +122,10 @@ def test_supervisor_restarts_a_killed_matcher_which_recovers(system) -> None:  #
 def test_refuses_a_public_host_without_api_keys(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "run.py", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "auth off" in result.stderr
@@ -108,13 +134,34 @@ def test_refuses_a_public_host_without_api_keys(tmp_path: Path) -> None:
 def test_ctrl_c_stops_everything_and_matchers_write_snapshots(tmp_path: Path) -> None:
     http_port = free_port()
     zmq_port = free_port_run(2)
-    child = Child(["run.py", "--data-dir", str(tmp_path / "data"), "--http-port", str(http_port),
-                   "--ws-port", str(free_port()), "--zmq-port", str(zmq_port),
-                   "--symbols", "BTC-USDT"], tmp_path / "run.log").start()
+    child = Child(
+        [
+            "run.py",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--http-port",
+            str(http_port),
+            "--ws-port",
+            str(free_port()),
+            "--zmq-port",
+            str(zmq_port),
+            "--symbols",
+            "BTC-USDT",
+        ],
+        tmp_path / "run.log",
+    ).start()
     base = f"http://127.0.0.1:{http_port}"
     wait_until(lambda: healthy(base), timeout=30)
-    httpx.post(base + "/submit_order", json={"symbol": "BTC-USDT", "order_type": "limit",
-                                             "side": "buy", "price": "100", "quantity": "1"})
+    httpx.post(
+        base + "/submit_order",
+        json={
+            "symbol": "BTC-USDT",
+            "order_type": "limit",
+            "side": "buy",
+            "price": "100",
+            "quantity": "1",
+        },
+    )
     assert child.process is not None
     child.process.send_signal(signal.SIGINT)
     assert child.process.wait(timeout=30) == 0
@@ -129,7 +176,7 @@ def test_two_matchers_on_two_addresses_behind_one_gateway(tmp_path: Path) -> Non
     http_port = free_port()
     config = tmp_path / "shard.toml"
     config.write_text(
-        f'[server]\nhttp_port = {http_port}\nws_port = {free_port()}\n'
+        f"[server]\nhttp_port = {http_port}\nws_port = {free_port()}\n"
         f'data_dir = "{tmp_path / "data"}"\n'
         f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
         f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
@@ -137,10 +184,14 @@ def test_two_matchers_on_two_addresses_behind_one_gateway(tmp_path: Path) -> Non
         f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n'
     )
     children = [
-        Child(["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
-              tmp_path / "btc.log"),
-        Child(["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
-              tmp_path / "eth.log"),
+        Child(
+            ["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
+            tmp_path / "btc.log",
+        ),
+        Child(
+            ["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
+            tmp_path / "eth.log",
+        ),
         Child(["run.py", "gateway", "--config", str(config)], tmp_path / "gateway.log"),
     ]
     try:
@@ -149,10 +200,19 @@ def test_two_matchers_on_two_addresses_behind_one_gateway(tmp_path: Path) -> Non
         base = f"http://127.0.0.1:{http_port}"
         wait_for_port(http_port, timeout=30)
         for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
+
             def answered(symbol: str = symbol, price: str = price) -> dict | None:
-                response = httpx.post(base + "/submit_order", json={
-                    "symbol": symbol, "order_type": "limit", "side": "buy", "price": price,
-                    "quantity": "1"}, timeout=5)
+                response = httpx.post(
+                    base + "/submit_order",
+                    json={
+                        "symbol": symbol,
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": price,
+                        "quantity": "1",
+                    },
+                    timeout=5,
+                )
                 return response.json() if response.status_code == 200 else None
 
             order = wait_until(answered, timeout=30, interval=0.3)

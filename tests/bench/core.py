@@ -76,18 +76,41 @@ def generate_flow(ops: int, seed: int = 42) -> list[tuple]:
     ts = 1_700_000_000_000_000
     for seq in range(1, ops + 1):
         ts += 1
-        kind, side, price, quantity, order_id = flow.next_step(best_opposite,
-                                                               resting.__contains__)
+        kind, side, price, quantity, order_id = flow.next_step(best_opposite, resting.__contains__)
         command: tuple
         if kind == CANCEL:
             # Nothing live: an unknown-order refusal is a valid op too.
             command = (CMD_CANCEL, seq, ts, ACCOUNT, 1 if order_id is None else order_id)
         elif kind == MARKET_STEP:
-            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, sides[side], MARKET, TIF_IOC, None,
-                       quantity, False, 0, None)
+            command = (
+                CMD_NEW_ORDER,
+                seq,
+                ts,
+                ACCOUNT,
+                sides[side],
+                MARKET,
+                TIF_IOC,
+                None,
+                quantity,
+                False,
+                0,
+                None,
+            )
         else:
-            command = (CMD_NEW_ORDER, seq, ts, ACCOUNT, sides[side], LIMIT, GTC, price,
-                       quantity, False, 0, None)
+            command = (
+                CMD_NEW_ORDER,
+                seq,
+                ts,
+                ACCOUNT,
+                sides[side],
+                LIMIT,
+                GTC,
+                price,
+                quantity,
+                False,
+                0,
+                None,
+            )
         try:
             engine.apply(command)
         except Exception:
@@ -174,7 +197,9 @@ def run_bare(commands: list[tuple]) -> tuple[float, int]:
     return clock() - started, 0
 
 
-def timed(runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tuple], runs: int) -> dict[str, float]:
+def timed(
+    runner: Callable[[list[tuple]], tuple[float, int]], commands: list[tuple], runs: int
+) -> dict[str, float]:
     runner(commands[: len(commands) // 4])  # warm-up
     seconds = []
     trades = 0
@@ -213,8 +238,22 @@ def memory_per_resting_order(count: int) -> float:
         side = BUY if seq & 1 else SELL
         offset = 1 + seq % 2000
         price = mid - offset if side == BUY else mid + offset
-        apply((CMD_NEW_ORDER, seq, ts + seq, ACCOUNT, side, LIMIT, GTC, price, 1 + seq % 100,
-               False, 0, None))
+        apply(
+            (
+                CMD_NEW_ORDER,
+                seq,
+                ts + seq,
+                ACCOUNT,
+                side,
+                LIMIT,
+                GTC,
+                price,
+                1 + seq % 100,
+                False,
+                0,
+                None,
+            )
+        )
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(engine.book.orders) == count
@@ -256,17 +295,26 @@ def replay_figure(records: int) -> tuple[int, float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.core", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.core",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--resting", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
-    parser.add_argument("--no-freeze", action="store_true",
-                        help="never gc.freeze() (the bench before issue 14)")
-    parser.add_argument("--replay", type=int, default=0, metavar="RECORDS",
-                        help="also time a full journal replay of RECORDS commands")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="never gc.freeze() (the bench before issue 14)"
+    )
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=0,
+        metavar="RECORDS",
+        help="also time a full journal replay of RECORDS commands",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.ops, args.runs, args.resting = 20_000, 2, 20_000
@@ -287,20 +335,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "build": _build.build_name(),
     }
     print(f"build: {_build.selection().describe()}")
-    print(f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs, "
-          f"gc.freeze() every {FREEZE_EVERY or 'never'}")
-    print(f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
-          f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
-          f"trades {core['trades']:,}")
-    print(f"  bare book floor: {bare['ops_per_s']:>12,.0f} ops/s  {bare['us_per_op']:.3f} µs/op "
-          f"(no events)  core/bare = {figures['core_vs_bare']:.2f}")
+    print(
+        f"core flow: {args.ops} ops, seed {args.seed}, median of {args.runs} runs, "
+        f"gc.freeze() every {FREEZE_EVERY or 'never'}"
+    )
+    print(
+        f"  matchwire core : {core['ops_per_s']:>12,.0f} ops/s  {core['us_per_op']:.3f} µs/op "
+        f"(min {core['min_us_per_op']:.3f}, max {core['max_us_per_op']:.3f})  "
+        f"trades {core['trades']:,}"
+    )
+    print(
+        f"  bare book floor: {bare['ops_per_s']:>12,.0f} ops/s  {bare['us_per_op']:.3f} µs/op "
+        f"(no events)  core/bare = {figures['core_vs_bare']:.2f}"
+    )
     print(f"  memory: {memory:.0f} bytes per resting order ({args.resting:,} resting)")
     if args.replay:
         replayed, rate, decode_us = replay_figure(args.replay)
         figures["replay_records_per_s"] = rate
         figures["replay_decode_us_per_record"] = decode_us
-        print(f"  replay: {rate:,.0f} records/s ({replayed:,} records from the first); "
-              f"reading + decoding alone {decode_us:.2f} µs per record")
+        print(
+            f"  replay: {rate:,.0f} records/s ({replayed:,} records from the first); "
+            f"reading + decoding alone {decode_us:.2f} µs per record"
+        )
     return figures
 
 

@@ -31,14 +31,17 @@ BTC = "BTC-USDT"
 
 def start_matcher(folder: Path, curve: Path | None) -> tuple[str, Child]:
     path = folder / "matchwire.toml"
-    endpoints = write_config(path, {"host": "127.0.0.1", "zmq_port": free_port(),
-                                    "data_dir": folder / "data", "fsync": "off"},
-                             {BTC: {"tick_size": "0.01", "lot_size": "0.0001"}})
+    endpoints = write_config(
+        path,
+        {"host": "127.0.0.1", "zmq_port": free_port(), "data_dir": folder / "data", "fsync": "off"},
+        {BTC: {"tick_size": "0.01", "lot_size": "0.0001"}},
+    )
     if curve is not None:
         with path.open("a") as handle:
             handle.write(curve_section(curve))
-    child = Child(["-m", "matcher.service", "--symbol", BTC, "--config", str(path)],
-                  folder / "matcher.log").start()
+    child = Child(
+        ["-m", "matcher.service", "--symbol", BTC, "--config", str(path)], folder / "matcher.log"
+    ).start()
     wait_for_port(int(endpoints[BTC][0].rsplit(":", 1)[1]))
     return endpoints[BTC][0], child
 
@@ -50,8 +53,15 @@ def round_trips(endpoint: str, curve: CurveKeys | None, samples: int, account: s
         for i in range(samples):
             side, price = ("buy", "100") if i % 2 else ("sell", "200")
             started = time.perf_counter()
-            client.request("new_order", symbol=BTC, side=side, order_type="limit",
-                           price=price, quantity="0.001", account=account)
+            client.request(
+                "new_order",
+                symbol=BTC,
+                side=side,
+                order_type="limit",
+                price=price,
+                quantity="0.001",
+                account=account,
+            )
             times.append((time.perf_counter() - started) * 1e6)
     return sorted(times)
 
@@ -86,12 +96,15 @@ def main() -> None:
                     times = round_trips(endpoint, curve, args.samples, account)
                     rate = pipelined(endpoint, curve, args.orders, account)
                     rows.setdefault(name, []).append(
-                        (statistics.median(times), times[int(len(times) * 0.99)], rate))
+                        (statistics.median(times), times[int(len(times) * 0.99)], rate)
+                    )
             finally:
                 null_child.stop()
                 curve_child.stop()
-    print(f"new_order to the matcher (fsync=off), median of {args.rounds} rounds: "
-          f"{args.samples} one in flight, {args.orders} pipelined (1000 in flight)")
+    print(
+        f"new_order to the matcher (fsync=off), median of {args.rounds} rounds: "
+        f"{args.samples} one in flight, {args.orders} pipelined (1000 in flight)"
+    )
     print(f"{'':22}{'p50 µs':>10}{'p99 µs':>10}{'orders/s':>12}")
     for name, figures in rows.items():
         p50, p99, rate = (statistics.median(column) for column in zip(*figures, strict=True))

@@ -71,9 +71,11 @@ def main() -> None:
         context = zmq.Context()
         authenticator = start_authenticator(context, peers)
         try:
-            for name, curve, keyed in (("NULL, recv()", None, False),
-                                       ("CURVE, recv()", keys, False),
-                                       ("CURVE, copy=False + User-Id", keys, True)):
+            for name, curve, keyed in (
+                ("NULL, recv()", None, False),
+                ("CURVE, recv()", keys, False),
+                ("CURVE, copy=False + User-Id", keys, True),
+            ):
                 runs = [drain(context, curve, peers, keyed) for _ in range(3)]
                 print(f"{name:30} " + "  ".join(f"{run:5.2f}" for run in runs) + "  µs/request")
         finally:

@@ -137,8 +137,18 @@ def order_frames(count: int, start_id: int = 0) -> list[bytes]:
         else:
             step = i % 200
             price = f"{29_990 - step}.00" if side == "buy" else f"{30_010 + step}.00"
-        frames.append(encode({"op": "new_order", "req_id": i, "order_type": "limit",
-                              "side": side, "price": price, "quantity": "0.0100"}))
+        frames.append(
+            encode(
+                {
+                    "op": "new_order",
+                    "req_id": i,
+                    "order_type": "limit",
+                    "side": side,
+                    "price": price,
+                    "quantity": "0.0100",
+                }
+            )
+        )
     return frames
 
 
@@ -162,8 +172,9 @@ def one_in_flight(sock: zmq.Socket, frames: list[bytes]) -> tuple[float, float]:
     return percentile(samples, 0.50), percentile(samples, 0.99)
 
 
-def pipelined(sock: zmq.Socket, frames: list[bytes], window: int,
-              check: Callable[[bytes], None] | None = None) -> float:
+def pipelined(
+    sock: zmq.Socket, frames: list[bytes], window: int, check: Callable[[bytes], None] | None = None
+) -> float:
     """Messages per second with up to `window` requests in flight."""
     send, recv, poll = sock.send, sock.recv, sock.poll
     NOBLOCK = zmq.NOBLOCK
@@ -204,7 +215,10 @@ class Process:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, *args],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
 
@@ -221,12 +235,25 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
 
-def start_matcher(data_dir: Path, fsync: str, log_path: Path,
-                  snapshot_every: int | None = None) -> tuple[Process, str, float]:
+def start_matcher(
+    data_dir: Path, fsync: str, log_path: Path, snapshot_every: int | None = None
+) -> tuple[Process, str, float]:
     """(process, ROUTER endpoint, seconds from start to the first ping answered)."""
     router = f"tcp://127.0.0.1:{free_port()}"
-    args = ["-m", "matcher.service", "--symbol", SYMBOL, "--data-dir", str(data_dir),
-            "--fsync", fsync, "--router", router, "--pub", f"tcp://127.0.0.1:{free_port()}"]
+    args = [
+        "-m",
+        "matcher.service",
+        "--symbol",
+        SYMBOL,
+        "--data-dir",
+        str(data_dir),
+        "--fsync",
+        fsync,
+        "--router",
+        router,
+        "--pub",
+        f"tcp://127.0.0.1:{free_port()}",
+    ]
     if snapshot_every is not None:
         args += ["--snapshot-every", str(snapshot_every)]
     probe = dealer(router)
@@ -277,8 +304,7 @@ def write_history(data_dir: Path, records: int, snapshot_every: int, seed: int =
     seq = 0
     while seq < records:
         ts += 7
-        kind, side, price, quantity, order_id = flow.next_step(best_opposite,
-                                                               resting.__contains__)
+        kind, side, price, quantity, order_id = flow.next_step(best_opposite, resting.__contains__)
         if kind == CANCEL and order_id is None:
             continue  # nothing live to cancel: every journaled record is an accepted one
         seq += 1
@@ -286,19 +312,44 @@ def write_history(data_dir: Path, records: int, snapshot_every: int, seed: int =
         if kind == CANCEL:
             command = (CMD_CANCEL, seq, ts, account, order_id)
         elif kind == MARKET_STEP:
-            command = (CMD_NEW_ORDER, seq, ts, account, sides[side], MARKET, TIF_IOC, None,
-                       quantity, False, 0, None)
+            command = (
+                CMD_NEW_ORDER,
+                seq,
+                ts,
+                account,
+                sides[side],
+                MARKET,
+                TIF_IOC,
+                None,
+                quantity,
+                False,
+                0,
+                None,
+            )
         else:
-            command = (CMD_NEW_ORDER, seq, ts, account, sides[side], LIMIT, GTC, price,
-                       quantity, False, 0, None)
+            command = (
+                CMD_NEW_ORDER,
+                seq,
+                ts,
+                account,
+                sides[side],
+                LIMIT,
+                GTC,
+                price,
+                quantity,
+                False,
+                0,
+                None,
+            )
         apply(command)  # every command is valid by construction: a refusal is a bug here
         append(seq, encode(command))
         if command[0] == CMD_NEW_ORDER and seq in resting:
             flow.live.append(seq)
         if not seq % snapshot_every and seq != records:
             journal.commit()
-            write_snapshot(snapshot_dir(data_dir, SYMBOL), seq,
-                           codec.encode_state(engine.export_state()))
+            write_snapshot(
+                snapshot_dir(data_dir, SYMBOL), seq, codec.encode_state(engine.export_state())
+            )
     journal.close()
     return len(resting)
 
@@ -328,10 +379,13 @@ OWN_BUDGET_US = 150 - 31 - 62
 # -- the run --------------------------------------------------------------------------
 
 
-def measure_echo(frames: list[bytes], latency_frames: list[bytes], window: int,
-                 work: Path) -> dict[str, float]:
+def measure_echo(
+    frames: list[bytes], latency_frames: list[bytes], window: int, work: Path
+) -> dict[str, float]:
     port = free_port()
-    server = Process(["-m", "tests.bench.matcher_loop", "--echo-server", str(port)], work / "echo.log")
+    server = Process(
+        ["-m", "tests.bench.matcher_loop", "--echo-server", str(port)], work / "echo.log"
+    )
     sock = dealer(f"tcp://127.0.0.1:{port}")
     try:
         deadline = time.perf_counter() + 30
@@ -351,8 +405,9 @@ def measure_echo(frames: list[bytes], latency_frames: list[bytes], window: int,
     return {"echo_p50_us": p50, "echo_p99_us": p99, "echo_msgs_per_s": rate}
 
 
-def measure_matcher(fsync: str, latency_frames: list[bytes], frames: list[bytes] | None,
-                    window: int, work: Path) -> dict[str, float]:
+def measure_matcher(
+    fsync: str, latency_frames: list[bytes], frames: list[bytes] | None, window: int, work: Path
+) -> dict[str, float]:
     data_dir = work / f"matcher-{fsync}"
     process, router, _ = start_matcher(data_dir, fsync, work / f"matcher-{fsync}.log")
     sock = dealer(router)
@@ -364,8 +419,9 @@ def measure_matcher(fsync: str, latency_frames: list[bytes], frames: list[bytes]
         figures[f"{fsync}_p50_us"], figures[f"{fsync}_p99_us"] = p50, p99
         if frames is not None:
             figures[f"{fsync}_orders_per_s"] = pipelined(sock, frames, window, check_ok)
-            ping = codec.decode_reply(wait_reply(sock, codec.encode_request(
-                {"op": "ping", "req_id": -1}), 10))
+            ping = codec.decode_reply(
+                wait_reply(sock, codec.encode_request({"op": "ping", "req_id": -1}), 10)
+            )
             expected = 1 + len(warm) + len(latency_frames) + len(frames)  # 1: the rules record
             if ping["result"]["seq"] != expected:
                 raise RuntimeError(f"seq {ping['result']['seq']}, expected {expected}")
@@ -383,8 +439,9 @@ def measure_recovery(records: int, snapshot_every: int, work: Path) -> dict[str,
     replayed, rate = replay_rate(data_dir)
     process, _, ready = start_matcher(data_dir, "batch", work / "restart.log", snapshot_every)
     process.stop()
-    found = re.search(r"recovered to seq (\d+) \((\d+) records replayed\) in ([\d.]+)s",
-                      process.log())
+    found = re.search(
+        r"recovered to seq (\d+) \((\d+) records replayed\) in ([\d.]+)s", process.log()
+    )
     return {
         "history_records": records,
         "history_resting": resting,
@@ -404,8 +461,13 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         return "ok" if ok else "MISSED"
 
     rows = [
-        ("echo floor: one in flight",
-         f"p50 {echo_p50:.0f} µs, p99 {figures['echo_p99_us']:.0f} µs", "", "1.00", ""),
+        (
+            "echo floor: one in flight",
+            f"p50 {echo_p50:.0f} µs, p99 {figures['echo_p99_us']:.0f} µs",
+            "",
+            "1.00",
+            "",
+        ),
         ("echo floor: pipelined", f"{echo_rate:,.0f} msgs/s", "", "1.00", ""),
     ]
     for fsync in ("always", "batch", "off"):
@@ -415,44 +477,91 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
             target, ok = "p50 ≤ 150 µs", p50 <= 150
         elif fsync == "off":
             target, ok = "p50 ≤ 2× echo", p50 <= 2 * echo_p50
-        rows.append((f"matcher fsync={fsync}: one in flight",
-                     f"p50 {p50:.0f} µs, p99 {p99:.0f} µs", target, f"{p50 / echo_p50:.2f}",
-                     "" if ok is None else verdict(ok)))
+        rows.append(
+            (
+                f"matcher fsync={fsync}: one in flight",
+                f"p50 {p50:.0f} µs, p99 {p99:.0f} µs",
+                target,
+                f"{p50 / echo_p50:.2f}",
+                "" if ok is None else verdict(ok),
+            )
+        )
     own = figures["batch_own_p50_us"]
-    rows.insert(2, ("fsync floor: 100-byte append + fsync",
-                    f"p50 {figures['fsync_p50_us']:.0f} µs, p99 {figures['fsync_p99_us']:.0f} µs",
-                    "", "", ""))
-    rows.append(("fsync=batch p50 − echo p50 − fsync p50", f"{own:.0f} µs",
-                 f"≤ {OWN_BUDGET_US} µs", "", verdict(own <= OWN_BUDGET_US)))
+    rows.insert(
+        2,
+        (
+            "fsync floor: 100-byte append + fsync",
+            f"p50 {figures['fsync_p50_us']:.0f} µs, p99 {figures['fsync_p99_us']:.0f} µs",
+            "",
+            "",
+            "",
+        ),
+    )
+    rows.append(
+        (
+            "fsync=batch p50 − echo p50 − fsync p50",
+            f"{own:.0f} µs",
+            f"≤ {OWN_BUDGET_US} µs",
+            "",
+            verdict(own <= OWN_BUDGET_US),
+        )
+    )
     rate = figures["batch_orders_per_s"]
-    rows.append(("matcher fsync=batch: pipelined", f"{rate:,.0f} orders/s",
-                 "≥ 80,000 and ≥ 70% of echo", f"{rate / echo_rate:.2f}",
-                 verdict(rate >= 80_000 and rate >= 0.7 * echo_rate)))
-    rows.append((f"replay of {figures['replay_records']:,} records",
-                 f"{figures['replay_records_per_s']:,.0f} records/s", "≥ 300,000", "",
-                 verdict(figures["replay_records_per_s"] >= 300_000)))
-    rows.append((f"restart, {figures['history_records']:,} journaled orders",
-                 f"{figures['restart_s']:.2f} s to first ping", "≤ 5 s", "",
-                 verdict(figures["restart_s"] <= 5)))
-    print(f"matchwire zmq bench{' (--quick)' if args.quick else ''}: CPython "
-          f"{sys.version.split()[0]}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}, "
-          f"{os.cpu_count()} cores, load average before {figures['load_before']:.2f}")
-    print(f"pipelined: {args.orders:,} new_order requests, window {args.window:,}; "
-          f"one in flight: {args.samples:,} requests")
+    rows.append(
+        (
+            "matcher fsync=batch: pipelined",
+            f"{rate:,.0f} orders/s",
+            "≥ 80,000 and ≥ 70% of echo",
+            f"{rate / echo_rate:.2f}",
+            verdict(rate >= 80_000 and rate >= 0.7 * echo_rate),
+        )
+    )
+    rows.append(
+        (
+            f"replay of {figures['replay_records']:,} records",
+            f"{figures['replay_records_per_s']:,.0f} records/s",
+            "≥ 300,000",
+            "",
+            verdict(figures["replay_records_per_s"] >= 300_000),
+        )
+    )
+    rows.append(
+        (
+            f"restart, {figures['history_records']:,} journaled orders",
+            f"{figures['restart_s']:.2f} s to first ping",
+            "≤ 5 s",
+            "",
+            verdict(figures["restart_s"] <= 5),
+        )
+    )
+    print(
+        f"matchwire zmq bench{' (--quick)' if args.quick else ''}: CPython "
+        f"{sys.version.split()[0]}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}, "
+        f"{os.cpu_count()} cores, load average before {figures['load_before']:.2f}"
+    )
+    print(
+        f"pipelined: {args.orders:,} new_order requests, window {args.window:,}; "
+        f"one in flight: {args.samples:,} requests"
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     header = ("measure", "figure", "target", "× echo", "")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
     for row in (header, *rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    print(f"restart detail: recovery replayed {figures['restart_replayed']:,} records in "
-          f"{figures['restart_recover_s']:.2f} s (journal CRC scan + newest snapshot + replay); "
-          f"{figures['history_resting']:,} resting orders; history written in "
-          f"{figures['history_write_s']:.1f} s")
+    print(
+        f"restart detail: recovery replayed {figures['restart_replayed']:,} records in "
+        f"{figures['restart_recover_s']:.2f} s (journal CRC scan + newest snapshot + replay); "
+        f"{figures['history_resting']:,} resting orders; history written in "
+        f"{figures['history_write_s']:.1f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.matcher_loop", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.matcher_loop",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--orders", type=int, default=200_000, help="pipelined orders")
     parser.add_argument("--window", type=int, default=2_000, help="requests in flight")
     parser.add_argument("--samples", type=int, default=5_000, help="one-in-flight requests")
@@ -476,11 +585,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         floor = fsync_latency(work, 50 if args.quick else 1000)
         figures["fsync_p50_us"], figures["fsync_p99_us"] = floor["p50_us"], floor["p99_us"]
         for fsync in ("always", "batch", "off"):
-            figures.update(measure_matcher(fsync, latency_frames,
-                                           frames if fsync == "batch" else None,
-                                           args.window, work))
-        figures["batch_own_p50_us"] = (figures["batch_p50_us"] - figures["echo_p50_us"]
-                                       - figures["fsync_p50_us"])
+            figures.update(
+                measure_matcher(
+                    fsync, latency_frames, frames if fsync == "batch" else None, args.window, work
+                )
+            )
+        figures["batch_own_p50_us"] = (
+            figures["batch_p50_us"] - figures["echo_p50_us"] - figures["fsync_p50_us"]
+        )
         gc.collect()
         figures.update(measure_recovery(args.restart_orders, args.snapshot_every, work))
         report(figures, args)

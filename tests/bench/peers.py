@@ -64,8 +64,9 @@ def matchwire_fills(commands: list[tuple]) -> list[Fill]:
             events = engine.apply(command)
         except CommandError:
             continue
-        fills.extend((event[5], event[6], event[2], event[3])
-                     for event in events if event[0] == EV_TRADE)
+        fills.extend(
+            (event[5], event[6], event[2], event[3]) for event in events if event[0] == EV_TRADE
+        )
     return fills
 
 
@@ -73,19 +74,25 @@ def compare_fills(expected: list[Fill], got: list[Fill]) -> str | None:
     """None when `got` is `expected`, fill for fill; else what differs, first place first."""
     if got == expected:
         return None
-    at = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
-              min(len(expected), len(got)))
-    first = (f"fill #{at + 1}: matchwire {expected[at] if at < len(expected) else 'none'}, "
-             f"peer {got[at] if at < len(got) else 'none'}")
+    at = next(
+        (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+        min(len(expected), len(got)),
+    )
+    first = (
+        f"fill #{at + 1}: matchwire {expected[at] if at < len(expected) else 'none'}, "
+        f"peer {got[at] if at < len(got) else 'none'}"
+    )
     per_taker_expected: Counter[int] = Counter()
     per_taker_got: Counter[int] = Counter()
     for _, taker, _, quantity in expected:
         per_taker_expected[taker] += quantity
     for _, taker, _, quantity in got:
         per_taker_got[taker] += quantity
-    coarse = ("same trade count and quantity per taker"
-              if len(got) == len(expected) and per_taker_got == per_taker_expected
-              else f"{len(got):,} fills vs {len(expected):,}")
+    coarse = (
+        "same trade count and quantity per taker"
+        if len(got) == len(expected) and per_taker_got == per_taker_expected
+        else f"{len(got):,} fills vs {len(expected):,}"
+    )
     return f"{first}; {coarse}"
 
 
@@ -140,8 +147,16 @@ class LightMatchingEngineAdapter(Adapter):
             if command[0] == CMD_NEW_ORDER:
                 peer_id = peer_ids[command[1]] = len(peer_ids) + 1
                 price = command[7]
-                ops.append((True, peer_id, 0 if price is None else price, command[8],
-                            side.BUY if command[4] == BUY else side.SELL, command[1]))
+                ops.append(
+                    (
+                        True,
+                        peer_id,
+                        0 if price is None else price,
+                        command[8],
+                        side.BUY if command[4] == BUY else side.SELL,
+                        command[1],
+                    )
+                )
             else:
                 ops.append((False, peer_ids.get(command[4], 0), 0, 0, None, command[4]))
         return ops
@@ -169,8 +184,11 @@ class LightMatchingEngineAdapter(Adapter):
         fills: list[Fill] = []
         for taker, trades in raw:
             aggressor = trades[0].trade_side
-            fills.extend((seq_of[trade.order_id], seq_of[taker], trade.trade_price,
-                          trade.trade_qty) for trade in trades if trade.trade_side != aggressor)
+            fills.extend(
+                (seq_of[trade.order_id], seq_of[taker], trade.trade_price, trade.trade_qty)
+                for trade in trades
+                if trade.trade_side != aggressor
+            )
         return fills
 
 
@@ -197,8 +215,9 @@ class PyOrderBookAdapter(Adapter):
                 market = price is None
                 if market:
                     price = math.inf if side == BUY else -math.inf
-                ops.append((True, command[1], bid if side == BUY else ask, price, command[8],
-                            market))
+                ops.append(
+                    (True, command[1], bid if side == BUY else ask, price, command[8], market)
+                )
             else:
                 ops.append((False, command[4], None, 0, 0, False))
         return ops
@@ -226,9 +245,16 @@ class PyOrderBookAdapter(Adapter):
     def fills(self, ops: list[tuple], raw: Any) -> list[Fill]:
         blotters, orders = raw
         seq_of = {order.id: seq for seq, order in orders.items()}
-        return [(seq_of[trade.standing_order_id], seq_of[trade.incoming_order_id],
-                 int(trade.fill_price), trade.fill_quantity)
-                for blotter in blotters for trade in blotter.trades]
+        return [
+            (
+                seq_of[trade.standing_order_id],
+                seq_of[trade.incoming_order_id],
+                int(trade.fill_price),
+                trade.fill_quantity,
+            )
+            for blotter in blotters
+            for trade in blotter.trades
+        ]
 
 
 class CythonOrderBookAdapter(Adapter):
@@ -249,8 +275,9 @@ class CythonOrderBookAdapter(Adapter):
         ops: list[tuple] = []
         for command in commands:
             if command[0] == CMD_NEW_ORDER:
-                ops.append((True, command[1], bid if command[4] == BUY else ask, command[7],
-                            command[8]))
+                ops.append(
+                    (True, command[1], bid if command[4] == BUY else ask, command[7], command[8])
+                )
             else:
                 ops.append((False, command[4], None, None, 0))
         return ops
@@ -258,8 +285,11 @@ class CythonOrderBookAdapter(Adapter):
     def replay(self, ops: list[tuple]) -> Any:
         order_of = self.lib.Order
         book = self.lib.OrderBook()
-        add_limit, add_market, cancel = (book.add_limit_order, book.add_market_order,
-                                         book.cancel_order)
+        add_limit, add_market, cancel = (
+            book.add_limit_order,
+            book.add_market_order,
+            book.cancel_order,
+        )
         ids: dict[int, str] = {}
         for new, seq, side, price, quantity in ops:
             if new:
@@ -276,8 +306,15 @@ class CythonOrderBookAdapter(Adapter):
     def fills(self, ops: list[tuple], raw: Any) -> list[Fill]:
         trade_log, ids = raw
         seq_of = {order_id: seq for seq, order_id in ids.items()}
-        return [(seq_of[trade.filler_id], seq_of[trade.aggressor_id], trade.price,
-                 trade.quantity_filled) for trade in trade_log]
+        return [
+            (
+                seq_of[trade.filler_id],
+                seq_of[trade.aggressor_id],
+                trade.price,
+                trade.quantity_filled,
+            )
+            for trade in trade_log
+        ]
 
 
 class LiquibookAdapter(Adapter):
@@ -302,8 +339,16 @@ class LiquibookAdapter(Adapter):
         for command in commands:
             if command[0] == CMD_NEW_ORDER:
                 price = command[7]
-                ops.append((True, command[1], command[4] == BUY, price or 0, command[8],
-                            ioc if price is None else plain))
+                ops.append(
+                    (
+                        True,
+                        command[1],
+                        command[4] == BUY,
+                        price or 0,
+                        command[8],
+                        ioc if price is None else plain,
+                    )
+                )
             else:
                 ops.append((False, command[4], False, 0, 0, plain))
         return ops
@@ -332,8 +377,10 @@ class LiquibookAdapter(Adapter):
         if rejected:
             raise RuntimeError(f"liquibook rejected {len(rejected)} orders: {rejected[:3]}")
         seq_of = {order.order_id_: seq for seq, order in orders.items()}
-        return [(seq_of[matched], seq_of[inbound], price, quantity)
-                for inbound, matched, quantity, price in reported]
+        return [
+            (seq_of[matched], seq_of[inbound], price, quantity)
+            for inbound, matched, quantity, price in reported
+        ]
 
 
 def _liquibook_listener(lib: Any) -> Any:
@@ -398,8 +445,16 @@ class OrderMatchingAdapter(Adapter):
         for command in commands:
             when = epoch + timedelta(microseconds=command[2])
             if command[0] == CMD_NEW_ORDER:
-                ops.append((True, str(command[1]), Side.BUY if command[4] == BUY else Side.SELL,
-                            command[7], command[8], when))
+                ops.append(
+                    (
+                        True,
+                        str(command[1]),
+                        Side.BUY if command[4] == BUY else Side.SELL,
+                        command[7],
+                        command[8],
+                        when,
+                    )
+                )
             else:
                 ops.append((False, str(command[4]), None, None, 0, when))
         return ops
@@ -422,11 +477,22 @@ class OrderMatchingAdapter(Adapter):
                         pass  # not live: matchwire refuses that cancel too
                     continue
                 if price is None:
-                    order = MarketOrder(side=side, size=quantity, timestamp=when,
-                                        order_id=order_id, trader_id=ACCOUNT)
+                    order = MarketOrder(
+                        side=side,
+                        size=quantity,
+                        timestamp=when,
+                        order_id=order_id,
+                        trader_id=ACCOUNT,
+                    )
                 else:
-                    order = LimitOrder(side=side, price=price, size=quantity, timestamp=when,
-                                       order_id=order_id, trader_id=ACCOUNT)
+                    order = LimitOrder(
+                        side=side,
+                        price=price,
+                        size=quantity,
+                        timestamp=when,
+                        order_id=order_id,
+                        trader_id=ACCOUNT,
+                    )
                 place(Orders([order]))
                 executed.append(match(timestamp=when))
                 if price is None and order.size:
@@ -436,8 +502,16 @@ class OrderMatchingAdapter(Adapter):
         return executed
 
     def fills(self, ops: list[tuple], raw: Any) -> list[Fill]:
-        return [(int(trade.book_order_id), int(trade.incoming_order_id), int(trade.price),
-                 int(trade.size)) for trades in raw for trade in trades.trades]
+        return [
+            (
+                int(trade.book_order_id),
+                int(trade.incoming_order_id),
+                int(trade.price),
+                int(trade.size),
+            )
+            for trades in raw
+            for trade in trades.trades
+        ]
 
 
 @dataclass(frozen=True)
@@ -457,8 +531,9 @@ class Peer:
 
 
 def _peer(adapter: type[Adapter]) -> Peer:
-    return Peer(adapter.name, adapter.distribution, adapter.module, adapter,
-                requirement=adapter.requirement)
+    return Peer(
+        adapter.name, adapter.distribution, adapter.module, adapter, requirement=adapter.requirement
+    )
 
 
 PEERS = (
@@ -467,8 +542,13 @@ PEERS = (
     _peer(PyOrderBookAdapter),
     _peer(LightMatchingEngineAdapter),
     _peer(OrderMatchingAdapter),
-    Peer("OrderBook", "OrderBook", "orderbook.orderbook", None,
-         "Python 2 source (print statement, cStringIO): does not import on Python 3"),
+    Peer(
+        "OrderBook",
+        "OrderBook",
+        "orderbook.orderbook",
+        None,
+        "Python 2 source (print statement, cStringIO): does not import on Python 3",
+    ),
 )
 
 
@@ -498,8 +578,14 @@ def _version(distribution: str) -> str | None:
 
 def core_row(commands: list[tuple], fills: list[Fill], label: str = "matchwire core") -> Row:
     """Matchwire's row on `commands`, whose `fills` it made (that replay warmed it up)."""
-    return Row(label, _version("matchwire") or "tree", "reference", f"{len(fills):,} fills",
-               len(commands), lambda: run_engine(commands))
+    return Row(
+        label,
+        _version("matchwire") or "tree",
+        "reference",
+        f"{len(fills):,} fills",
+        len(commands),
+        lambda: run_engine(commands),
+    )
 
 
 def load_peer(peer: Peer, commands: list[tuple], reference: list[Fill]) -> Row:
@@ -514,8 +600,13 @@ def load_peer(peer: Peer, commands: list[tuple], reference: list[Fill]) -> Row:
     try:
         lib = importlib.import_module(peer.module)
     except Exception as error:  # a broken peer is a row of the table, not a crash
-        return Row(peer.name, version, "cannot run", peer.why_no_adapter
-                   or f"import failed: {type(error).__name__}: {error} ({peer.install})")
+        return Row(
+            peer.name,
+            version,
+            "cannot run",
+            peer.why_no_adapter
+            or f"import failed: {type(error).__name__}: {error} ({peer.install})",
+        )
     if peer.adapter is None:
         return Row(peer.name, version, "cannot run", peer.why_no_adapter)
     adapter = peer.adapter(lib)
@@ -523,8 +614,9 @@ def load_peer(peer: Peer, commands: list[tuple], reference: list[Fill]) -> Row:
         ops = adapter.prepare(commands)
         fills = adapter.fills(ops, adapter.replay(ops))
     except Exception as error:  # same: the table says which peer failed, and how
-        return Row(peer.name, version, "cannot run",
-                   f"replay failed: {type(error).__name__}: {error}")
+        return Row(
+            peer.name, version, "cannot run", f"replay failed: {type(error).__name__}: {error}"
+        )
     difference = compare_fills(reference, fills)
     if difference is None:
         row = Row(peer.name, version, "same fills", f"{len(fills):,} fills", len(commands))
@@ -553,8 +645,9 @@ def build_rows(commands: list[tuple], peers: Sequence[Peer]) -> list[Row]:
         row = load_peer(peer, prefix, references[limit])
         if row.replay is not None:
             if limit not in baselines:
-                baselines[limit] = core_row(prefix, references[limit],
-                                            f"matchwire core ({limit:,} ops)")
+                baselines[limit] = core_row(
+                    prefix, references[limit], f"matchwire core ({limit:,} ops)"
+                )
                 rows.insert(1, baselines[limit])
             row.baseline = baselines[limit]
             if limit < len(commands):
@@ -563,8 +656,7 @@ def build_rows(commands: list[tuple], peers: Sequence[Peer]) -> list[Row]:
     return rows
 
 
-def time_rows(rows: list[Row], runs: int,
-              clock: Callable[[], float] = time.process_time) -> None:
+def time_rows(rows: list[Row], runs: int, clock: Callable[[], float] = time.process_time) -> None:
     """`runs` rounds in which every row with a replay runs it once, in turn, by `clock`."""
     replays = [(row, row.replay) for row in rows if row.replay is not None]
     thresholds = gc.get_threshold()
@@ -584,47 +676,76 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
-def report(rows: list[Row], seed: int, runs: int, clock: str = "CPU time"
-           ) -> dict[str, dict[str, Any]]:
+def report(
+    rows: list[Row], seed: int, runs: int, clock: str = "CPU time"
+) -> dict[str, dict[str, Any]]:
     """Print the table; return its figures by engine (ops_per_s None: not timed)."""
-    print(f"core flow of tests.bench.core: {rows[0].ops:,} ops, seed {seed}, "
-          f"median of {runs} interleaved runs, {clock}")
-    print(f"  {'engine':<28} {'version':<10} {'ops/s':>10} {'µs/op':>9} {'best':>7} "
-          f"{'vs core':>8}  fills")
+    print(
+        f"core flow of tests.bench.core: {rows[0].ops:,} ops, seed {seed}, "
+        f"median of {runs} interleaved runs, {clock}"
+    )
+    print(
+        f"  {'engine':<28} {'version':<10} {'ops/s':>10} {'µs/op':>9} {'best':>7} "
+        f"{'vs core':>8}  fills"
+    )
     figures: dict[str, dict[str, Any]] = {}
     for row in rows:
-        figure: dict[str, Any] = {"version": row.version, "status": row.status,
-                                  "detail": row.detail, "ops": row.ops, "ops_per_s": None,
-                                  "us_per_op": None, "min_us_per_op": None, "vs_core": None}
+        figure: dict[str, Any] = {
+            "version": row.version,
+            "status": row.status,
+            "detail": row.detail,
+            "ops": row.ops,
+            "ops_per_s": None,
+            "us_per_op": None,
+            "min_us_per_op": None,
+            "vs_core": None,
+        }
         speed = f"{'-':>10} {'-':>9} {'-':>7} {'-':>8}"
         if row.seconds:
             median = statistics.median(row.seconds)
             # Per round, then the median: a round's engines ran close together in time,
             # so a burst of load elsewhere moves both sides of its ratio.
             baseline = (row.baseline or row).seconds
-            vs_core = statistics.median(core / peer for core, peer in zip(baseline, row.seconds,
-                                                                          strict=True))
-            figure.update(ops_per_s=row.ops / median, us_per_op=median / row.ops * 1e6,
-                          min_us_per_op=min(row.seconds) / row.ops * 1e6, vs_core=vs_core)
-            speed = (f"{figure['ops_per_s']:>10,.0f} {figure['us_per_op']:>9.2f} "
-                     f"{figure['min_us_per_op']:>7.2f} {_ratio(figure['vs_core']):>8}")
+            vs_core = statistics.median(
+                core / peer for core, peer in zip(baseline, row.seconds, strict=True)
+            )
+            figure.update(
+                ops_per_s=row.ops / median,
+                us_per_op=median / row.ops * 1e6,
+                min_us_per_op=min(row.seconds) / row.ops * 1e6,
+                vs_core=vs_core,
+            )
+            speed = (
+                f"{figure['ops_per_s']:>10,.0f} {figure['us_per_op']:>9.2f} "
+                f"{figure['min_us_per_op']:>7.2f} {_ratio(figure['vs_core']):>8}"
+            )
         figures[row.engine] = figure
         print(f"  {row.engine:<28} {row.version:<10} {speed}  {row.status}: {row.detail}")
     return figures
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.peers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.peers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ops", type=int, help="commands in the flow (default 200,000)")
     parser.add_argument("--runs", type=int, help="timed rounds (default 5)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--quick", action="store_true",
-                        help="defaults of 2,000 ops and 3 runs, for smoke tests")
-    parser.add_argument("--wall", action="store_true",
-                        help="time by wall clock, not by this process's CPU time")
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[p.name for p in PEERS],
-                        help="the peers to run (matchwire always runs)")
+    parser.add_argument(
+        "--quick", action="store_true", help="defaults of 2,000 ops and 3 runs, for smoke tests"
+    )
+    parser.add_argument(
+        "--wall", action="store_true", help="time by wall clock, not by this process's CPU time"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[p.name for p in PEERS],
+        help="the peers to run (matchwire always runs)",
+    )
     args = parser.parse_args(argv)
     if args.ops is None:
         args.ops = 2_000 if args.quick else 200_000
@@ -632,8 +753,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         args.runs = 3 if args.quick else 5
     peers = [peer for peer in PEERS if not args.only or peer.name in args.only]
     rows = build_rows(generate_flow(args.ops, args.seed), peers)
-    clock, clock_name = ((time.perf_counter, "wall time") if args.wall
-                         else (time.process_time, "CPU time"))
+    clock, clock_name = (
+        (time.perf_counter, "wall time") if args.wall else (time.process_time, "CPU time")
+    )
     time_rows(rows, args.runs, clock)
     return report(rows, args.seed, args.runs, clock_name)
 

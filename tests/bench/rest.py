@@ -67,8 +67,15 @@ def serve_floor(port: int) -> None:
         return Response(b'{"ok":true}', media_type="application/json")
 
     app = Starlette(routes=[Route("/submit_order", echo, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 # -- the client ----------------------------------------------------------------------
@@ -134,8 +141,10 @@ async def connect(port: int) -> Connection:
 def percentiles(samples: list[float]) -> dict[str, float]:
     """p50/p99 in microseconds of samples in seconds."""
     samples = sorted(samples)
-    return {"p50_us": samples[len(samples) // 2] * 1e6,
-            "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6}
+    return {
+        "p50_us": samples[len(samples) // 2] * 1e6,
+        "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
+    }
 
 
 async def measure_latency(
@@ -164,9 +173,14 @@ async def measure_latency(
                     samples["floor"].append(clock() - started)
             for i in range(block):
                 started = clock()
-                matcher.request("new_order", symbol=SYMBOL, order_type="limit",
-                                side="sell" if i % 2 else "buy", price="30000.00",
-                                quantity="0.0100")
+                matcher.request(
+                    "new_order",
+                    symbol=SYMBOL,
+                    order_type="limit",
+                    side="sell" if i % 2 else "buy",
+                    price="30000.00",
+                    quantity="0.0100",
+                )
                 if kept:
                     samples["matcher"].append(clock() - started)
             for i in range(block):
@@ -182,7 +196,9 @@ async def measure_latency(
     return {name: percentiles(values) for name, values in samples.items()}
 
 
-async def measure_throughput(port: int, requests: list[bytes], count: int, connections: int) -> float:
+async def measure_throughput(
+    port: int, requests: list[bytes], count: int, connections: int
+) -> float:
     """Requests per second with `connections` connections, each one request in flight."""
     conns = [await connect(port) for _ in range(connections)]
     per_connection = max(1, count // connections)
@@ -243,8 +259,12 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            [sys.executable, *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
         )
 
 
@@ -264,10 +284,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def order_requests() -> list[bytes]:
     """A sell then a buy at one price: every pair trades, the book stays small."""
     return [
-        post_request("/submit_order", json.dumps({
-            "symbol": SYMBOL, "order_type": "limit", "side": side, "price": "30000.00",
-            "quantity": "0.0100",
-        }).encode())
+        post_request(
+            "/submit_order",
+            json.dumps(
+                {
+                    "symbol": SYMBOL,
+                    "order_type": "limit",
+                    "side": side,
+                    "price": "30000.00",
+                    "quantity": "0.0100",
+                }
+            ).encode(),
+        )
         for side in ("sell", "buy")
     ]
 
@@ -294,9 +322,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f'[symbols.{SYMBOL}]\ntick_size = "0.01"\nlot_size = "0.0001"\n'
         )
         processes = [
-            start(["-m", "tests.bench.rest", "--serve-floor", str(floor_port)], folder / "floor.log"),
-            start(["-m", "matcher.service", "--symbol", SYMBOL, "--config", str(config)],
-                  folder / "matcher.log"),
+            start(
+                ["-m", "tests.bench.rest", "--serve-floor", str(floor_port)], folder / "floor.log"
+            ),
+            start(
+                ["-m", "matcher.service", "--symbol", SYMBOL, "--config", str(config)],
+                folder / "matcher.log",
+            ),
             start(["-m", "gateway.server", "--config", str(config)], folder / "gateway.log"),
         ]
         try:
@@ -321,17 +353,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         ("floor", floor_port, floor_requests),
                         ("gateway", http_port, gateway_requests),
                     ):
-                        figures[name]["req_s"].append(await measure_throughput(
-                            port, requests, args.throughput_requests, args.connections
-                        ))
+                        figures[name]["req_s"].append(
+                            await measure_throughput(
+                                port, requests, args.throughput_requests, args.connections
+                            )
+                        )
 
             uvloop.run(measure())
         except BaseException:
             for name in ("floor", "matcher", "gateway"):
                 log = folder / f"{name}.log"
                 if log.exists() and log.stat().st_size:
-                    print(f"--- {name}.log\n{log.read_text(errors='replace')[-2000:]}",
-                          file=sys.stderr)
+                    print(
+                        f"--- {name}.log\n{log.read_text(errors='replace')[-2000:]}",
+                        file=sys.stderr,
+                    )
             raise
         finally:
             for process in reversed(processes):
@@ -342,10 +378,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     # What the gateway adds to the matcher leg, round by round (both measured one request
     # in flight, minutes apart at most): the part of its latency the floor compares with.
-    result["added"] = {"p50_us": summary([
-        gateway - matcher for gateway, matcher in zip(
-            figures["gateway"]["p50_us"], figures["matcher"]["p50_us"], strict=True)
-    ])}
+    result["added"] = {
+        "p50_us": summary(
+            [
+                gateway - matcher
+                for gateway, matcher in zip(
+                    figures["gateway"]["p50_us"], figures["matcher"]["p50_us"], strict=True
+                )
+            ]
+        )
+    }
     result["fsync"] = fsync
     result["ratio"] = {
         "p50": result["gateway"]["p50_us"]["median"] / result["floor"]["p50_us"]["median"],
@@ -354,8 +396,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "added_p50": result["added"]["p50_us"]["median"] / result["floor"]["p50_us"]["median"],
     }
     result["settings"] = {
-        "latency_requests": args.latency_requests, "warmup": args.warmup,
-        "throughput_requests": args.throughput_requests, "connections": args.connections,
+        "latency_requests": args.latency_requests,
+        "warmup": args.warmup,
+        "throughput_requests": args.throughput_requests,
+        "connections": args.connections,
         "repeat": args.repeat,
     }
     return result
@@ -363,8 +407,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     def cell(figure: dict[str, float], digits: int = 0) -> str:
-        return (f"{figure['median']:,.{digits}f} "
-                f"[{figure['min']:,.{digits}f}-{figure['max']:,.{digits}f}]")
+        return (
+            f"{figure['median']:,.{digits}f} "
+            f"[{figure['min']:,.{digits}f}-{figure['max']:,.{digits}f}]"
+        )
 
     settings = result["settings"]
     rows = [
@@ -376,39 +422,50 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"{'':<28}{'p50 µs':>24}{'p99 µs':>24}{'req/s':>28}",
     ]
-    for name, label in (("floor", "floor (trivial POST)"), ("matcher", "matcher direct (ZMQ)"),
-                        ("gateway", "gateway -> matcher")):
+    for name, label in (
+        ("floor", "floor (trivial POST)"),
+        ("matcher", "matcher direct (ZMQ)"),
+        ("gateway", "gateway -> matcher"),
+    ):
         figures = result[name]
         throughput = cell(figures["req_s"]) if "req_s" in figures else "-"
-        rows.append(f"{label:<28}{cell(figures['p50_us']):>24}{cell(figures['p99_us']):>24}"
-                    f"{throughput:>28}")
+        rows.append(
+            f"{label:<28}{cell(figures['p50_us']):>24}{cell(figures['p99_us']):>24}{throughput:>28}"
+        )
     added = result["added"]
-    rows.append(f"{'gateway - matcher direct':<28}{cell(added['p50_us']):>24}{'-':>24}"
-                f"{'-':>28}")
+    rows.append(f"{'gateway - matcher direct':<28}{cell(added['p50_us']):>24}{'-':>24}{'-':>28}")
     ratio = result["ratio"]
-    rows.append(f"{'ratio gateway/floor':<28}{ratio['p50']:>24.2f}{ratio['p99']:>24.2f}"
-                f"{ratio['req_s']:>28.2f}")
+    rows.append(
+        f"{'ratio gateway/floor':<28}{ratio['p50']:>24.2f}{ratio['p99']:>24.2f}"
+        f"{ratio['req_s']:>28.2f}"
+    )
     rows.append(f"{'ratio (gateway-matcher)/floor':<28}{ratio['added_p50']:>23.2f}")
     fsync = result["fsync"]
     rows.append("")
-    rows.append(f"fsync of a 100-byte append in the journal's folder: p50 {fsync['p50_us']:,.0f} µs, "
-                f"p99 {fsync['p99_us']:,.0f} µs (fsync=batch pays about one per matcher batch)")
+    rows.append(
+        f"fsync of a 100-byte append in the journal's folder: p50 {fsync['p50_us']:,.0f} µs, "
+        f"p99 {fsync['p99_us']:,.0f} µs (fsync=batch pays about one per matcher batch)"
+    )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.rest", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.rest", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--latency-requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--throughput-requests", type=int, default=10000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
-        "--data-dir", help="parent folder of the matcher's journal (default: the system's "
+        "--data-dir",
+        help="parent folder of the matcher's journal (default: the system's "
         "temporary folder); its fsync latency is measured and shown",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="small counts and one round: seconds, for a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts and one round: seconds, for a smoke run"
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

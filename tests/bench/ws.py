@@ -99,8 +99,12 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     def rank(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] * 1e6
 
-    return {"p50_us": rank(0.50), "p99_us": rank(0.99), "max_us": ordered[-1] * 1e6,
-            "n": len(ordered)}
+    return {
+        "p50_us": rank(0.50),
+        "p99_us": rank(0.99),
+        "max_us": ordered[-1] * 1e6,
+        "n": len(ordered),
+    }
 
 
 class Processes:
@@ -121,19 +125,28 @@ class Processes:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with open(self.root / f"{name}.log", "ab") as log:
-            child = subprocess.Popen([sys.executable, *args], stdout=log, cwd=REPO,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            child = subprocess.Popen(
+                [sys.executable, *args],
+                stdout=log,
+                cwd=REPO,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.children.append(child)
         return child
 
     def start(self) -> None:
-        self.spawn("matcher", "-m", "matcher.service", "--symbol", SYMBOL,
-                   "--config", str(self.config))
+        self.spawn(
+            "matcher", "-m", "matcher.service", "--symbol", SYMBOL, "--config", str(self.config)
+        )
         wait_until(lambda: port_open(self.router), 15, "matcher")
         self.spawn("feedhub", "-m", "feedhub.server", "--config", str(self.config))
         wait_until(lambda: port_open(self.ws_port), 15, "feed hub")
-        wait_until(lambda: json.loads(http_get(f"{self.http}/health"))["symbols"][SYMBOL]
-                   ["synced"], 15, "feed hub replica")
+        wait_until(
+            lambda: json.loads(http_get(f"{self.http}/health"))["symbols"][SYMBOL]["synced"],
+            15,
+            "feed hub replica",
+        )
 
     @property
     def url(self) -> str:
@@ -151,8 +164,11 @@ class Processes:
 
     def metric_total(self, name: str) -> float:
         """The sum of every sample of one metric, whatever its labels."""
-        return sum(float(line.split()[-1]) for line in http_get(f"{self.http}/metrics").splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+        return sum(
+            float(line.split()[-1])
+            for line in http_get(f"{self.http}/metrics").splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -204,22 +220,22 @@ class RawWebSocket(asyncio.Protocol):
             if b" 101 " not in bytes(buffer[:end]).split(b"\r\n", 1)[0]:
                 self.ready.set_exception(ConnectionError(bytes(buffer[:end]).decode()))
                 return
-            del buffer[:end + 4]
+            del buffer[: end + 4]
             self.handshaken = True
             self.ready.set_result(None)
         position, size = 0, len(buffer)
         while size - position >= 2:
             length, header = buffer[position + 1] & 0x7F, 2
             if length == 126:
-                length, header = int.from_bytes(buffer[position + 2:position + 4], "big"), 4
+                length, header = int.from_bytes(buffer[position + 2 : position + 4], "big"), 4
             elif length == 127:
-                length, header = int.from_bytes(buffer[position + 2:position + 10], "big"), 10
+                length, header = int.from_bytes(buffer[position + 2 : position + 10], "big"), 10
             if size - position < header + length:
                 break
             opcode = buffer[position] & 0x0F
             start = position + header
             if opcode == 0x9 and self.transport is not None:  # ping: pong, masked (RFC 6455)
-                payload = bytes(buffer[start:start + length])
+                payload = bytes(buffer[start : start + length])
                 self.transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + payload)
             elif opcode in (0x0, 0x1, 0x2):
                 self.on_message(buffer, start, start + length, now)
@@ -261,7 +277,7 @@ class Sample(RawWebSocket):
     at = 0.0
 
     def on_message(self, buffer: bytearray, start: int, end: int, now: float) -> None:
-        head = bytes(buffer[start:min(end, start + 120)])
+        head = bytes(buffer[start : min(end, start + 120)])
         if head.startswith(TRADE_PREFIX):
             if self.wants_trade:
                 self.wants_trade = False
@@ -288,15 +304,18 @@ class Sample(RawWebSocket):
         self.arrived.set()
 
 
-async def open_raw(factory: Callable[[bytes, asyncio.Future[None]], RawWebSocket],
-                   url: str, path: str) -> Any:
+async def open_raw(
+    factory: Callable[[bytes, asyncio.Future[None]], RawWebSocket], url: str, path: str
+) -> Any:
     host, port = url.removeprefix("ws://").rsplit(":", 1)
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     _, client = await loop.create_connection(lambda: factory(request, ready), host, int(port))
     await asyncio.wait_for(ready, 10)
     return client
@@ -351,15 +370,21 @@ class Direct:
 
 
 async def measure(
-    client: MatcherClient, books: list[Sample], trades: list[Sample], direct: Direct,
-    orders: int, warmup: int, settle: float,
+    client: MatcherClient,
+    books: list[Sample],
+    trades: list[Sample],
+    direct: Direct,
+    orders: int,
+    warmup: int,
+    settle: float,
 ) -> dict[str, list[float]]:
     """Maker (not timed), then the crossing taker, timed to every sample's messages."""
     result: dict[str, list[float]] = {"trade": [], "book": [], "direct": []}
     book_seq = max(sample.book_seq for sample in books)
     for i in range(warmup + orders):
-        client.request("new_order", side="sell", order_type="limit", price=MAKER_PRICE,
-                       quantity=QUANTITY)
+        client.request(
+            "new_order", side="sell", order_type="limit", price=MAKER_PRICE, quantity=QUANTITY
+        )
         book_seq += 1
         target = book_seq
         async with asyncio.timeout(10):
@@ -374,9 +399,16 @@ async def measure(
         for sample in trades:
             sample.expect_trade()
         direct.arrivals.clear()  # only the taker makes a trade: nothing else is due
-        taker = codec.encode_request({"op": "new_order", "req_id": f"t{i}", "side": "buy",
-                                      "order_type": "limit", "price": MAKER_PRICE,
-                                      "quantity": QUANTITY})
+        taker = codec.encode_request(
+            {
+                "op": "new_order",
+                "req_id": f"t{i}",
+                "side": "buy",
+                "order_type": "limit",
+                "price": MAKER_PRICE,
+                "quantity": QUANTITY,
+            }
+        )
         started = time.perf_counter()
         client.send_raw(taker)
         async with asyncio.timeout(10):
@@ -392,20 +424,37 @@ async def measure(
     return result
 
 
-async def burst(processes: Processes, client: MatcherClient, books: list[Sample],
-                pairs: int) -> dict[str, float]:
+async def burst(
+    processes: Processes, client: MatcherClient, books: list[Sample], pairs: int
+) -> dict[str, float]:
     """Pipelined maker/taker pairs; deliveries/s from the hub's own message counter."""
-    sent_before = sum(processes.metric("feedhub_messages_sent_total", feed=feed)
-                      for feed in ("market_data", "trades"))
+    sent_before = sum(
+        processes.metric("feedhub_messages_sent_total", feed=feed)
+        for feed in ("market_data", "trades")
+    )
     cpu_before = processes.hub_cpu_seconds()
     target = max(sample.book_seq for sample in books) + 2 * pairs
     started = time.perf_counter()
     requests: list[dict[str, Any]] = []
     for _ in range(pairs):
-        requests.append({"op": "new_order", "side": "sell", "order_type": "limit",
-                         "price": MAKER_PRICE, "quantity": QUANTITY})
-        requests.append({"op": "new_order", "side": "buy", "order_type": "limit",
-                         "price": MAKER_PRICE, "quantity": QUANTITY})
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "sell",
+                "order_type": "limit",
+                "price": MAKER_PRICE,
+                "quantity": QUANTITY,
+            }
+        )
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "buy",
+                "order_type": "limit",
+                "price": MAKER_PRICE,
+                "quantity": QUANTITY,
+            }
+        )
     await asyncio.to_thread(client.pipeline, requests)
     async with asyncio.timeout(60):
         while any(sample.book_seq < target for sample in books):
@@ -413,17 +462,39 @@ async def burst(processes: Processes, client: MatcherClient, books: list[Sample]
     await asyncio.sleep(0.5)  # let the background readers' last messages go out
     elapsed = time.perf_counter() - started
     cpu = processes.hub_cpu_seconds() - cpu_before
-    sent = sum(processes.metric("feedhub_messages_sent_total", feed=feed)
-               for feed in ("market_data", "trades")) - sent_before
-    return {"messages": sent, "seconds": elapsed, "deliveries_per_s": sent / elapsed,
-            "orders_per_s": 2 * pairs / elapsed, "hub_cpu_us_per_delivery": cpu / sent * 1e6}
+    sent = (
+        sum(
+            processes.metric("feedhub_messages_sent_total", feed=feed)
+            for feed in ("market_data", "trades")
+        )
+        - sent_before
+    )
+    return {
+        "messages": sent,
+        "seconds": elapsed,
+        "deliveries_per_s": sent / elapsed,
+        "orders_per_s": 2 * pairs / elapsed,
+        "hub_cpu_us_per_delivery": cpu / sent * 1e6,
+    }
 
 
 def start_background(url: str, clients: int) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.ws", "background", "--url", url,
-         "--clients", str(clients)],
-        stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.ws",
+            "background",
+            "--url",
+            url,
+            "--clients",
+            str(clients),
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+        cwd=REPO,
+    )
     assert child.stdout is not None
     line = child.stdout.readline()
     if not line.startswith(b"ready"):
@@ -447,10 +518,12 @@ async def background(url: str, clients: int) -> None:
 async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
     client = MatcherClient(f"tcp://127.0.0.1:{processes.router}")
     for i in range(20):  # a background book, so snapshots and checksums are not trivial
-        client.request("new_order", side="buy", order_type="limit", price=str(29000 - i * 5),
-                       quantity="0.5")
-        client.request("new_order", side="sell", order_type="limit", price=str(31000 + i * 5),
-                       quantity="0.5")
+        client.request(
+            "new_order", side="buy", order_type="limit", price=str(29000 - i * 5), quantity="0.5"
+        )
+        client.request(
+            "new_order", side="sell", order_type="limit", price=str(31000 + i * 5), quantity="0.5"
+        )
     direct = Direct(f"tcp://127.0.0.1:{processes.pub}")
     results: dict[str, Any] = {}
     try:
@@ -466,8 +539,9 @@ async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
         try:
             books, trades = await open_samples(processes.url, args.sample)
             await asyncio.sleep(0.5)
-            many = await measure(client, books, trades, direct, args.orders, args.warmup,
-                                 args.settle)
+            many = await measure(
+                client, books, trades, direct, args.orders, args.warmup, args.settle
+            )
             label = f"{args.clients} clients"
             results[label] = {name: percentiles(values) for name, values in many.items()}
             results["burst"] = await burst(processes, client, books, args.burst)
@@ -486,39 +560,58 @@ async def run(args: argparse.Namespace, processes: Processes) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\nfeed hub latency, submit -> message received (µs); {args.orders} orders, "
-          f"fsync={args.fsync}, {os.cpu_count()} CPUs")
-    print(f"(1 client: the taker {args.gap * 1000:g} ms after the maker's update; idle and "
-          f"{args.clients} clients: after {args.settle * 1000:g} ms of quiet)")
+    print(
+        f"\nfeed hub latency, submit -> message received (µs); {args.orders} orders, "
+        f"fsync={args.fsync}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"(1 client: the taker {args.gap * 1000:g} ms after the maker's update; idle and "
+        f"{args.clients} clients: after {args.settle * 1000:g} ms of quiet)"
+    )
     print(f"{'clients':<16}{'feed':<26}{'p50':>9}{'p99':>9}{'max':>9}{'n':>7}")
-    names = {"direct": "floor: SUB on matcher PUB", "trade": "/ws/trades",
-             "book": "/ws/market_data l2update"}
+    names = {
+        "direct": "floor: SUB on matcher PUB",
+        "trade": "/ws/trades",
+        "book": "/ws/market_data l2update",
+    }
     for label in ("1 client", "1 client, idle", f"{args.clients} clients"):
         for key in ("direct", "trade", "book"):
             row = results[label][key]
-            print(f"{label:<16}{names[key]:<26}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
-                  f"{row['max_us']:>9.0f}{row['n']:>7}")
+            print(
+                f"{label:<16}{names[key]:<26}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
+                f"{row['max_us']:>9.0f}{row['n']:>7}"
+            )
     burst = results["burst"]
-    print(f"\nburst of {args.burst} pipelined pairs with {args.clients} clients per feed: "
-          f"{burst['deliveries_per_s']:,.0f} deliveries/s ({burst['messages']:.0f} messages "
-          f"in {burst['seconds']:.2f}s, {burst['orders_per_s']:,.0f} orders/s); hub CPU "
-          f"{burst['hub_cpu_us_per_delivery']:.1f} µs per delivery")
-    print(f"slow-client drops: {results['slow_client_drops']:.0f}; replica resyncs: "
-          f"{results['replica_resyncs']:.0f}")
-    many, one, idle = (results[label] for label in (f"{args.clients} clients", "1 client",
-                                                     "1 client, idle"))
-    print(f"targets: 1 client p50 <= 1000 µs: trade {one['trade']['p50_us']:.0f}, book "
-          f"{one['book']['p50_us']:.0f} (after idle: {idle['trade']['p50_us']:.0f}, "
-          f"{idle['book']['p50_us']:.0f}, floor {idle['direct']['p50_us']:.0f}); "
-          f"{args.clients} clients p99 <= 10000 µs: trade {many['trade']['p99_us']:.0f}, "
-          f"book {many['book']['p99_us']:.0f}")
+    print(
+        f"\nburst of {args.burst} pipelined pairs with {args.clients} clients per feed: "
+        f"{burst['deliveries_per_s']:,.0f} deliveries/s ({burst['messages']:.0f} messages "
+        f"in {burst['seconds']:.2f}s, {burst['orders_per_s']:,.0f} orders/s); hub CPU "
+        f"{burst['hub_cpu_us_per_delivery']:.1f} µs per delivery"
+    )
+    print(
+        f"slow-client drops: {results['slow_client_drops']:.0f}; replica resyncs: "
+        f"{results['replica_resyncs']:.0f}"
+    )
+    many, one, idle = (
+        results[label] for label in (f"{args.clients} clients", "1 client", "1 client, idle")
+    )
+    print(
+        f"targets: 1 client p50 <= 1000 µs: trade {one['trade']['p50_us']:.0f}, book "
+        f"{one['book']['p50_us']:.0f} (after idle: {idle['trade']['p50_us']:.0f}, "
+        f"{idle['book']['p50_us']:.0f}, floor {idle['direct']['p50_us']:.0f}); "
+        f"{args.clients} clients p99 <= 10000 µs: trade {many['trade']['p99_us']:.0f}, "
+        f"book {many['book']['p99_us']:.0f}"
+    )
 
 
 def figures(results: dict[str, Any], clients: int) -> dict[str, float]:
     """The flat figures `python run.py bench` tabulates, with ratios to the floor."""
     flat: dict[str, float] = {}
-    for label, suffix in (("1 client", "1c"), ("1 client, idle", "1c_idle"),
-                          (f"{clients} clients", f"{clients}c")):
+    for label, suffix in (
+        ("1 client", "1c"),
+        ("1 client, idle", "1c_idle"),
+        (f"{clients} clients", f"{clients}c"),
+    ):
         rows = results[label]
         floor = rows["direct"]["p50_us"]
         flat[f"floor_sub_p50_us_{suffix}"] = floor
@@ -534,18 +627,29 @@ def figures(results: dict[str, Any], clients: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.ws", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.ws",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("mode", nargs="?", default="bench", choices=("bench", "background"))
     parser.add_argument("--orders", type=int, default=400, help="timed takers per round")
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--clients", type=int, default=200, help="connections per feed")
     parser.add_argument("--sample", type=int, default=10, help="measured connections per feed")
     parser.add_argument("--burst", type=int, default=2000, help="pipelined pairs for deliveries/s")
-    parser.add_argument("--gap", type=float, default=0.001,
-                        help="seconds between the maker's update and the taker, 1-client flow")
-    parser.add_argument("--settle", type=float, default=0.02,
-                        help="seconds of quiet before each timed taker, idle and many-client rounds")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.001,
+        help="seconds between the maker's update and the taker, 1-client flow",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.02,
+        help="seconds of quiet before each timed taker, idle and many-client rounds",
+    )
     parser.add_argument("--fsync", choices=("always", "batch", "off"), default="batch")
     parser.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -62,8 +62,10 @@ def test_load_replaces_everything() -> None:
     book.check()
 
 
-@pytest.mark.parametrize("change", [["hold", "1.00", "1"], ["buy", "abc", "1"],
-                                    ["buy", "-1.00", "1"], ["buy", "NaN", "1"]])
+@pytest.mark.parametrize(
+    "change",
+    [["hold", "1.00", "1"], ["buy", "abc", "1"], ["buy", "-1.00", "1"], ["buy", "NaN", "1"]],
+)
 def test_malformed_changes_raise_value_errors(change: list[str]) -> None:
     with pytest.raises((ValueError, ArithmeticError)):
         L2Book().apply([change])

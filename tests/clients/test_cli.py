@@ -20,10 +20,17 @@ def system(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     running.stop()
 
 
-def cli(system: System | None, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    system: System | None, *args: str, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     base = url or (system.base if system else "http://127.0.0.1:1")
-    return subprocess.run([sys.executable, "-m", "clients", "--url", base, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "--url", base, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def cli_json(system: System, *args: str) -> Any:
@@ -37,8 +44,19 @@ def test_every_order_subcommand_round_trips(system: System, transport: str) -> N
     t = ["--transport", transport, "--account", f"cli-{transport}"]
     sell = cli_json(system, *t, "order", "ETH-USDT", "sell", "limit", "2", "--price", "2500")
     assert sell["status"] == "new" and sell["price"] == "2500.00"
-    buy = cli_json(system, *t[:2], "--account", "someone-else", "order", "ETH-USDT", "buy",
-                   "ioc", "0.5", "--price", "2500")
+    buy = cli_json(
+        system,
+        *t[:2],
+        "--account",
+        "someone-else",
+        "order",
+        "ETH-USDT",
+        "buy",
+        "ioc",
+        "0.5",
+        "--price",
+        "2500",
+    )
     assert buy["status"] == "filled" and buy["trades"][0]["maker_order_id"] == sell["order_id"]
     amended = cli_json(system, *t, "amend", "ETH-USDT", str(sell["order_id"]), "--quantity", "1.5")
     assert amended["quantity"] == "1.500"
@@ -91,8 +109,23 @@ def test_bad_usage_exits_2(system: System) -> None:
 
 def test_watch_prints_depth_updates(system: System) -> None:
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "clients", "--url", system.base, "--json", "watch", "BTC-USDT",
-         "--updates", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "clients",
+            "--url",
+            system.base,
+            "--json",
+            "watch",
+            "BTC-USDT",
+            "--updates",
+            "2",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = json.loads(watcher.stdout.readline())  # type: ignore[union-attr]
         assert first["type"] == "depth"
@@ -105,16 +138,42 @@ def test_watch_prints_depth_updates(system: System) -> None:
     assert any(m.get("type") == "depth" and ["101.00", "0.2000"] in m["bids"] for m in messages)
 
 
-def test_load_generator_short_bounded_run_over_both_transports(system: System, tmp_path: Path) -> None:
-    zmq = cli(system, "load", "--transport", "zmq", "--endpoint", system.endpoint(0),
-              "--count", "2000", "--duration", "20", "--json")
+def test_load_generator_short_bounded_run_over_both_transports(
+    system: System, tmp_path: Path
+) -> None:
+    zmq = cli(
+        system,
+        "load",
+        "--transport",
+        "zmq",
+        "--endpoint",
+        system.endpoint(0),
+        "--count",
+        "2000",
+        "--duration",
+        "20",
+        "--json",
+    )
     assert zmq.returncode == 0, zmq.stderr
     figures = json.loads(zmq.stdout.strip().splitlines()[-1])
     assert figures["requests"] == 2000
     assert 0 < figures["p50_us"] <= figures["p99_us"] <= figures["max_us"]
     assert set(figures["errors"]) <= {"order_not_open"}  # cancels of orders filled meanwhile
-    rest = cli(system, "load", "--transport", "rest", "--url", system.base, "--rate", "200",
-               "--count", "200", "--duration", "20", "--json")
+    rest = cli(
+        system,
+        "load",
+        "--transport",
+        "rest",
+        "--url",
+        system.base,
+        "--rate",
+        "200",
+        "--count",
+        "200",
+        "--duration",
+        "20",
+        "--json",
+    )
     assert rest.returncode == 0, rest.stderr
     figures = json.loads(rest.stdout.strip().splitlines()[-1])
     assert figures["requests"] == 200 and figures["throughput_per_s"] > 0
@@ -130,11 +189,32 @@ def test_bad_api_key_exits_4(tmp_path: Path) -> None:
     config.write_text('[api_keys."k-good"]\naccount = "alice"\n')
     running = System(tmp_path, "--config", str(config), "--symbols", "BTC-USDT").start()
     try:
-        bad = cli(running, "--api-key", "k-wrong", "order", "BTC-USDT", "buy", "limit", "1",
-                  "--price", "100")
+        bad = cli(
+            running,
+            "--api-key",
+            "k-wrong",
+            "order",
+            "BTC-USDT",
+            "buy",
+            "limit",
+            "1",
+            "--price",
+            "100",
+        )
         assert bad.returncode == 4 and "unauthorized" in bad.stderr
-        good = cli(running, "--api-key", "k-good", "--json", "order", "BTC-USDT", "buy", "limit",
-                   "1", "--price", "100")
+        good = cli(
+            running,
+            "--api-key",
+            "k-good",
+            "--json",
+            "order",
+            "BTC-USDT",
+            "buy",
+            "limit",
+            "1",
+            "--price",
+            "100",
+        )
         assert good.returncode == 0, good.stderr
         assert json.loads(good.stdout)["account"] == "alice"
     finally:
@@ -154,8 +234,18 @@ def test_an_option_value_that_names_a_command_is_not_the_command(system: System)
 
 def test_a_rejected_order_exits_1(system: System) -> None:
     cli_json(system, "order", "BTC-USDT", "sell", "limit", "1", "--price", "45000")
-    result = cli(system, "--json", "order", "BTC-USDT", "buy", "limit", "1", "--price", "45000",
-                 "--post-only")
+    result = cli(
+        system,
+        "--json",
+        "order",
+        "BTC-USDT",
+        "buy",
+        "limit",
+        "1",
+        "--price",
+        "45000",
+        "--post-only",
+    )
     assert result.returncode == 1, result.stdout
     assert json.loads(result.stdout)["status"] == "rejected"
     assert "rejected: post_only_would_take" in result.stderr
@@ -173,8 +263,9 @@ def test_watch_writes_no_terminal_codes_to_a_pipe(system: System) -> None:
 
 
 def test_load_sends_to_the_symbols_own_matcher(system: System) -> None:
-    result = cli(system, "load", "--symbol", "ETH-USDT", "--account", "load-eth", "--count",
-                 "300", "--json")
+    result = cli(
+        system, "load", "--symbol", "ETH-USDT", "--account", "load-eth", "--count", "300", "--json"
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["requests"] == 300 and figures["unanswered"] == 0
@@ -193,8 +284,21 @@ def test_load_is_bounded_when_nothing_answers(tmp_path: Path) -> None:
     silent = context.socket(zmq.ROUTER)  # accepts requests, never answers
     port = silent.bind_to_random_port("tcp://127.0.0.1")
     try:
-        result = cli(None, "load", "--endpoint", f"tcp://127.0.0.1:{port}", "--tick", "0.01",
-                     "--lot", "0.0001", "--count", "50", "--duration", "0.5", "--json")
+        result = cli(
+            None,
+            "load",
+            "--endpoint",
+            f"tcp://127.0.0.1:{port}",
+            "--tick",
+            "0.01",
+            "--lot",
+            "0.0001",
+            "--count",
+            "50",
+            "--duration",
+            "0.5",
+            "--json",
+        )
     finally:
         silent.close(0)
     assert result.returncode == 1  # nothing was answered

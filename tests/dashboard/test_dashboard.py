@@ -31,13 +31,26 @@ from tests.support import REPO, Child, free_port, free_port_run, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOT = REPO / "docs" / "dashboard.png"
 CSV_HEADER = [
-    "trade_id", "symbol", "price", "quantity", "aggressor_side",
-    "maker_order_id", "taker_order_id", "maker_fee", "taker_fee", "timestamp",
+    "trade_id",
+    "symbol",
+    "price",
+    "quantity",
+    "aggressor_side",
+    "maker_order_id",
+    "taker_order_id",
+    "maker_fee",
+    "taker_fee",
+    "timestamp",
 ]
 
 if not CHROMIUM.exists():
@@ -82,8 +95,18 @@ def start_system(tmp: Path, *extra: str) -> tuple[str, Child]:
         ws_port = free_port()
     zmq_port = free_port_run(4, {http_port, ws_port})
     child = Child(
-        ["run.py", "--data-dir", str(tmp / "data"), "--http-port", str(http_port),
-         "--ws-port", str(ws_port), "--zmq-port", str(zmq_port), *extra],
+        [
+            "run.py",
+            "--data-dir",
+            str(tmp / "data"),
+            "--http-port",
+            str(http_port),
+            "--ws-port",
+            str(ws_port),
+            "--zmq-port",
+            str(zmq_port),
+            *extra,
+        ],
         tmp / "run.log",
     ).start()
     base = f"http://127.0.0.1:{http_port}"
@@ -155,8 +178,14 @@ def set_account(page: Page, name: str) -> None:
 
 
 def place_order(
-    page: Page, *, side: str, quantity: str, order_type: str = "limit", price: str | None = None,
-    stop_price: str | None = None, time_in_force: str | None = None,
+    page: Page,
+    *,
+    side: str,
+    quantity: str,
+    order_type: str = "limit",
+    price: str | None = None,
+    stop_price: str | None = None,
+    time_in_force: str | None = None,
 ) -> dict[str, str | None]:
     """Fill the form, submit, wait for the answer in the results list, return its summary."""
     results = page.locator("#order-results li")
@@ -271,7 +300,11 @@ def test_stop_order_waits_in_open_orders(page: Page, base_url: str) -> None:
     set_account(page, "stopper")
 
     order = place_order(
-        page, side="sell", order_type="stop_limit", stop_price="1000.00", price="990.00",
+        page,
+        side="sell",
+        order_type="stop_limit",
+        stop_price="1000.00",
+        price="990.00",
         quantity="0.100",
     )
     assert order["status"] == "pending"
@@ -284,8 +317,14 @@ def test_stop_order_waits_in_open_orders(page: Page, base_url: str) -> None:
 
 def test_invalid_order_shows_the_api_error_next_to_the_form(page: Page, base_url: str) -> None:
     open_dashboard(page, "ETH-USDT")
-    body = {"symbol": "ETH-USDT", "order_type": "limit", "side": "buy", "price": "2000.005",
-            "quantity": "1.000", "time_in_force": "gtc"}
+    body = {
+        "symbol": "ETH-USDT",
+        "order_type": "limit",
+        "side": "buy",
+        "price": "2000.005",
+        "quantity": "1.000",
+        "time_in_force": "gtc",
+    }
     expected = httpx.post(f"{base_url}/submit_order", json=body)
     assert expected.status_code == 400
     error = expected.json()["error"]
@@ -310,16 +349,42 @@ def test_invalid_order_shows_the_api_error_next_to_the_form(page: Page, base_url
 
 def test_csv_export_and_the_server_csv(page: Page, base_url: str) -> None:
     for _ in range(3):
-        rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell", price="2100.00",
-                   quantity="0.010", account="csv-maker")
-        rest_order(base_url, symbol="ETH-USDT", order_type="market", side="buy",
-                   quantity="0.010", account="csv-taker")
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="limit",
+            side="sell",
+            price="2100.00",
+            quantity="0.010",
+            account="csv-maker",
+        )
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="market",
+            side="buy",
+            quantity="0.010",
+            account="csv-taker",
+        )
     open_dashboard(page, "ETH-USDT")
     # one more trade while the page is open, so the tape holds history and live trades
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell", price="2100.00",
-               quantity="0.010", account="csv-maker")
-    rest_order(base_url, symbol="ETH-USDT", order_type="market", side="buy", quantity="0.010",
-               account="csv-taker")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="sell",
+        price="2100.00",
+        quantity="0.010",
+        account="csv-maker",
+    )
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="market",
+        side="buy",
+        quantity="0.010",
+        account="csv-taker",
+    )
     trades = httpx.get(f"{base_url}/trades/ETH-USDT?limit=1000").json()["trades"]
     expect(page.locator("#tape-body tr")).to_have_count(len(trades))
     shown = tape_ids(page)
@@ -364,8 +429,15 @@ def test_theme_toggle_is_remembered(page: Page) -> None:
 
 
 def test_symbol_switch(page: Page, base_url: str) -> None:
-    rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="buy", price="25000.00",
-               quantity="0.0100", account="switcher")
+    rest_order(
+        base_url,
+        symbol="BTC-USDT",
+        order_type="limit",
+        side="buy",
+        price="25000.00",
+        quantity="0.0100",
+        account="switcher",
+    )
     open_dashboard(page, "ETH-USDT")
     symbols = list(httpx.get(f"{base_url}/").json()["symbols"])
     assert page.locator("#symbol-select option").all_inner_texts() == symbols
@@ -390,8 +462,10 @@ def cancel_all(base_url: str, symbol: str, account: str) -> None:
     """Leave the shared book as it was found (the screenshot shows it)."""
     orders = httpx.get(f"{base_url}/orders/{symbol}?status=open&account={account}").json()
     for order in orders["orders"]:
-        response = httpx.post(f"{base_url}/cancel_order", json={
-            "symbol": symbol, "order_id": order["order_id"], "account": account})
+        response = httpx.post(
+            f"{base_url}/cancel_order",
+            json={"symbol": symbol, "order_id": order["order_id"], "account": account},
+        )
         assert response.status_code == 200, response.text
 
 
@@ -426,16 +500,30 @@ def test_reconnects_and_resyncs_when_the_feed_hub_restarts(
 
     os.kill(feedhub_pid(supervisor), signal.SIGKILL)  # run.py starts a new one
     # Changed while the hub is down: the dashboard learns it from the new snapshot.
-    rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell", price="35000.00",
-               quantity="0.0200", account="while-down")
+    rest_order(
+        base_url,
+        symbol="BTC-USDT",
+        order_type="limit",
+        side="sell",
+        price="35000.00",
+        quantity="0.0200",
+        account="while-down",
+    )
     page.wait_for_function("window.seenStates.includes('reconnecting')")
     expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=40_000)
     expect(page.locator('#asks .ladder-row[data-price="35000.00"]')).to_have_attribute(
         "data-quantity", "0.0200"
     )
     # and the new connection is live: a later change arrives as an update
-    rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell", price="35000.00",
-               quantity="0.0300", account="while-down")
+    rest_order(
+        base_url,
+        symbol="BTC-USDT",
+        order_type="limit",
+        side="sell",
+        price="35000.00",
+        quantity="0.0300",
+        account="while-down",
+    )
     expect(page.locator('#asks .ladder-row[data-price="35000.00"]')).to_have_attribute(
         "data-quantity", "0.0500"
     )
@@ -453,23 +541,44 @@ def wait_resynced(page: Page, resyncs: int) -> None:
 
 
 def test_a_wrong_local_book_is_detected_and_resynchronised(page: Page, base_url: str) -> None:
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell", price="2400.00",
-               quantity="1.000", account="resync")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="sell",
+        price="2400.00",
+        quantity="1.000",
+        account="resync",
+    )
     open_dashboard(page, "ETH-USDT")
     level = page.locator('#asks .ladder-row[data-price="2400.00"]')
     expect(level).to_have_attribute("data-quantity", "1.000")
 
     # A wrong quantity in the local copy: the next update's checksum disagrees.
     page.evaluate("window.matchwire.state.book.asks.set('2400.00', '9.000')")
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1000.00",
-               quantity="0.001", account="resync")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1000.00",
+        quantity="0.001",
+        account="resync",
+    )
     wait_resynced(page, 1)
     expect(level).to_have_attribute("data-quantity", "1.000")
 
     # A missed update (book_seq jumps): the page takes a fresh snapshot.
     page.evaluate("window.matchwire.state.book.seq -= 1")
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell", price="2400.00",
-               quantity="0.500", account="resync")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="sell",
+        price="2400.00",
+        quantity="0.500",
+        account="resync",
+    )
     wait_resynced(page, 2)
     expect(level).to_have_attribute("data-quantity", "1.500")
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
@@ -484,24 +593,47 @@ def test_screenshot_with_a_live_book(page: Page, base_url: str, tmp_path: Path) 
     ordinary test run does not touch the working tree.
     """
     for i in range(14):
-        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="buy",
-                   price=f"{29990 - i * 2.5:.2f}", quantity=f"{0.15 + (i % 5) * 0.21:.4f}",
-                   account="market-maker")
-        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell",
-                   price=f"{30010 + i * 2.5:.2f}", quantity=f"{0.12 + (i % 4) * 0.26:.4f}",
-                   account="market-maker")
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="limit",
+            side="buy",
+            price=f"{29990 - i * 2.5:.2f}",
+            quantity=f"{0.15 + (i % 5) * 0.21:.4f}",
+            account="market-maker",
+        )
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="limit",
+            side="sell",
+            price=f"{30010 + i * 2.5:.2f}",
+            quantity=f"{0.12 + (i % 4) * 0.26:.4f}",
+            account="market-maker",
+        )
     open_dashboard(page, "BTC-USDT")
     set_account(page, "trader")
     for i in range(12):
         side = "buy" if i % 3 else "sell"
-        rest_order(base_url, symbol="BTC-USDT", order_type="market", side=side,
-                   quantity=f"{0.05 + (i % 4) * 0.04:.4f}", account="taker")
-        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side=side == "buy" and "sell"
-                   or "buy", price=f"{30010 if side == 'buy' else 29990:.2f}",
-                   quantity="0.2500", account="market-maker")
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="market",
+            side=side,
+            quantity=f"{0.05 + (i % 4) * 0.04:.4f}",
+            account="taker",
+        )
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="limit",
+            side=side == "buy" and "sell" or "buy",
+            price=f"{30010 if side == 'buy' else 29990:.2f}",
+            quantity="0.2500",
+            account="market-maker",
+        )
         time.sleep(0.15)
-    place_order(page, side="sell", order_type="stop_loss", stop_price="29000.00",
-                quantity="0.2000")
+    place_order(page, side="sell", order_type="stop_loss", stop_price="29000.00", quantity="0.2000")
     place_order(page, side="buy", order_type="market", quantity="0.1000")
     place_order(page, side="buy", price="29950.00", quantity="0.5000")
     expect(page.locator("#open-orders-body tr")).to_have_count(2)
@@ -535,9 +667,16 @@ def test_api_key_is_sent_and_remembered_when_auth_is_on(browser: Any, tmp_path: 
         refused = place_order(page, side="buy", price="20000.00", quantity="0.0100")
         assert refused["status"] == "error"
         expect(page.locator("#order-error")).to_be_visible()
-        expected = httpx.post(f"{base_url}/submit_order", json={
-            "symbol": "BTC-USDT", "order_type": "limit", "side": "buy", "price": "20000.00",
-            "quantity": "0.0100"})
+        expected = httpx.post(
+            f"{base_url}/submit_order",
+            json={
+                "symbol": "BTC-USDT",
+                "order_type": "limit",
+                "side": "buy",
+                "price": "20000.00",
+                "quantity": "0.0100",
+            },
+        )
         assert expected.status_code == 401
         expect(page.locator("#order-error")).to_contain_text(expected.json()["error"]["code"])
         expect(page.locator("#api-key")).to_have_attribute("aria-invalid", "true")
@@ -549,8 +688,9 @@ def test_api_key_is_sent_and_remembered_when_auth_is_on(browser: Any, tmp_path: 
         expect(page.locator("#order-error")).to_be_hidden()
         row = page.locator(f'#open-orders tr[data-order-id="{order["order_id"]}"]')
         expect(row).to_be_visible()  # GET /orders sent the key too
-        mine = httpx.get(f"{base_url}/orders/BTC-USDT?status=open",
-                         headers={"X-API-Key": "key-of-carol"}).json()["orders"]
+        mine = httpx.get(
+            f"{base_url}/orders/BTC-USDT?status=open", headers={"X-API-Key": "key-of-carol"}
+        ).json()["orders"]
         assert [str(o["order_id"]) for o in mine] == [order["order_id"]]
 
         page.reload()
@@ -577,10 +717,25 @@ def sell_colour(page: Page) -> str:
 
 def make_trade(base_url: str, symbol: str, price: str, quantity: str, tag: str) -> None:
     """One trade at `price` between two accounts of this test (sets the last price)."""
-    rest_order(base_url, symbol=symbol, order_type="limit", side="sell", price=price,
-               quantity=quantity, account=f"{tag}-maker")
-    taker = rest_order(base_url, symbol=symbol, order_type="limit", side="buy", price=price,
-                       quantity=quantity, account=f"{tag}-taker", time_in_force="ioc")
+    rest_order(
+        base_url,
+        symbol=symbol,
+        order_type="limit",
+        side="sell",
+        price=price,
+        quantity=quantity,
+        account=f"{tag}-maker",
+    )
+    taker = rest_order(
+        base_url,
+        symbol=symbol,
+        order_type="limit",
+        side="buy",
+        price=price,
+        quantity=quantity,
+        account=f"{tag}-taker",
+        time_in_force="ioc",
+    )
     assert taker["status"] == "filled", taker
 
 
@@ -605,14 +760,23 @@ def test_would_trigger_immediately_marks_the_stop_price(page: Page, base_url: st
     make_trade(base_url, "ETH-USDT", "1750.00", "0.001", "trigger")
     open_dashboard(page, "ETH-USDT")
     set_account(page, "trigger")
-    expected = httpx.post(f"{base_url}/submit_stop_order", json={
-        "symbol": "ETH-USDT", "order_type": "stop_loss", "side": "sell", "quantity": "0.100",
-        "stop_price": "990000.00", "account": "trigger"}).json()["error"]
+    expected = httpx.post(
+        f"{base_url}/submit_stop_order",
+        json={
+            "symbol": "ETH-USDT",
+            "order_type": "stop_loss",
+            "side": "sell",
+            "quantity": "0.100",
+            "stop_price": "990000.00",
+            "account": "trigger",
+        },
+    ).json()["error"]
     assert expected["code"] == "would_trigger_immediately"
 
     # A stop loss has no price field: the stop price is what the refusal is about.
-    refused = place_order(page, side="sell", order_type="stop_loss", stop_price="990000.00",
-                          quantity="0.100")
+    refused = place_order(
+        page, side="sell", order_type="stop_loss", stop_price="990000.00", quantity="0.100"
+    )
     assert refused["status"] == "error"
     expect(page.locator("#order-error")).to_contain_text("would_trigger_immediately")
     expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
@@ -623,15 +787,27 @@ def test_would_trigger_immediately_marks_the_stop_price(page: Page, base_url: st
     # A stop limit shows both: still the stop price, although the message says "price".
     page.fill("#stop-price", "")
     expect(page.locator("#stop-price")).not_to_have_attribute("aria-invalid", "true")
-    place_order(page, side="sell", order_type="stop_limit", stop_price="990000.00",
-                price="989000.00", quantity="0.100")
+    place_order(
+        page,
+        side="sell",
+        order_type="stop_limit",
+        stop_price="990000.00",
+        price="989000.00",
+        quantity="0.100",
+    )
     expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#price")).to_be_visible()
     expect(page.locator("#price")).not_to_have_attribute("aria-invalid", "true")
 
     # An off-grid stop price names stop_price: that field, not the limit price.
-    place_order(page, side="sell", order_type="stop_limit", stop_price="1000.005",
-                price="990.00", quantity="0.100")
+    place_order(
+        page,
+        side="sell",
+        order_type="stop_limit",
+        stop_price="1000.005",
+        price="990.00",
+        quantity="0.100",
+    )
     expect(page.locator("#order-error")).to_contain_text("stop_price")
     expect(page.locator("#stop-price")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#price")).not_to_have_attribute("aria-invalid", "true")
@@ -641,8 +817,15 @@ def test_would_trigger_immediately_marks_the_stop_price(page: Page, base_url: st
 def test_an_order_error_is_cleared_by_a_symbol_switch_or_a_ladder_click(
     page: Page, base_url: str
 ) -> None:
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1234.00",
-               quantity="0.010", account="clearer-book")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1234.00",
+        quantity="0.010",
+        account="clearer-book",
+    )
     open_dashboard(page, "ETH-USDT")
     set_account(page, "clearer")
     error = page.locator("#order-error")
@@ -671,17 +854,39 @@ def depth_chart(page: Page) -> dict[str, Any]:
 
 def test_the_depth_chart_keeps_to_a_band_around_the_mid(page: Page, base_url: str) -> None:
     for i in range(4):
-        rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy",
-                   price=f"{1649.00 - i * 0.5:.2f}", quantity="0.500", account="depth-band")
-        rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="sell",
-                   price=f"{1651.00 + i * 0.5:.2f}", quantity="0.500", account="depth-band")
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="limit",
+            side="buy",
+            price=f"{1649.00 - i * 0.5:.2f}",
+            quantity="0.500",
+            account="depth-band",
+        )
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="limit",
+            side="sell",
+            price=f"{1651.00 + i * 0.5:.2f}",
+            quantity="0.500",
+            account="depth-band",
+        )
     # Far away and large: it must not decide the chart's x-range.
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1.00",
-               quantity="50.000", account="depth-band")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1.00",
+        quantity="50.000",
+        account="depth-band",
+    )
     open_dashboard(page, "ETH-USDT")
     expect(page.locator('#bids .ladder-row[data-price="1.00"]')).to_have_count(1)
     page.wait_for_function(
-        "() => { const d = window.matchwire.state.charts.depth; return d && d.mid === 1650; }")
+        "() => { const d = window.matchwire.state.charts.depth; return d && d.mid === 1650; }"
+    )
     chart = depth_chart(page)
     # The rule of gateway/static/README.md: within mid ± 2%, narrowed to the levels there.
     assert 1650 * 0.98 <= chart["xMin"] <= 1647.50
@@ -721,8 +926,15 @@ def test_axis_labels_stay_inside_the_charts(browser: Any, tmp_path: Path) -> Non
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
     try:
         # One bid, nothing else: the x-range is a round band, its last tick at the edge.
-        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="buy",
-                   price="30000.00", quantity="0.5000", account="one-side")
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="limit",
+            side="buy",
+            price="30000.00",
+            quantity="0.5000",
+            account="one-side",
+        )
         page = context.new_page()
         open_dashboard(page, "BTC-USDT")
         expect(page.locator("#ladder-spread")).to_contain_text("one-sided")
@@ -730,8 +942,15 @@ def test_axis_labels_stay_inside_the_charts(browser: Any, tmp_path: Path) -> Non
         assert depth["xMax"] > 30000 > depth["xMin"]
         assert_labels_fit(depth["xLabels"], depth["width"])
         # A spread wider than the 2% band: the band widens to show both best prices.
-        rest_order(base_url, symbol="BTC-USDT", order_type="limit", side="sell",
-                   price="40000.00", quantity="0.5000", account="one-side")
+        rest_order(
+            base_url,
+            symbol="BTC-USDT",
+            order_type="limit",
+            side="sell",
+            price="40000.00",
+            quantity="0.5000",
+            account="one-side",
+        )
         page.wait_for_function("window.matchwire.state.charts.depth.mid === 35000")
         depth = wait_for_chart(page, "depth")
         assert depth["xMin"] < 30000 and depth["xMax"] > 40000, depth
@@ -783,7 +1002,8 @@ def matcher_burst(base_url: str, symbol: str, bodies: list[dict[str, Any]]) -> i
     with MatcherClient(endpoint, timeout=30) as client:
         for first in range(0, len(bodies), 200):
             replies = client.pipeline(
-                {"op": "new_order", **body} for body in bodies[first:first + 200])
+                {"op": "new_order", **body} for body in bodies[first : first + 200]
+            )
             accepted += sum(1 for reply in replies if reply.get("ok"))
     return accepted
 
@@ -793,12 +1013,20 @@ def matcher_cancel_all(base_url: str, symbol: str, account: str) -> None:
     endpoint = httpx.get(f"{base_url}/").json()["symbols"][symbol]["order_endpoint"]
     with MatcherClient(endpoint, timeout=30) as client:
         for _ in range(20):  # GET /orders answers 1000 at most
-            orders = httpx.get(f"{base_url}/orders/{symbol}?status=open&account={account}",
-                               timeout=10).json()["orders"]
+            orders = httpx.get(
+                f"{base_url}/orders/{symbol}?status=open&account={account}", timeout=10
+            ).json()["orders"]
             if not orders:
                 return
-            client.pipeline({"op": "cancel_order", "symbol": symbol, "account": account,
-                             "order_id": order["order_id"]} for order in orders)
+            client.pipeline(
+                {
+                    "op": "cancel_order",
+                    "symbol": symbol,
+                    "account": account,
+                    "order_id": order["order_id"],
+                }
+                for order in orders
+            )
     raise AssertionError(f"{account} still has open orders on {symbol}")
 
 
@@ -810,16 +1038,38 @@ def test_a_busy_book_does_not_light_up_the_whole_ladder(page: Page, base_url: st
     bodies: list[dict[str, Any]] = []
     for i in range(1500):
         level = i % 10
-        bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "sell",
-                       "price": f"{1800.00 + level * 0.05:.2f}", "quantity": "0.001",
-                       "account": "flash-maker"})
-        bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "buy",
-                       "price": f"{1799.95 - level * 0.05:.2f}", "quantity": "0.001",
-                       "account": "flash-maker"})
+        bodies.append(
+            {
+                "symbol": "ETH-USDT",
+                "order_type": "limit",
+                "side": "sell",
+                "price": f"{1800.00 + level * 0.05:.2f}",
+                "quantity": "0.001",
+                "account": "flash-maker",
+            }
+        )
+        bodies.append(
+            {
+                "symbol": "ETH-USDT",
+                "order_type": "limit",
+                "side": "buy",
+                "price": f"{1799.95 - level * 0.05:.2f}",
+                "quantity": "0.001",
+                "account": "flash-maker",
+            }
+        )
         if i % 3 == 0:
-            bodies.append({"symbol": "ETH-USDT", "order_type": "limit", "side": "buy",
-                           "price": "1800.45", "quantity": "0.002", "time_in_force": "ioc",
-                           "account": "flash-taker"})
+            bodies.append(
+                {
+                    "symbol": "ETH-USDT",
+                    "order_type": "limit",
+                    "side": "buy",
+                    "price": "1800.45",
+                    "quantity": "0.002",
+                    "time_in_force": "ioc",
+                    "account": "flash-taker",
+                }
+            )
     started = time.monotonic()
     assert matcher_burst(base_url, "ETH-USDT", bodies) == len(bodies)
     rate = len(bodies) / (time.monotonic() - started)  # for the message only
@@ -836,8 +1086,15 @@ def test_a_busy_book_does_not_light_up_the_whole_ladder(page: Page, base_url: st
     # A single change on a quiet book still flashes.
     page.evaluate("window.flashStop = false")
     page.evaluate(FLASH_SAMPLER)
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1799.45",
-               quantity="0.001", account="flash-maker")  # a new level, never flashed before
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1799.45",
+        quantity="0.001",
+        account="flash-maker",
+    )  # a new level, never flashed before
     page.wait_for_function("window.flashSeen.buy >= 1")
     page.evaluate("window.flashStop = true")
     matcher_cancel_all(base_url, "ETH-USDT", "flash-maker")
@@ -857,8 +1114,14 @@ WEB_ACCOUNT = r"^web-[a-z0-9]{6}$"
 def test_each_browser_has_its_own_account_by_default(
     page: Page, browser: Any, base_url: str
 ) -> None:
-    shared = rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy",
-                        price="1111.00", quantity="0.010")  # no account: anonymous
+    shared = rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1111.00",
+        quantity="0.010",
+    )  # no account: anonymous
     assert shared["account"] == "anonymous"
     open_dashboard(page, "ETH-USDT")
     name = page.locator("#account").input_value()
@@ -898,8 +1161,9 @@ def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
     set_account(page, "amender")
     order = place_order(page, side="buy", price="1300.00", quantity="1.000")
     order_id = order["order_id"]
-    stop = place_order(page, side="sell", order_type="stop_loss", stop_price="1000.00",
-                       quantity="0.100")
+    stop = place_order(
+        page, side="sell", order_type="stop_loss", stop_price="1000.00", quantity="0.100"
+    )
     assert stop["status"] == "pending"
     row = page.locator(f'#open-orders tr[data-order-id="{order_id}"]')
     expect(row).to_be_visible()
@@ -926,8 +1190,15 @@ def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
     # What is typed survives the list being drawn again (a poll while the editor is open).
     page.fill("#amend-quantity", "0.400")
     page.fill("#amend-price", "1301.00")
-    rest_order(base_url, symbol="ETH-USDT", order_type="limit", side="buy", price="1299.00",
-               quantity="0.010", account="amender")
+    rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1299.00",
+        quantity="0.010",
+        account="amender",
+    )
     page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     expect(page.locator("#open-orders-body tr[data-order-id]")).to_have_count(3)
     expect(page.locator("#amend-quantity")).to_have_value("0.400")
@@ -944,7 +1215,8 @@ def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
     amended = httpx.get(f"{base_url}/orders/ETH-USDT/{order_id}?account=amender").json()
     assert (amended["price"], amended["quantity"]) == ("1301.00", "0.400")
     expect(page.locator('#bids .ladder-row[data-price="1301.00"]')).to_have_attribute(
-        "data-quantity", "0.400")
+        "data-quantity", "0.400"
+    )
     expect(page.locator('#bids .ladder-row[data-price="1300.00"]')).to_have_count(0)
 
     # Quantity only, by Enter; Escape closes the editor without sending.

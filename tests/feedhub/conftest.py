@@ -33,8 +33,12 @@ class System:
         self.config_path = tmp_path / "matchwire.toml"
         self.endpoints = write_config(
             self.config_path,
-            {"host": "127.0.0.1", "ws_port": self.ws_port, "zmq_port": free_port(),
-             "data_dir": self.data_dir},
+            {
+                "host": "127.0.0.1",
+                "ws_port": self.ws_port,
+                "zmq_port": free_port(),
+                "data_dir": self.data_dir,
+            },
             {symbol: RULES[symbol] for symbol in symbols},
         )
         self.matchers: dict[str, Child] = {}
@@ -59,12 +63,14 @@ class System:
         wait_for_port(int(self.endpoints[symbol][0].rsplit(":", 1)[1]))
         return child
 
-    def start_hub(self, *extra: str, wait_synced: bool = True,
-                  env: dict[str, str] | None = None) -> Child:
+    def start_hub(
+        self, *extra: str, wait_synced: bool = True, env: dict[str, str] | None = None
+    ) -> Child:
         self._hub_starts += 1
         self.hub = Child(
             ["-m", "feedhub.server", "--config", str(self.config_path), *extra],
-            self.tmp_path / f"hub-{self._hub_starts}.log", env,
+            self.tmp_path / f"hub-{self._hub_starts}.log",
+            env,
         ).start()
         wait_for_port(self.ws_port)
         if wait_synced:

@@ -16,8 +16,15 @@ OPEN = ("new", "partially_filled")
 
 
 class OrderFlow:
-    def __init__(self, client: MatcherClient, seed: int, *, symbol: str = "BTC-USDT",
-                 mid: int = 30000, lot: str = "0.0001") -> None:
+    def __init__(
+        self,
+        client: MatcherClient,
+        seed: int,
+        *,
+        symbol: str = "BTC-USDT",
+        mid: int = 30000,
+        lot: str = "0.0001",
+    ) -> None:
         self.client = client
         self.rng = random.Random(seed)
         self.symbol = symbol
@@ -39,8 +46,12 @@ class OrderFlow:
         rng = self.rng
         side = rng.choice(("buy", "sell"))
         roll = rng.random()
-        base = {"op": "new_order", "symbol": self.symbol, "side": side,
-                "quantity": self._quantity()}
+        base = {
+            "op": "new_order",
+            "symbol": self.symbol,
+            "side": side,
+            "quantity": self._quantity(),
+        }
         if roll < 0.08:
             return {**base, "order_type": "market"}
         if roll < 0.14:
@@ -51,12 +62,24 @@ class OrderFlow:
         if self.open_ids and roll < 0.40:
             order_id = rng.choice(self.open_ids)
             if rng.random() < 0.5:
-                return {"op": "amend_order", "symbol": self.symbol, "order_id": order_id,
-                        "quantity": self._quantity()}
-            return {"op": "amend_order", "symbol": self.symbol, "order_id": order_id,
-                    "price": self._price(side)}
-        return {**base, "order_type": "limit", "price": self._price(side),
-                "post_only": rng.random() < 0.05}
+                return {
+                    "op": "amend_order",
+                    "symbol": self.symbol,
+                    "order_id": order_id,
+                    "quantity": self._quantity(),
+                }
+            return {
+                "op": "amend_order",
+                "symbol": self.symbol,
+                "order_id": order_id,
+                "price": self._price(side),
+            }
+        return {
+            **base,
+            "order_type": "limit",
+            "price": self._price(side),
+            "post_only": rng.random() < 0.05,
+        }
 
     def run(self, count: int, chunk: int = 100) -> None:
         """Send `count` requests, `chunk` at a time, and track which orders stay open."""

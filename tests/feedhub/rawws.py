@@ -110,8 +110,10 @@ class RawWebSocket:
         no buffers) does not count."""
         host, port = self.address
         # /proc/net/tcp: local and remote address as little-endian hex IPv4:hex port, state.
-        wanted = (f"0100007F:{self.port:04X}",
-                  f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}")
+        wanted = (
+            f"0100007F:{self.port:04X}",
+            f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}",
+        )
         with open("/proc/net/tcp") as table:
             next(table)
             for line in table:

@@ -46,20 +46,28 @@ def test_a_client_that_never_reads_does_not_slow_a_reading_one(system: System) -
             stuck = RawWebSocket(system.ws_port, f"/ws/market_data/{SYMBOL}")
             with_stuck = await catch_up_times(feed, 6, 300)
             for _ in range(10):  # bounded: enough to overflow the stuck client's queue
-                if system.metric("feedhub_slow_client_drops_total", feed="market_data",
-                                 action="resync") >= 1:
+                if (
+                    system.metric(
+                        "feedhub_slow_client_drops_total", feed="market_data", action="resync"
+                    )
+                    >= 1
+                ):
                     break
                 with_stuck += await catch_up_times(feed, 1, 600)
             return feed, baseline, with_stuck, stuck
 
     feed, baseline, with_stuck, stuck = asyncio.run(scenario())
     try:
-        assert system.metric("feedhub_slow_client_drops_total", feed="market_data",
-                             action="resync") >= 1
+        assert (
+            system.metric("feedhub_slow_client_drops_total", feed="market_data", action="resync")
+            >= 1
+        )
         # The reader saw every update, in order, with every checksum right, and no slower.
         assert feed.gaps == 0 and feed.checks_failed == 0 and feed.snapshots == 1
         assert statistics.median(with_stuck) <= 5 * statistics.median(baseline) + 0.05, (
-            baseline, with_stuck)
+            baseline,
+            with_stuck,
+        )
         # The stuck client, once it reads, finds a jump in book_seq and a fresh snapshot.
         first = stuck.recv()
         assert first is not None and first["type"] == "snapshot"
@@ -97,9 +105,13 @@ def test_depth_messages_top_n_after_each_change(system: System) -> None:
     book = system.client().request("book", depth=5)
     last = received[-1]
     assert (last["bids"], last["asks"], last["book_seq"]) == (
-        book["bids"], book["asks"], book["book_seq"])
+        book["bids"],
+        book["asks"],
+        book["book_seq"],
+    )
     assert {tuple(m) for m in received} == {
-        ("type", "timestamp", "symbol", "book_seq", "bids", "asks", "bbo")}
+        ("type", "timestamp", "symbol", "book_seq", "bids", "asks", "bbo")
+    }
     for message in received:
         assert message["type"] == "depth" and message["symbol"] == SYMBOL
         assert len(message["bids"]) <= 5 and len(message["asks"]) <= 5
@@ -132,8 +144,10 @@ def test_a_slow_depth_client_gets_fewer_newer_states(system: System) -> None:
 
 def test_trades_match_the_matcher_one_for_one(two_symbols: System) -> None:
     system = two_symbols
-    flows = [OrderFlow(system.client(SYMBOL), seed=14),
-             OrderFlow(system.client(OTHER), seed=15, symbol=OTHER, mid=2000, lot="0.001")]
+    flows = [
+        OrderFlow(system.client(SYMBOL), seed=14),
+        OrderFlow(system.client(OTHER), seed=15, symbol=OTHER, mid=2000, lot="0.001"),
+    ]
 
     async def collect(feed: TradeFeed, last_ids: dict[str, int]) -> list[dict[str, Any]]:
         trades: list[dict[str, Any]] = []
@@ -149,8 +163,9 @@ def test_trades_match_the_matcher_one_for_one(two_symbols: System) -> None:
         async with TradeFeed(system.url) as every, TradeFeed(system.url, OTHER) as one:
             for flow in flows:
                 await asyncio.to_thread(flow.run, 400)
-            history = {s: system.client(s).request("trades", limit=1000)["trades"]
-                       for s in (SYMBOL, OTHER)}
+            history = {
+                s: system.client(s).request("trades", limit=1000)["trades"] for s in (SYMBOL, OTHER)
+            }
             last_ids = {s: trades[0]["trade_id"] for s, trades in history.items()}
             all_trades = await collect(every, last_ids)
             other_trades = await collect(one, {OTHER: last_ids[OTHER]})
@@ -174,8 +189,7 @@ def test_a_trade_client_too_far_behind_is_closed_with_1013(tmp_path: Path) -> No
         system.start_hub("--queue-size", "100", "--client-sndbuf", "16384")
         client = system.client()
         slow = RawWebSocket(system.ws_port, "/ws/trades")
-        reader = RawWebSocket(system.ws_port, f"/ws/trades?symbol={SYMBOL}",
-                              receive_buffer=1 << 20)
+        reader = RawWebSocket(system.ws_port, f"/ws/trades?symbol={SYMBOL}", receive_buffer=1 << 20)
         received: list[int] = []
 
         def keep_reading() -> None:  # the client that keeps up: it reads all along
@@ -188,15 +202,27 @@ def test_a_trade_client_too_far_behind_is_closed_with_1013(tmp_path: Path) -> No
         threading.Thread(target=keep_reading, daemon=True).start()
         try:
             for _ in range(6):  # bounded: each round prints 300 trades in one command
-                client.pipeline([{"op": "new_order", "side": "sell", "order_type": "limit",
-                                  "price": "30000", "quantity": "0.0001"}] * 300)
-                client.request("new_order", side="buy", order_type="market",
-                               quantity="0.0300")
-                if system.metric("feedhub_slow_client_drops_total", feed="trades",
-                                 action="close") >= 1:
+                client.pipeline(
+                    [
+                        {
+                            "op": "new_order",
+                            "side": "sell",
+                            "order_type": "limit",
+                            "price": "30000",
+                            "quantity": "0.0001",
+                        }
+                    ]
+                    * 300
+                )
+                client.request("new_order", side="buy", order_type="market", quantity="0.0300")
+                if (
+                    system.metric("feedhub_slow_client_drops_total", feed="trades", action="close")
+                    >= 1
+                ):
                     break
-            assert system.metric("feedhub_slow_client_drops_total", feed="trades",
-                                 action="close") == 1
+            assert (
+                system.metric("feedhub_slow_client_drops_total", feed="trades", action="close") == 1
+            )
             while slow.recv() is not None:
                 pass  # what it had been sent before falling behind, then the close
             assert slow.close_code == 1013
@@ -233,8 +259,9 @@ def test_a_depth_client_full_of_unread_replies_still_gets_the_newest_view(
             flooder.sock.sendall(frame * 20_000)  # far more pongs than socket + backlog hold
             time.sleep(1.0)  # let the hub read them all and fill the backlog
             for price in ("29000", "29001", "29002"):
-                client.request("new_order", side="buy", order_type="limit", price=price,
-                               quantity="1")
+                client.request(
+                    "new_order", side="buy", order_type="limit", price=price, quantity="1"
+                )
             final = matcher_book_seq(system)
             views = []
             flooder.sock.settimeout(3)
@@ -268,12 +295,15 @@ def test_a_client_that_stops_reading_is_closed_and_its_connection_dropped(
         trade_ids: list[int] = []
 
         def stalled() -> float:
-            return system.metric("feedhub_slow_client_drops_total", feed="market_data",
-                                 action="stalled")
+            return system.metric(
+                "feedhub_slow_client_drops_total", feed="market_data", action="stalled"
+            )
 
         async def scenario() -> tuple[BookFeed, TradeFeed, RawWebSocket]:
-            async with BookFeed(system.url, SYMBOL) as feed, \
-                    TradeFeed(system.url, SYMBOL) as trades:
+            async with (
+                BookFeed(system.url, SYMBOL) as feed,
+                TradeFeed(system.url, SYMBOL) as trades,
+            ):
                 await feed.wait_synced()
 
                 async def read_trades() -> None:
@@ -292,7 +322,8 @@ def test_a_client_that_stops_reading_is_closed_and_its_connection_dropped(
                 await feed.wait_for_seq(matcher_book_seq(system), 30)
                 last_trade = system.client().request("trades", limit=1)["trades"][0]
                 await asyncio.to_thread(
-                    wait_until, lambda: trade_ids and trade_ids[-1] >= last_trade["trade_id"])
+                    wait_until, lambda: trade_ids and trade_ids[-1] >= last_trade["trade_id"]
+                )
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
@@ -323,21 +354,32 @@ def test_a_trade_client_closed_with_1013_has_its_connection_dropped(tmp_path: Pa
     system = System(tmp_path)
     try:
         system.start_matcher()
-        system.start_hub("--queue-size", "100", "--client-sndbuf", "16384",
-                         "--drain-timeout", "2")
+        system.start_hub("--queue-size", "100", "--client-sndbuf", "16384", "--drain-timeout", "2")
         client = system.client()
         slow = RawWebSocket(system.ws_port, "/ws/trades")
         try:
             for _ in range(6):  # bounded: each round prints 300 trades in one command
-                client.pipeline([{"op": "new_order", "side": "sell", "order_type": "limit",
-                                  "price": "30000", "quantity": "0.0001"}] * 300)
-                client.request("new_order", side="buy", order_type="market",
-                               quantity="0.0300")
-                if system.metric("feedhub_slow_client_drops_total", feed="trades",
-                                 action="close") >= 1:
+                client.pipeline(
+                    [
+                        {
+                            "op": "new_order",
+                            "side": "sell",
+                            "order_type": "limit",
+                            "price": "30000",
+                            "quantity": "0.0001",
+                        }
+                    ]
+                    * 300
+                )
+                client.request("new_order", side="buy", order_type="market", quantity="0.0300")
+                if (
+                    system.metric("feedhub_slow_client_drops_total", feed="trades", action="close")
+                    >= 1
+                ):
                     break
-            assert system.metric("feedhub_slow_client_drops_total", feed="trades",
-                                 action="close") == 1
+            assert (
+                system.metric("feedhub_slow_client_drops_total", feed="trades", action="close") == 1
+            )
             wait_until(lambda: not slow.hub_side_open(), timeout=30)
             assert slow.read_to_end() in ("reset", "eof")
             assert system.health()["clients"]["trades"] == 0

@@ -13,17 +13,20 @@ from tests.feedhub.conftest import SYMBOL, System
 from tests.feedhub.test_server import close_code_of
 
 REFUSED = [
-    (f"/ws/market_data/{SYMBOL}?depht=1",
-     "unknown query parameter 'depht'; this feed takes depth"),
+    (f"/ws/market_data/{SYMBOL}?depht=1", "unknown query parameter 'depht'; this feed takes depth"),
     (f"/ws/market_data/{SYMBOL}?symbol={SYMBOL}", "unknown query parameter 'symbol'"),
-    (f"/ws/market_data/{SYMBOL}?depth=5&depth=10",
-     "query parameter 'depth' is given more than once"),
+    (
+        f"/ws/market_data/{SYMBOL}?depth=5&depth=10",
+        "query parameter 'depth' is given more than once",
+    ),
     (f"/ws/market_data/{SYMBOL}?depth=5&x", "unknown query parameter 'x'"),
     ("/ws/market_data/NOPE-USDT?depht=1", "unknown query parameter 'depht'"),
     ("/ws/trades?symbl=BTC-USDT", "unknown query parameter 'symbl'; this feed takes symbol"),
     ("/ws/trades?depth=5", "unknown query parameter 'depth'"),
-    (f"/ws/trades?symbol={SYMBOL}&symbol=ETH-USDT",
-     "query parameter 'symbol' is given more than once"),
+    (
+        f"/ws/trades?symbol={SYMBOL}&symbol=ETH-USDT",
+        "query parameter 'symbol' is given more than once",
+    ),
     ("/ws/trades?=1", "unknown query parameter ''"),
     (f"/ws/trades?{'x' * 200}=1", "unknown query parameter '" + "x" * 40 + "'"),
 ]
@@ -41,9 +44,16 @@ def test_unknown_and_repeated_query_parameters_close_with_a_reason(system: Syste
     assert system.hub is not None and "Traceback" not in system.hub.log()
 
 
-@pytest.mark.parametrize("path", [f"/ws/market_data/{SYMBOL}", f"/ws/market_data/{SYMBOL}?",
-                                  f"/ws/market_data/{SYMBOL}?depth=3",
-                                  "/ws/trades", f"/ws/trades?symbol={SYMBOL}"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/ws/market_data/{SYMBOL}",
+        f"/ws/market_data/{SYMBOL}?",
+        f"/ws/market_data/{SYMBOL}?depth=3",
+        "/ws/trades",
+        f"/ws/trades?symbol={SYMBOL}",
+    ],
+)
 def test_the_documented_parameters_still_subscribe(system: System, path: str) -> None:
     async def scenario() -> None:
         async with connect(system.url + path, proxy=None) as ws:

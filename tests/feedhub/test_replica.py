@@ -128,8 +128,10 @@ def test_a_matcher_killed_and_restarted_mid_flow(system: System) -> None:
     assert trade_ids == list(range(1, last_trade_id + 1))
     assert feed.checks_failed == 0 and feed.gaps == 0
     assert feed.snapshots >= 2  # the hub resynchronised and sent a fresh snapshot
-    assert system.metric("feedhub_replica_resyncs_total", symbol=SYMBOL,
-                         reason="matcher_restarted") >= 1
+    assert (
+        system.metric("feedhub_replica_resyncs_total", symbol=SYMBOL, reason="matcher_restarted")
+        >= 1
+    )
     assert system.health()["symbols"][SYMBOL]["synced"]
 
 
@@ -182,5 +184,7 @@ def test_a_silent_matcher_is_noticed_and_resynchronised(system: System) -> None:
 
     feed = asyncio.run(scenario())
     assert feed.snapshots == 2 and feed.checks_failed == 0 and feed.gaps == 0
-    assert system.metric("feedhub_replica_resyncs_total", symbol=SYMBOL,
-                         reason="heartbeat_timeout") == 1
+    assert (
+        system.metric("feedhub_replica_resyncs_total", symbol=SYMBOL, reason="heartbeat_timeout")
+        == 1
+    )

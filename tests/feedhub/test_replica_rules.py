@@ -39,29 +39,65 @@ class Recorder:
 
 
 def bbo(bid: tuple[str, str] | None, ask: tuple[str, str] | None, book_seq: int) -> dict:
-    return {"symbol": SYMBOL, "book_seq": book_seq,
-            "bid_price": bid[0] if bid else None, "bid_quantity": bid[1] if bid else None,
-            "ask_price": ask[0] if ask else None, "ask_quantity": ask[1] if ask else None}
+    return {
+        "symbol": SYMBOL,
+        "book_seq": book_seq,
+        "bid_price": bid[0] if bid else None,
+        "bid_quantity": bid[1] if bid else None,
+        "ask_price": ask[0] if ask else None,
+        "ask_quantity": ask[1] if ask else None,
+    }
 
 
-def book_frame(book_seq: int, changes: list[list[str]], best_bid: tuple[str, str] | None,
-               best_ask: tuple[str, str] | None, epoch: int = EPOCH) -> bytes:
-    return codec.encode_pub(f"book.{SYMBOL}".encode(), {
-        "symbol": SYMBOL, "epoch": epoch, "book_seq": book_seq, "changes": changes,
-        "bbo": bbo(best_bid, best_ask, book_seq), "timestamp": "2026-11-26T00:00:00.000001Z"})
+def book_frame(
+    book_seq: int,
+    changes: list[list[str]],
+    best_bid: tuple[str, str] | None,
+    best_ask: tuple[str, str] | None,
+    epoch: int = EPOCH,
+) -> bytes:
+    return codec.encode_pub(
+        f"book.{SYMBOL}".encode(),
+        {
+            "symbol": SYMBOL,
+            "epoch": epoch,
+            "book_seq": book_seq,
+            "changes": changes,
+            "bbo": bbo(best_bid, best_ask, book_seq),
+            "timestamp": "2026-11-26T00:00:00.000001Z",
+        },
+    )
 
 
 def heartbeat(book_seq: int, last_trade_id: int = 0, epoch: int = EPOCH) -> bytes:
-    return codec.encode_pub(f"hb.{SYMBOL}".encode(), {
-        "symbol": SYMBOL, "epoch": epoch, "book_seq": book_seq,
-        "last_trade_id": last_trade_id, "timestamp": "2026-11-26T00:00:00.000001Z"})
+    return codec.encode_pub(
+        f"hb.{SYMBOL}".encode(),
+        {
+            "symbol": SYMBOL,
+            "epoch": epoch,
+            "book_seq": book_seq,
+            "last_trade_id": last_trade_id,
+            "timestamp": "2026-11-26T00:00:00.000001Z",
+        },
+    )
 
 
 def trade(trade_id: int) -> bytes:
-    return codec.encode_pub(f"trade.{SYMBOL}".encode(), {
-        "trade_id": trade_id, "symbol": SYMBOL, "price": "100.00", "quantity": "1.0000",
-        "aggressor_side": "buy", "maker_order_id": 1, "taker_order_id": 2,
-        "maker_fee": "0.01", "taker_fee": "0.02", "timestamp": "2026-11-26T00:00:00.000001Z"})
+    return codec.encode_pub(
+        f"trade.{SYMBOL}".encode(),
+        {
+            "trade_id": trade_id,
+            "symbol": SYMBOL,
+            "price": "100.00",
+            "quantity": "1.0000",
+            "aggressor_side": "buy",
+            "maker_order_id": 1,
+            "taker_order_id": 2,
+            "maker_fee": "0.01",
+            "taker_fee": "0.02",
+            "timestamp": "2026-11-26T00:00:00.000001Z",
+        },
+    )
 
 
 def live_replica() -> tuple[Replica, Recorder]:
@@ -71,10 +107,17 @@ def live_replica() -> tuple[Replica, Recorder]:
     replica = Replica(config, recorder)
 
     async def load() -> None:
-        await replica.load_snapshot({
-            "symbol": SYMBOL, "epoch": EPOCH, "book_seq": 10, "last_trade_id": 5,
-            "bids": [["99.00", "2.0000"], ["98.00", "1.0000"]], "asks": [["101.00", "3.0000"]],
-            "bbo": bbo(("99.00", "2.0000"), ("101.00", "3.0000"), 10)})
+        await replica.load_snapshot(
+            {
+                "symbol": SYMBOL,
+                "epoch": EPOCH,
+                "book_seq": 10,
+                "last_trade_id": 5,
+                "bids": [["99.00", "2.0000"], ["98.00", "1.0000"]],
+                "asks": [["101.00", "3.0000"]],
+                "bbo": bbo(("99.00", "2.0000"), ("101.00", "3.0000"), 10),
+            }
+        )
 
     asyncio.run(load())
     return replica, recorder
@@ -95,8 +138,15 @@ def test_a_snapshot_makes_it_live_and_tells_the_hub() -> None:
 
 def test_the_next_update_is_applied_checksummed_and_published_once() -> None:
     replica, recorder = live_replica()
-    handle(replica, book_frame(11, [["buy", "99.00", "0"], ["sell", "100.50", "1.0000"]],
-                               ("98.00", "1.0000"), ("100.50", "1.0000")))
+    handle(
+        replica,
+        book_frame(
+            11,
+            [["buy", "99.00", "0"], ["sell", "100.50", "1.0000"]],
+            ("98.00", "1.0000"),
+            ("100.50", "1.0000"),
+        ),
+    )
     kind, update = recorder.events[-1]
     assert kind == "book"
     assert update["type"] == "l2update" and update["book_seq"] == 11
@@ -113,17 +163,32 @@ def test_updates_already_in_the_snapshot_are_dropped() -> None:
     assert recorder.events == [("reset", SYMBOL)] and replica.book.book_seq == 10
 
 
-@pytest.mark.parametrize("frame, reason", [
-    (book_frame(12, [["buy", "97.00", "1.0000"]], ("99.00", "2.0000"), ("101.00", "3.0000")),
-     "gap"),
-    (heartbeat(11), "behind_heartbeat"),
-    (heartbeat(10, epoch=EPOCH + 1), "matcher_restarted"),
-    (book_frame(11, [["buy", "97.00", "1.0000"]], ("99.00", "2.0000"), ("101.00", "3.0000"),
-                epoch=EPOCH + 1), "matcher_restarted"),
-    (book_frame(11, [["buy", "97.00", "1.0000"]], ("97.00", "1.0000"), ("101.00", "3.0000")),
-     "bad_update"),  # the matcher's bbo disagrees with the replica
-    (book_frame(11, [["hold", "97.00", "1.0000"]], None, None), "bad_update"),
-])
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (
+            book_frame(12, [["buy", "97.00", "1.0000"]], ("99.00", "2.0000"), ("101.00", "3.0000")),
+            "gap",
+        ),
+        (heartbeat(11), "behind_heartbeat"),
+        (heartbeat(10, epoch=EPOCH + 1), "matcher_restarted"),
+        (
+            book_frame(
+                11,
+                [["buy", "97.00", "1.0000"]],
+                ("99.00", "2.0000"),
+                ("101.00", "3.0000"),
+                epoch=EPOCH + 1,
+            ),
+            "matcher_restarted",
+        ),
+        (
+            book_frame(11, [["buy", "97.00", "1.0000"]], ("97.00", "1.0000"), ("101.00", "3.0000")),
+            "bad_update",
+        ),  # the matcher's bbo disagrees with the replica
+        (book_frame(11, [["hold", "97.00", "1.0000"]], None, None), "bad_update"),
+    ],
+)
 def test_doubt_means_resynchronise(frame: bytes, reason: str) -> None:
     replica, _ = live_replica()
     with pytest.raises(OutOfSync) as raised:
@@ -149,8 +214,12 @@ def test_trades_are_forwarded_once_in_order() -> None:
 
 def test_garbage_frames_are_dropped_not_fatal() -> None:
     replica, recorder = live_replica()
-    for frame in (b"no delimiter", b"book.BTC-USDT\x00\xc1", b"other.BTC-USDT\x00\x80",
-                  codec.encode_pub(b"book.BTC-USDT", [1, 2])):
+    for frame in (
+        b"no delimiter",
+        b"book.BTC-USDT\x00\xc1",
+        b"other.BTC-USDT\x00\x80",
+        codec.encode_pub(b"book.BTC-USDT", [1, 2]),
+    ):
         handle(replica, frame)
     assert recorder.events == [("reset", SYMBOL)] and replica.synced
 
@@ -177,9 +246,15 @@ def test_depth_texts_equal_the_whole_encoding_at_every_depth_and_version() -> No
         handle(replica, book_frame(book_seq, changes, mirror.bids.best(), mirror.asks.best()))
         book = replica.book
         for depth in rng.sample(range(1, 130), 12):
-            expected = dumps({
-                "type": "depth", "timestamp": replica.timestamp, "symbol": SYMBOL,
-                "book_seq": book.book_seq, "bids": book.bids.top(depth),
-                "asks": book.asks.top(depth), "bbo": replica.bbo,
-            })
+            expected = dumps(
+                {
+                    "type": "depth",
+                    "timestamp": replica.timestamp,
+                    "symbol": SYMBOL,
+                    "book_seq": book.book_seq,
+                    "bids": book.bids.top(depth),
+                    "asks": book.asks.top(depth),
+                    "bbo": replica.bbo,
+                }
+            )
             assert replica.depth_text(depth) == expected, (book_seq, depth)

@@ -15,8 +15,16 @@ from websockets.exceptions import InvalidStatus
 
 from tests.feedhub.conftest import OTHER, RULES, SYMBOL, System
 
-NOT_FEEDS = ("/ws/nope", "/", "/ws/market_data", "/ws/market_data/", f"/ws/market_data/{SYMBOL}/x",
-             "/ws/trades/BTC-USDT", "/health", "/metrics")
+NOT_FEEDS = (
+    "/ws/nope",
+    "/",
+    "/ws/market_data",
+    "/ws/market_data/",
+    f"/ws/market_data/{SYMBOL}/x",
+    "/ws/trades/BTC-USDT",
+    "/health",
+    "/metrics",
+)
 
 
 def test_get_root_lists_the_feeds_and_the_symbols_and_each_listed_feed_works(
@@ -70,7 +78,8 @@ async def refusal(url: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("ws_path", ["direct", "asgi"])
 def test_an_unknown_websocket_path_is_a_404_naming_it_and_the_feeds_go_on(
-    tmp_path: Path, ws_path: str,
+    tmp_path: Path,
+    ws_path: str,
 ) -> None:
     """Before, Starlette closed before accepting, which uvicorn answers 403 Forbidden."""
     system = System(tmp_path)
@@ -82,8 +91,9 @@ def test_an_unknown_websocket_path_is_a_404_naming_it_and_the_feeds_go_on(
             async with connect(f"{system.url}/ws/market_data/{SYMBOL}", proxy=None) as live:
                 assert json.loads(await live.recv())["type"] == "snapshot"
                 refusals = [await refusal(f"{system.url}{path}") for path in NOT_FEEDS]
-                system.client().request("new_order", side="buy", order_type="limit",
-                                        price="100", quantity="1")
+                system.client().request(
+                    "new_order", side="buy", order_type="limit", price="100", quantity="1"
+                )
                 return refusals, json.loads(await live.recv())["type"]
 
         refusals, after = asyncio.run(scenario())
@@ -94,8 +104,10 @@ def test_an_unknown_websocket_path_is_a_404_naming_it_and_the_feeds_go_on(
             assert body["error"]["message"].startswith(f"no feed at {path!r}: the feeds are")
         assert after == "l2update"
         health = system.health()
-        assert health["send_paths"] == {"direct": int(ws_path == "direct"),
-                                        "asgi": int(ws_path == "asgi")}  # refusals not admitted
+        assert health["send_paths"] == {
+            "direct": int(ws_path == "direct"),
+            "asgi": int(ws_path == "asgi"),
+        }  # refusals not admitted
         assert system.hub is not None and "Traceback" not in system.hub.log()
     finally:
         system.stop()

@@ -24,10 +24,12 @@ from tests.support import Child, wait_until
 AUTO = {"MATCHWIRE_HUB_DIRECT": ""}  # as if unset: CI's second pass sets it to 0
 
 # The hub, with the direct path told it knows no installed uvicorn version.
-UNKNOWN_VERSIONS = ("import runpy, sys, feedhub.wire as wire; "
-                    "wire.DIRECT_PATH_VERSIONS['uvicorn'] = ((0, 1), (0, 2)); "
-                    "sys.argv = ['feedhub.server', *sys.argv[1:]]; "
-                    "runpy.run_module('feedhub.server', run_name='__main__')")
+UNKNOWN_VERSIONS = (
+    "import runpy, sys, feedhub.wire as wire; "
+    "wire.DIRECT_PATH_VERSIONS['uvicorn'] = ((0, 1), (0, 2)); "
+    "sys.argv = ['feedhub.server', *sys.argv[1:]]; "
+    "runpy.run_module('feedhub.server', run_name='__main__')"
+)
 
 
 def matcher_book_seq(system: System) -> int:
@@ -59,9 +61,11 @@ def test_the_asgi_path_alone_serves_every_feed(tmp_path: Path) -> None:
         trade_ids: list[int] = []
 
         async def scenario() -> BookFeed:
-            async with BookFeed(system.url, SYMBOL) as feed, \
-                    TradeFeed(system.url, SYMBOL) as trades, \
-                    connect(f"{system.url}/ws/market_data/{SYMBOL}?depth=5", proxy=None) as depth:
+            async with (
+                BookFeed(system.url, SYMBOL) as feed,
+                TradeFeed(system.url, SYMBOL) as trades,
+                connect(f"{system.url}/ws/market_data/{SYMBOL}?depth=5", proxy=None) as depth,
+            ):
                 await feed.wait_synced()
                 depth_views.append(json.loads(await depth.recv()))
                 await asyncio.to_thread(flow.run, 600)
@@ -104,8 +108,9 @@ def test_a_stuck_client_on_the_asgi_path_is_closed_and_its_connection_dropped(
         flow = OrderFlow(system.client(), seed=32)
 
         def stalled() -> float:
-            return system.metric("feedhub_slow_client_drops_total", feed="market_data",
-                                 action="stalled")
+            return system.metric(
+                "feedhub_slow_client_drops_total", feed="market_data", action="stalled"
+            )
 
         async def scenario() -> tuple[BookFeed, RawWebSocket]:
             async with BookFeed(system.url, SYMBOL) as feed:
@@ -134,22 +139,30 @@ def test_a_stuck_client_on_the_asgi_path_is_closed_and_its_connection_dropped(
         system.stop()
 
 
-@pytest.mark.parametrize("setting, flags, path", [
-    ("", (), "direct"),  # auto: the versions it knows are installed
-    ("0", (), "asgi"),
-    ("1", (), "direct"),
-    ("0", ("--ws-path", "direct"), "direct"),
-    ("", ("--ws-path", "asgi"), "asgi"),
-])
+@pytest.mark.parametrize(
+    "setting, flags, path",
+    [
+        ("", (), "direct"),  # auto: the versions it knows are installed
+        ("0", (), "asgi"),
+        ("1", (), "direct"),
+        ("0", ("--ws-path", "direct"), "direct"),
+        ("", ("--ws-path", "asgi"), "asgi"),
+    ],
+)
 def test_the_send_path_follows_the_flag_then_the_environment(
-    tmp_path: Path, setting: str, flags: tuple[str, ...], path: str,
+    tmp_path: Path,
+    setting: str,
+    flags: tuple[str, ...],
+    path: str,
 ) -> None:
     system = System(tmp_path)
     try:
         system.start_matcher()
         system.start_hub(*flags, env={"MATCHWIRE_HUB_DIRECT": setting})
-        assert one_connection_path(system) == {"direct": int(path == "direct"),
-                                               "asgi": int(path == "asgi")}
+        assert one_connection_path(system) == {
+            "direct": int(path == "direct"),
+            "asgi": int(path == "asgi"),
+        }
         assert system.hub is not None and f"(send path: {path})" in system.hub.log()
     finally:
         system.stop()
@@ -161,8 +174,11 @@ def test_auto_falls_back_to_asgi_with_one_log_line_where_the_direct_path_does_no
     system = System(tmp_path)
     try:
         system.start_matcher()
-        hub = system.hub = Child(["-c", UNKNOWN_VERSIONS, "--config", str(system.config_path)],
-                                 tmp_path / "hub.log", AUTO).start()
+        hub = system.hub = Child(
+            ["-c", UNKNOWN_VERSIONS, "--config", str(system.config_path)],
+            tmp_path / "hub.log",
+            AUTO,
+        ).start()
         wait_until(lambda: "feed hub for" in hub.log(), timeout=30)
         system.wait_hub_synced()
         assert one_connection_path(system) == {"direct": 0, "asgi": 1}
@@ -174,15 +190,27 @@ def test_auto_falls_back_to_asgi_with_one_log_line_where_the_direct_path_does_no
         system.stop()
 
 
-@pytest.mark.parametrize("start, env, message", [
-    ((UNKNOWN_VERSIONS, "--ws-path", "direct"), AUTO,
-     "the direct WebSocket path cannot run here: uvicorn"),
-    (("-m", "feedhub.server"), {"MATCHWIRE_HUB_DIRECT": "yes"},
-     "MATCHWIRE_HUB_DIRECT must be 0 (the ASGI path) or 1 (the direct one), not 'yes'"),
-    (("-m", "feedhub.server", "--ws-path", "fast"), AUTO, "--ws-path: invalid choice: 'fast'"),
-])
+@pytest.mark.parametrize(
+    "start, env, message",
+    [
+        (
+            (UNKNOWN_VERSIONS, "--ws-path", "direct"),
+            AUTO,
+            "the direct WebSocket path cannot run here: uvicorn",
+        ),
+        (
+            ("-m", "feedhub.server"),
+            {"MATCHWIRE_HUB_DIRECT": "yes"},
+            "MATCHWIRE_HUB_DIRECT must be 0 (the ASGI path) or 1 (the direct one), not 'yes'",
+        ),
+        (("-m", "feedhub.server", "--ws-path", "fast"), AUTO, "--ws-path: invalid choice: 'fast'"),
+    ],
+)
 def test_a_send_path_that_cannot_run_stops_the_hub_with_a_reason(
-    tmp_path: Path, start: tuple[str, ...], env: dict[str, str], message: str,
+    tmp_path: Path,
+    start: tuple[str, ...],
+    env: dict[str, str],
+    message: str,
 ) -> None:
     system = System(tmp_path)
     args = ["-c", *start] if start[0] == UNKNOWN_VERSIONS else list(start)

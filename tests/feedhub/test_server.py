@@ -45,8 +45,18 @@ def test_unknown_symbols_and_bad_depths_are_closed_with_a_reason(system: System)
         ]
 
     closes = asyncio.run(scenario())
-    assert [code for code, _ in closes] == [4404, 4404, 4404, 4400, 4400, 4404, 4404, 4400,
-                                            4400, 4400]
+    assert [code for code, _ in closes] == [
+        4404,
+        4404,
+        4404,
+        4400,
+        4400,
+        4404,
+        4404,
+        4400,
+        4400,
+        4400,
+    ]
     assert "unknown symbol 'NOPE-USDT'" in closes[0][1]
     assert "depth must be an integer from 1 to 1000" in closes[3][1]
     assert closes[5][1].startswith("unknown symbol '\U0001f600")  # cut, not dropped
@@ -61,31 +71,43 @@ def test_a_book_feed_of_an_unknown_symbol_fails_instead_of_retrying(system: Syst
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("path", [f"/ws/market_data/{SYMBOL}", f"/ws/market_data/{SYMBOL}?depth=3",
-                                  "/ws/trades"])
+@pytest.mark.parametrize(
+    "path", [f"/ws/market_data/{SYMBOL}", f"/ws/market_data/{SYMBOL}?depth=3", "/ws/trades"]
+)
 def test_client_messages_get_replies_and_never_break_the_feed(system: System, path: str) -> None:
     async def scenario() -> list[dict[str, Any]]:
         async with connect(f"{system.url}{path}", proxy=None) as ws:
             if "market_data" in path:
                 assert json.loads(await ws.recv())["type"] in ("snapshot", "depth")
-            for garbage in ("not json", "[1, 2]", '{"op": "subscribe"}', '{"no": "op"}', "",
-                            "\x00\xff", "[" * 50_000, '{"op": "ping"}'):
+            for garbage in (
+                "not json",
+                "[1, 2]",
+                '{"op": "subscribe"}',
+                '{"no": "op"}',
+                "",
+                "\x00\xff",
+                "[" * 50_000,
+                '{"op": "ping"}',
+            ):
                 await ws.send(garbage)
             await ws.send(b"\x00binary")
             replies = [json.loads(await ws.recv()) for _ in range(9)]
             # Still a working subscription: an order reaches it.
-            system.client().request("new_order", side="buy", order_type="limit",
-                                    price="100", quantity="1")
-            system.client().request("new_order", side="sell", order_type="limit",
-                                    price="100", quantity="1")
+            system.client().request(
+                "new_order", side="buy", order_type="limit", price="100", quantity="1"
+            )
+            system.client().request(
+                "new_order", side="sell", order_type="limit", price="100", quantity="1"
+            )
             update = json.loads(await ws.recv())
             assert update["type"] in ("l2update", "depth", "trade")
             return replies
 
     replies = asyncio.run(scenario())
     assert [r["type"] for r in replies] == ["error"] * 7 + ["pong", "error"]
-    assert all(isinstance(r.get("message"), str) and r["message"] for r in replies if
-               r["type"] == "error")
+    assert all(
+        isinstance(r.get("message"), str) and r["message"] for r in replies if r["type"] == "error"
+    )
     assert "not JSON" in replies[0]["message"]
     assert "binary" in replies[8]["message"]
     assert system.hub is not None and system.hub.alive
@@ -96,8 +118,7 @@ def test_health_and_metrics(system: System) -> None:
         async with BookFeed(system.url, SYMBOL) as feed:
             await feed.wait_synced()
             client = system.client()
-            client.request("new_order", side="buy", order_type="limit", price="100",
-                           quantity="1")
+            client.request("new_order", side="buy", order_type="limit", price="100", quantity="1")
             await feed.wait_for_seq(client.request("ping")["book_seq"])
             return system.health(), system.metrics()
 
@@ -154,12 +175,14 @@ def test_connections_over_the_cap_are_refused_with_1013_while_the_others_work(
                 assert refused.close_code == 1013
                 assert "connection limit (3)" in refused.close_reason
                 assert refused.read_to_end() in ("eof", "reset")
-            assert system.metric("feedhub_connections_refused_total",
-                                 reason="max_connections") == 2
+            assert system.metric("feedhub_connections_refused_total", reason="max_connections") == 2
             # The three admitted ones still get their feeds.
             order_that_rests_then_trades(system)
             assert {book.recv()["type"], depth.recv()["type"], trades.recv()["type"]} == {
-                "l2update", "depth", "trade"}  # type: ignore[index]
+                "l2update",
+                "depth",
+                "trade",
+            }  # type: ignore[index]
             # One leaves: once its connection is gone, there is room for another.
             book.close()
             wait_until(lambda: system.metric("feedhub_open_connections") == 2)
@@ -177,7 +200,9 @@ def test_connections_over_the_cap_are_refused_with_1013_while_the_others_work(
 def test_ws_max_connections_comes_from_the_config_file(tmp_path: Path) -> None:
     system = System(tmp_path)
     text = system.config_path.read_text()
-    system.config_path.write_text(text.replace("[server]\n", "[server]\nws_max_connections = 1\n", 1))
+    system.config_path.write_text(
+        text.replace("[server]\n", "[server]\nws_max_connections = 1\n", 1)
+    )
     try:
         system.start_matcher()
         system.start_hub()
@@ -192,20 +217,27 @@ def test_ws_max_connections_comes_from_the_config_file(tmp_path: Path) -> None:
         system.stop()
 
 
-@pytest.mark.parametrize("setting, flags, message", [
-    ("ws_max_connections = 0", (), "ws_max_connections must be positive, not 0"),
-    ('ws_max_connections = "many"', (), "ws_max_connections must be int"),
-    ("", ("--max-connections", "0"), "--max-connections: expected a finite number above 0"),
-    ("", ("--drain-timeout", "nan"), "--drain-timeout: expected a finite number above 0"),
-])
+@pytest.mark.parametrize(
+    "setting, flags, message",
+    [
+        ("ws_max_connections = 0", (), "ws_max_connections must be positive, not 0"),
+        ('ws_max_connections = "many"', (), "ws_max_connections must be int"),
+        ("", ("--max-connections", "0"), "--max-connections: expected a finite number above 0"),
+        ("", ("--drain-timeout", "nan"), "--drain-timeout: expected a finite number above 0"),
+    ],
+)
 def test_bad_connection_settings_stop_the_hub_with_a_reason(
-    tmp_path: Path, setting: str, flags: tuple[str, ...], message: str,
+    tmp_path: Path,
+    setting: str,
+    flags: tuple[str, ...],
+    message: str,
 ) -> None:
     system = System(tmp_path)
     text = system.config_path.read_text()
     system.config_path.write_text(text.replace("[server]\n", f"[server]\n{setting}\n", 1))
-    hub = Child(["-m", "feedhub.server", "--config", str(system.config_path), *flags],
-                tmp_path / "hub.log").start()
+    hub = Child(
+        ["-m", "feedhub.server", "--config", str(system.config_path), *flags], tmp_path / "hub.log"
+    ).start()
     try:
         assert hub.process is not None
         assert hub.process.wait(timeout=30) == 2
@@ -214,20 +246,31 @@ def test_bad_connection_settings_stop_the_hub_with_a_reason(
         hub.stop()
 
 
-@pytest.mark.parametrize("soft, hard, expected_soft, warned", [
-    (64, 4096, 356, False),  # raised to fit 100 connections + 256
-    (64, 128, 128, True),  # as far as the hard limit goes, with a warning
-])
+@pytest.mark.parametrize(
+    "soft, hard, expected_soft, warned",
+    [
+        (64, 4096, 356, False),  # raised to fit 100 connections + 256
+        (64, 128, 128, True),  # as far as the hard limit goes, with a warning
+    ],
+)
 def test_the_descriptor_limit_is_raised_to_fit_the_cap(
-    tmp_path: Path, soft: int, hard: int, expected_soft: int, warned: bool,
+    tmp_path: Path,
+    soft: int,
+    hard: int,
+    expected_soft: int,
+    warned: bool,
 ) -> None:
     system = System(tmp_path)
-    start = ("import resource, runpy, sys; "
-             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
-             "sys.argv = ['feedhub.server', *sys.argv[1:]]; "
-             "runpy.run_module('feedhub.server', run_name='__main__')")
-    hub = Child(["-c", start, "--config", str(system.config_path), "--max-connections", "100"],
-                tmp_path / "hub.log").start()
+    start = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+        "sys.argv = ['feedhub.server', *sys.argv[1:]]; "
+        "runpy.run_module('feedhub.server', run_name='__main__')"
+    )
+    hub = Child(
+        ["-c", start, "--config", str(system.config_path), "--max-connections", "100"],
+        tmp_path / "hub.log",
+    ).start()
     try:
         wait_until(lambda: "feed hub for" in hub.log(), timeout=30)
         assert hub.process is not None

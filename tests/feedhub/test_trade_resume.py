@@ -33,10 +33,17 @@ class Trader(threading.Thread):
             for _ in range(self.most):
                 if self.stop.is_set():
                     break
-                client.request("new_order", side="sell", order_type="limit", price="100",
-                               quantity="0.01", account="maker")
-                order = client.request("new_order", side="buy", order_type="market",
-                                       quantity="0.01", account="taker")
+                client.request(
+                    "new_order",
+                    side="sell",
+                    order_type="limit",
+                    price="100",
+                    quantity="0.01",
+                    account="maker",
+                )
+                order = client.request(
+                    "new_order", side="buy", order_type="market", quantity="0.01", account="taker"
+                )
                 self.last_trade_id = order["trades"][-1]["trade_id"]
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -88,10 +95,17 @@ def test_a_resume_from_the_next_trade_waits_for_it(system: System) -> None:
         url = f"{system.url}/ws/trades?symbol={SYMBOL}&from_trade_id=2"
         async with connect(url, proxy=None) as ws:
             await asyncio.sleep(0.2)  # not a threshold: the answer is the same either way
-            await asyncio.to_thread(client.request, "new_order", side="sell",
-                                    order_type="limit", price="101", quantity="1")
-            await asyncio.to_thread(client.request, "new_order", side="buy",
-                                    order_type="market", quantity="1")
+            await asyncio.to_thread(
+                client.request,
+                "new_order",
+                side="sell",
+                order_type="limit",
+                price="101",
+                quantity="1",
+            )
+            await asyncio.to_thread(
+                client.request, "new_order", side="buy", order_type="market", quantity="1"
+            )
             return await trades_of(ws, 1)
 
     [trade] = asyncio.run(scenario())
@@ -109,18 +123,24 @@ async def refusal(url: str) -> tuple[dict[str, Any], int, str]:
     return message, received.code, received.reason
 
 
-@pytest.mark.parametrize(("value", "needle"), [
-    ("0", "from_trade_id must be a positive integer"),
-    ("-3", "from_trade_id must be a positive integer"),
-    ("abc", "from_trade_id must be a positive integer"),
-    ("1", "needs symbol"),
-])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("0", "from_trade_id must be a positive integer"),
+        ("-3", "from_trade_id must be a positive integer"),
+        ("abc", "from_trade_id must be a positive integer"),
+        ("1", "needs symbol"),
+    ],
+)
 def test_a_bad_from_trade_id_is_an_error_then_the_close(
-    system: System, value: str, needle: str,
+    system: System,
+    value: str,
+    needle: str,
 ) -> None:
     symbol = "" if needle == "needs symbol" else f"symbol={SYMBOL}&"
     message, code, reason = asyncio.run(
-        refusal(f"{system.url}/ws/trades?{symbol}from_trade_id={value}"))
+        refusal(f"{system.url}/ws/trades?{symbol}from_trade_id={value}")
+    )
     assert message["type"] == "error" and needle in message["message"]
     assert code == 4400 and needle in reason
 
@@ -128,15 +148,25 @@ def test_a_bad_from_trade_id_is_an_error_then_the_close(
 def test_a_trade_older_than_the_kept_ones_is_an_error_then_the_close(system: System) -> None:
     client = system.client()
     for _ in range(1001):  # one market order then prints 1001 trades: trade 1 is not kept
-        client.request("new_order", side="sell", order_type="limit", price="100",
-                       quantity="0.0001", account="maker")
-    order = client.request("new_order", side="buy", order_type="market", quantity="0.1001",
-                           account="taker")
+        client.request(
+            "new_order",
+            side="sell",
+            order_type="limit",
+            price="100",
+            quantity="0.0001",
+            account="maker",
+        )
+    order = client.request(
+        "new_order", side="buy", order_type="market", quantity="0.1001", account="taker"
+    )
     assert order["trades"][-1]["trade_id"] == 1001
     message, code, reason = asyncio.run(
-        refusal(f"{system.url}/ws/trades?symbol={SYMBOL}&from_trade_id=1"))
-    assert message == {"type": "error", "message":
-                       "from_trade_id 1 is older than the kept trades (2 to 1001)"}
+        refusal(f"{system.url}/ws/trades?symbol={SYMBOL}&from_trade_id=1")
+    )
+    assert message == {
+        "type": "error",
+        "message": "from_trade_id 1 is older than the kept trades (2 to 1001)",
+    }
     assert code == 4400
 
     async def from_the_oldest_kept() -> list[dict[str, Any]]:

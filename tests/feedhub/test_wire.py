@@ -27,14 +27,17 @@ def parse(data: bytes) -> tuple[Frame, bool]:
     raise AssertionError("the frame is incomplete")
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "x" * 125,  # the largest 7-bit length
-    "x" * 126,  # 16-bit length from here
-    "é" * 70,  # 70 characters, 140 bytes: the length counts bytes
-    "x" * 65535,  # the largest 16-bit length
-    "x" * 65536,  # 64-bit length from here
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x" * 125,  # the largest 7-bit length
+        "x" * 126,  # 16-bit length from here
+        "é" * 70,  # 70 characters, 140 bytes: the length counts bytes
+        "x" * 65535,  # the largest 16-bit length
+        "x" * 65536,  # 64-bit length from here
+    ],
+)
 def test_a_text_frame_reads_back_as_one_final_unmasked_text_frame(text: str) -> None:
     frame, whole = parse(text_frame(text))
     assert whole

@@ -16,8 +16,13 @@ from tests.support import Child, free_port, free_ports, wait_for_port, write_con
 BTC = "BTC-USDT"
 ETH = "ETH-USDT"
 RULES = {
-    BTC: {"tick_size": "0.01", "lot_size": "0.0001", "min_quantity": "0.0001",
-          "max_price": "10000000", "max_quantity": "100000"},
+    BTC: {
+        "tick_size": "0.01",
+        "lot_size": "0.0001",
+        "min_quantity": "0.0001",
+        "max_price": "10000000",
+        "max_quantity": "100000",
+    },
     ETH: {"tick_size": "0.01", "lot_size": "0.001", "min_quantity": "0.001"},
 }
 MATCHER_TIMEOUT = 1.0  # the gateway's --matcher-timeout in these tests
@@ -27,8 +32,11 @@ class GatewaySystem:
     """A TOML config, one matcher per symbol, a gateway, optionally the feed hub."""
 
     def __init__(
-        self, tmp_path: Path, symbols: tuple[str, ...] = (BTC,),
-        api_keys: dict[str, dict[str, Any]] | None = None, feedhub: bool = False,
+        self,
+        tmp_path: Path,
+        symbols: tuple[str, ...] = (BTC,),
+        api_keys: dict[str, dict[str, Any]] | None = None,
+        feedhub: bool = False,
         matcher_timeout: float = MATCHER_TIMEOUT,
     ) -> None:
         self.tmp_path = tmp_path
@@ -37,8 +45,14 @@ class GatewaySystem:
         self.config_path = tmp_path / "matchwire.toml"
         self.endpoints = write_config(
             self.config_path,
-            {"host": "127.0.0.1", "http_port": self.http_port, "ws_port": self.ws_port,
-             "zmq_port": free_port(), "data_dir": tmp_path / "data", "fsync": "batch"},
+            {
+                "host": "127.0.0.1",
+                "http_port": self.http_port,
+                "ws_port": self.ws_port,
+                "zmq_port": free_port(),
+                "data_dir": tmp_path / "data",
+                "fsync": "batch",
+            },
             {symbol: RULES[symbol] for symbol in symbols},
             api_keys,
         )
@@ -69,11 +83,19 @@ class GatewaySystem:
         for symbol in self.symbols:
             self.start_matcher(symbol)
         if self.with_feedhub:
-            self.hub = Child(["-m", "feedhub.server", "--config", str(self.config_path)],
-                             self.tmp_path / "feedhub.log").start()
+            self.hub = Child(
+                ["-m", "feedhub.server", "--config", str(self.config_path)],
+                self.tmp_path / "feedhub.log",
+            ).start()
         self.gateway = Child(
-            ["-m", "gateway.server", "--config", str(self.config_path),
-             "--matcher-timeout", str(self.matcher_timeout)],
+            [
+                "-m",
+                "gateway.server",
+                "--config",
+                str(self.config_path),
+                "--matcher-timeout",
+                str(self.matcher_timeout),
+            ],
             self.tmp_path / "gateway.log",
         ).start()
         try:
@@ -99,8 +121,6 @@ class GatewaySystem:
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=10)
-
-
 
 
 @pytest.fixture(scope="session")

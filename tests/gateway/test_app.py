@@ -20,10 +20,16 @@ def test_root_describes_the_exchange(system: GatewaySystem, http: httpx.Client) 
     assert set(info["symbols"]) == {BTC, ETH}
     btc = info["symbols"][BTC]
     assert btc == {
-        "tick_size": "0.01", "lot_size": "0.0001", "min_quantity": "0.0001",
-        "max_price": "10000000", "max_quantity": "100000", "maker_fee_rate": "0.0001",
-        "taker_fee_rate": "0.0002", "order_endpoint": system.endpoints[BTC][0],
-        "feed_endpoint": system.endpoints[BTC][1], "metrics_endpoint": None,
+        "tick_size": "0.01",
+        "lot_size": "0.0001",
+        "min_quantity": "0.0001",
+        "max_price": "10000000",
+        "max_quantity": "100000",
+        "maker_fee_rate": "0.0001",
+        "taker_fee_rate": "0.0002",
+        "order_endpoint": system.endpoints[BTC][0],
+        "feed_endpoint": system.endpoints[BTC][1],
+        "metrics_endpoint": None,
     }
 
 
@@ -59,15 +65,32 @@ def test_openapi_lists_every_path(http: httpx.Client) -> None:
     schema = json.loads(response.content)
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {
-        "/submit_order", "/submit_stop_order", "/cancel_order", "/amend_order",
-        "/cancel_all", "/orders/{symbol}/client/{client_order_id}",
-        "/orders/{symbol}/{order_id}", "/orders/{symbol}", "/orderbook/{symbol}",
-        "/bbo/{symbol}", "/trades/{symbol}", "/candles/{symbol}", "/ticker/{symbol}",
-        "/health", "/", "/metrics", "/openapi.json", "/test",
+        "/submit_order",
+        "/submit_stop_order",
+        "/cancel_order",
+        "/amend_order",
+        "/cancel_all",
+        "/orders/{symbol}/client/{client_order_id}",
+        "/orders/{symbol}/{order_id}",
+        "/orders/{symbol}",
+        "/orderbook/{symbol}",
+        "/bbo/{symbol}",
+        "/trades/{symbol}",
+        "/candles/{symbol}",
+        "/ticker/{symbol}",
+        "/health",
+        "/",
+        "/metrics",
+        "/openapi.json",
+        "/test",
     }
     candles = schema["paths"]["/candles/{symbol}"]["get"]
     assert [p["name"] for p in candles["parameters"] if p["in"] == "query"] == [
-        "interval", "limit", "start", "end"]
+        "interval",
+        "limit",
+        "start",
+        "end",
+    ]
     assert set(schema["paths"]["/submit_order"]) == {"post"}
     assert "200" in json.dumps(schema["paths"]["/submit_order"]["post"]["responses"])
     assert "Order" in schema["components"]["schemas"]
@@ -87,19 +110,28 @@ def test_order_endpoints_answer_like_starlette_routes(http: httpx.Client) -> Non
     """POST to an order endpoint takes GatewayApp's direct path: same headers, the same
     error shape, counted and timed like every other endpoint; other methods on those
     paths, and other paths, are still Starlette's."""
-    order = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "100",
-             "quantity": "0.01", "account": "direct-path"}
+    order = {
+        "symbol": BTC,
+        "order_type": "limit",
+        "side": "buy",
+        "price": "100",
+        "quantity": "0.01",
+        "account": "direct-path",
+    }
     placed = http.post("/submit_order", json=order)
     assert placed.status_code == 200
     assert placed.headers["content-type"] == "application/json"
     assert int(placed.headers["content-length"]) == len(placed.content)
     assert placed.json()["status"] == "new"
-    refused = http.post("/cancel_order", json={"symbol": BTC, "order_id": 999_999_999,
-                                               "account": "direct-path"})
+    refused = http.post(
+        "/cancel_order", json={"symbol": BTC, "order_id": 999_999_999, "account": "direct-path"}
+    )
     assert (refused.status_code, refused.headers["content-type"]) == (404, "application/json")
     assert refused.json()["error"]["code"] == "unknown_order"
-    cancelled = http.post("/cancel_order", json={
-        "symbol": BTC, "order_id": placed.json()["order_id"], "account": "direct-path"})
+    cancelled = http.post(
+        "/cancel_order",
+        json={"symbol": BTC, "order_id": placed.json()["order_id"], "account": "direct-path"},
+    )
     assert cancelled.json()["status"] == "cancelled"
     assert http.put("/submit_order", json=order).status_code == 405
     moved = http.post("/submit_order/", json=order)  # Starlette's redirect_slashes

@@ -38,15 +38,21 @@ def http(secured: GatewaySystem) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("POST", "/submit_order", {"symbol": BTC, "order_type": "limit", "side": "buy",
-                               "price": "100", "quantity": "1"}),
-    ("POST", "/submit_stop_order", {"symbol": BTC}),
-    ("POST", "/cancel_order", {"symbol": BTC, "order_id": 1}),
-    ("POST", "/amend_order", {"symbol": BTC, "order_id": 1, "quantity": "1"}),
-    ("GET", "/orders/BTC-USDT/1", None),
-    ("GET", "/orders/BTC-USDT?status=open", None),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            "/submit_order",
+            {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "100", "quantity": "1"},
+        ),
+        ("POST", "/submit_stop_order", {"symbol": BTC}),
+        ("POST", "/cancel_order", {"symbol": BTC, "order_id": 1}),
+        ("POST", "/amend_order", {"symbol": BTC, "order_id": 1, "quantity": "1"}),
+        ("GET", "/orders/BTC-USDT/1", None),
+        ("GET", "/orders/BTC-USDT?status=open", None),
+    ],
+)
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_order_endpoints_need_a_valid_key(
     http: httpx.Client, method: str, path: str, body: dict[str, object] | None, key: str | None
@@ -76,7 +82,8 @@ def test_accounts_are_isolated(secured: GatewaySystem) -> None:
             assert (error.value.status, error.value.code) == (404, "unknown_order")
         assert carol.orders(BTC, status="open")["orders"] == []
         assert [o["order_id"] for o in bob.orders(BTC, status="open")["orders"]] == [
-            order["order_id"]]
+            order["order_id"]
+        ]
         # client_order_id is unique per account: carol may use bob's.
         mine = carol.submit_order(BTC, "limit", "buy", "0.1", price="1000", client_order_id="b1")
         assert mine["account"] == "carol"
@@ -86,13 +93,15 @@ def test_accounts_are_isolated(secured: GatewaySystem) -> None:
 
 
 def test_the_key_decides_the_account(secured: GatewaySystem, http: httpx.Client) -> None:
-    body = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "1000",
-            "quantity": "0.1"}
-    impostor = http.post("/submit_order", json={**body, "account": "carol"},
-                         headers={"X-API-Key": "k2"})
+    body = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "1000", "quantity": "0.1"}
+    impostor = http.post(
+        "/submit_order", json={**body, "account": "carol"}, headers={"X-API-Key": "k2"}
+    )
     assert impostor.status_code == 401
     assert impostor.json()["error"]["code"] == "unauthorized"
-    assert http.get("/orders/BTC-USDT?account=carol", headers={"X-API-Key": "k2"}).status_code == 401
+    assert (
+        http.get("/orders/BTC-USDT?account=carol", headers={"X-API-Key": "k2"}).status_code == 401
+    )
     own = http.post("/submit_order", json={**body, "account": "bob"}, headers={"X-API-Key": "k2"})
     assert own.status_code == 200 and own.json()["account"] == "bob"
     with secured.rest(api_key="k2") as bob:
@@ -101,8 +110,9 @@ def test_the_key_decides_the_account(secured: GatewaySystem, http: httpx.Client)
 
 def test_rate_limit_answers_429_with_retry_after(http: httpx.Client) -> None:
     headers = {"X-API-Key": "k1"}
-    statuses = [http.get("/orders/BTC-USDT?status=open", headers=headers).status_code
-                for _ in range(8)]
+    statuses = [
+        http.get("/orders/BTC-USDT?status=open", headers=headers).status_code for _ in range(8)
+    ]
     assert statuses[:5] == [200] * 5  # the burst
     assert 429 in statuses[5:]
     limited = http.get("/orders/BTC-USDT?status=open", headers=headers)

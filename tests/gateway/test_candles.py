@@ -37,30 +37,52 @@ def trade(system: GatewaySystem, count: int, offset: int = 0) -> None:
         requests: list[dict[str, Any]] = []
         for i in range(offset, offset + count):
             price, quantity = f"{100 + i % 11}.{i % 100:02d}", f"0.{1 + i % 13:04d}"
-            requests.append({"op": "new_order", "side": "sell", "order_type": "limit",
-                             "price": price, "quantity": quantity, "account": "maker"})
-            requests.append({"op": "new_order", "side": "buy", "order_type": "market",
-                             "quantity": quantity, "account": "taker"})
+            requests.append(
+                {
+                    "op": "new_order",
+                    "side": "sell",
+                    "order_type": "limit",
+                    "price": price,
+                    "quantity": quantity,
+                    "account": "maker",
+                }
+            )
+            requests.append(
+                {
+                    "op": "new_order",
+                    "side": "buy",
+                    "order_type": "market",
+                    "quantity": quantity,
+                    "account": "taker",
+                }
+            )
         for start in range(0, len(requests), 200):
-            assert all(reply["ok"] for reply in client.pipeline(requests[start:start + 200]))
+            assert all(reply["ok"] for reply in client.pipeline(requests[start : start + 200]))
     finally:
         client.close()
 
 
 def totals(rows: list[dict[str, Any]], volume: str, quote: str, count: str) -> tuple:
-    return (sum(Decimal(r[volume]) for r in rows), sum(Decimal(r[quote]) for r in rows),
-            sum(int(r[count]) for r in rows))
+    return (
+        sum(Decimal(r[volume]) for r in rows),
+        sum(Decimal(r[quote]) for r in rows),
+        sum(int(r[count]) for r in rows),
+    )
 
 
 def test_candle_volumes_add_up_to_the_trades_over_rest_and_in_the_replay_csv(
-    market: GatewaySystem, tmp_path: Path,
+    market: GatewaySystem,
+    tmp_path: Path,
 ) -> None:
     trade(market, 300)
     with market.rest() as rest:
         trades = rest.trades(BTC, limit=1000)["trades"]
         assert len(trades) == 300
-        expected = (sum(Decimal(t["quantity"]) for t in trades),
-                    sum(Decimal(t["price"]) * Decimal(t["quantity"]) for t in trades), 300)
+        expected = (
+            sum(Decimal(t["quantity"]) for t in trades),
+            sum(Decimal(t["price"]) * Decimal(t["quantity"]) for t in trades),
+            300,
+        )
         series = {name: rest.candles(BTC, interval=name, limit=1000) for name in INTERVALS}
         ticker = rest.ticker(BTC)
     for name, answer in series.items():
@@ -72,8 +94,11 @@ def test_candle_volumes_add_up_to_the_trades_over_rest_and_in_the_replay_csv(
     [day] = series["1d"]["candles"]
     assert (day["open"], day["close"]) == (trades[-1]["price"], trades[0]["price"])
     assert tuple(ticker) == TICKER_FIELDS
-    assert (Decimal(ticker["volume_24h"]), Decimal(ticker["quote_volume_24h"]),
-            ticker["trade_count_24h"]) == expected
+    assert (
+        Decimal(ticker["volume_24h"]),
+        Decimal(ticker["quote_volume_24h"]),
+        ticker["trade_count_24h"],
+    ) == expected
     assert (ticker["open_24h"], ticker["last_price"]) == (day["open"], day["close"])
     assert Decimal(ticker["change_24h"]) == Decimal(day["close"]) - Decimal(day["open"])
     assert ticker["bid_price"] is None and ticker["ask_price"] is None  # every order filled
@@ -81,9 +106,24 @@ def test_candle_volumes_add_up_to_the_trades_over_rest_and_in_the_replay_csv(
     market.matchers[BTC].stop()  # replay reads a folder no matcher writes to
     out = tmp_path / "candles.csv"
     result = subprocess.run(
-        [sys.executable, "run.py", "replay", "--data-dir", str(tmp_path / "data"),
-         "--symbol", BTC, "--candles", "1s", "--csv", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "run.py",
+            "replay",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--symbol",
+            BTC,
+            "--candles",
+            "1s",
+            "--csv",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     with out.open(newline="") as handle:
         reader = csv.reader(handle)
@@ -105,20 +145,25 @@ def state_hash(system: GatewaySystem) -> str:
 def test_candles_survive_kill_9_and_a_clean_stop_exactly(market: GatewaySystem) -> None:
     trade(market, 120)
     with market.rest() as rest:
-        before = (state_hash(market), {name: rest.candles(BTC, interval=name)
-                                       for name in INTERVALS})
+        before = (
+            state_hash(market),
+            {name: rest.candles(BTC, interval=name) for name in INTERVALS},
+        )
         market.matchers[BTC].kill()
         market.start_matcher(BTC)
-        after_kill = (state_hash(market), {name: rest.candles(BTC, interval=name)
-                                           for name in INTERVALS})
+        after_kill = (
+            state_hash(market),
+            {name: rest.candles(BTC, interval=name) for name in INTERVALS},
+        )
         assert after_kill == before
         trade(market, 40, offset=120)
-        more = (state_hash(market), {name: rest.candles(BTC, interval=name)
-                                     for name in INTERVALS})
+        more = (state_hash(market), {name: rest.candles(BTC, interval=name) for name in INTERVALS})
         assert market.matchers[BTC].stop() == 0
         market.start_matcher(BTC)
-        assert (state_hash(market), {name: rest.candles(BTC, interval=name)
-                                     for name in INTERVALS}) == more
+        assert (
+            state_hash(market),
+            {name: rest.candles(BTC, interval=name) for name in INTERVALS},
+        ) == more
         assert sum(c["trade_count"] for c in more[1]["1d"]["candles"]) == 160
 
 
@@ -135,18 +180,23 @@ def test_start_end_and_limit_select_candles_by_open_time(market: GatewaySystem) 
         assert minutes["interval"] == "1m" and minutes["candles"]
 
 
-@pytest.mark.parametrize(("query", "named"), [
-    ("interval=2m", "interval"),
-    ("interval=", "interval"),
-    ("limit=0", "limit"),
-    ("limit=1001", "limit"),
-    ("limit=x", "limit"),
-    ("start=yesterday", "start"),
-    ("end=2026-13-01T00:00:00Z", "end"),
-    ("since=2026-12-04T10:00:00Z", "since"),
-])
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("interval=2m", "interval"),
+        ("interval=", "interval"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("start=yesterday", "start"),
+        ("end=2026-13-01T00:00:00Z", "end"),
+        ("since=2026-12-04T10:00:00Z", "since"),
+    ],
+)
 def test_bad_candle_parameters_are_400_naming_them(
-    market: GatewaySystem, query: str, named: str,
+    market: GatewaySystem,
+    query: str,
+    named: str,
 ) -> None:
     with market.http() as http:
         response = http.get(f"/candles/{BTC}?{query}")
@@ -164,8 +214,13 @@ def test_ticker_and_candles_of_an_unknown_symbol_are_404_and_the_ticker_takes_no
         assert refused.status_code == 400 and "interval" in refused.json()["error"]["message"]
         empty = http.get(f"/ticker/{BTC}").json()
     assert tuple(empty) == TICKER_FIELDS
-    assert (empty["last_price"], empty["open_24h"], empty["volume_24h"],
-            empty["trade_count_24h"], empty["change_percent_24h"]) == (None, None, "0", 0, None)
+    assert (
+        empty["last_price"],
+        empty["open_24h"],
+        empty["volume_24h"],
+        empty["trade_count_24h"],
+        empty["change_percent_24h"],
+    ) == (None, None, "0", 0, None)
 
 
 def test_start_after_end_is_an_empty_window(market: GatewaySystem) -> None:

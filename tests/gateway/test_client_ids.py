@@ -38,8 +38,9 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 
 def test_cancel_amend_and_get_by_client_order_id(rest: RestClient) -> None:
     placed = rest.submit_order(BTC, "limit", "buy", "1", price="20000", client_order_id="cid-1")
-    stop = rest.submit_stop_order(BTC, "stop_loss", "sell", "0.1", stop_price="100",
-                                  client_order_id="cid/stop 1")  # "/" and " " in the path
+    stop = rest.submit_stop_order(
+        BTC, "stop_loss", "sell", "0.1", stop_price="100", client_order_id="cid/stop 1"
+    )  # "/" and " " in the path
     got = rest.get_order(BTC, client_order_id="cid-1")
     assert got == rest.get_order(BTC, placed["order_id"])
     assert rest.get_order(BTC, client_order_id="cid/stop 1")["order_id"] == stop["order_id"]
@@ -59,11 +60,13 @@ def test_cancel_amend_and_get_by_client_order_id(rest: RestClient) -> None:
 
 def test_another_accounts_client_order_id_is_404(rest: RestClient, other: RestClient) -> None:
     rest.submit_order(BTC, "limit", "buy", "1", price="20000", client_order_id="private")
-    for call in (lambda: other.get_order(BTC, client_order_id="private"),
-                 lambda: other.cancel_order(BTC, client_order_id="private"),
-                 lambda: other.amend_order(BTC, client_order_id="private", quantity="0.5"),
-                 lambda: rest.get_order(ETH, client_order_id="private"),  # another symbol's
-                 lambda: rest.get_order(BTC, client_order_id="never-used")):
+    for call in (
+        lambda: other.get_order(BTC, client_order_id="private"),
+        lambda: other.cancel_order(BTC, client_order_id="private"),
+        lambda: other.amend_order(BTC, client_order_id="private", quantity="0.5"),
+        lambda: rest.get_order(ETH, client_order_id="private"),  # another symbol's
+        lambda: rest.get_order(BTC, client_order_id="never-used"),
+    ):
         with pytest.raises(RestError) as refused:
             call()
         assert (refused.value.status, refused.value.code) == (404, "unknown_order")
@@ -72,7 +75,10 @@ def test_another_accounts_client_order_id_is_404(rest: RestClient, other: RestCl
 
 @pytest.mark.parametrize("path", ["/cancel_order", "/amend_order"])
 def test_exactly_one_of_order_id_and_client_order_id(
-    http: httpx.Client, rest: RestClient, account: str, path: str,
+    http: httpx.Client,
+    rest: RestClient,
+    account: str,
+    path: str,
 ) -> None:
     placed = rest.submit_order(BTC, "limit", "buy", "1", price="20000", client_order_id="one")
     extra = {"quantity": "0.5"} if path == "/amend_order" else {}
@@ -89,7 +95,9 @@ def test_exactly_one_of_order_id_and_client_order_id(
 
 
 def test_get_by_client_order_id_takes_only_account(
-    http: httpx.Client, rest: RestClient, account: str,
+    http: httpx.Client,
+    rest: RestClient,
+    account: str,
 ) -> None:
     rest.submit_order(BTC, "limit", "buy", "1", price="20000", client_order_id="q")
     ok = http.get(f"/orders/{BTC}/client/q", params={"account": account})
@@ -102,12 +110,15 @@ def test_get_by_client_order_id_takes_only_account(
 
 
 def test_cancel_all_cancels_the_callers_orders_of_one_symbol(
-    rest: RestClient, other: RestClient,
+    rest: RestClient,
+    other: RestClient,
 ) -> None:
-    mine = [rest.submit_order(BTC, "limit", "buy", "1", price="20000")["order_id"],
-            rest.submit_order(BTC, "limit", "sell", "1", price="90000")["order_id"],
-            rest.submit_stop_order(BTC, "stop_loss", "sell", "0.1", stop_price="100")["order_id"],
-            rest.submit_order(BTC, "limit", "buy", "1", price="20001")["order_id"]]
+    mine = [
+        rest.submit_order(BTC, "limit", "buy", "1", price="20000")["order_id"],
+        rest.submit_order(BTC, "limit", "sell", "1", price="90000")["order_id"],
+        rest.submit_stop_order(BTC, "stop_loss", "sell", "0.1", stop_price="100")["order_id"],
+        rest.submit_order(BTC, "limit", "buy", "1", price="20001")["order_id"],
+    ]
     elsewhere = rest.submit_order(ETH, "limit", "buy", "1", price="100")["order_id"]
     theirs = other.submit_order(BTC, "limit", "buy", "1", price="20000")["order_id"]
 
@@ -140,8 +151,7 @@ def test_the_openapi_document_lists_the_new_endpoints(http: httpx.Client) -> Non
     paths = http.get("/openapi.json").json()["paths"]
     assert "post" in paths["/cancel_all"]
     by_client = paths["/orders/{symbol}/client/{client_order_id}"]["get"]
-    assert {p["name"] for p in by_client["parameters"]} == {"symbol", "client_order_id",
-                                                            "account"}
+    assert {p["name"] for p in by_client["parameters"]} == {"symbol", "client_order_id", "account"}
     cancel = paths["/cancel_order"]["post"]["requestBody"]["content"]["application/json"]
     assert "client_order_id" in cancel["schema"]["properties"]
 
@@ -152,19 +162,26 @@ def test_with_auth_on_the_key_decides_whose_client_order_id_it_is(
     keys = {"k-alice": {"account": "alice"}, "k-bob": {"account": "bob"}}
     secured = GatewaySystem(tmp_path_factory.mktemp("ids-auth"), (BTC,), api_keys=keys).start()
     try:
-        with secured.rest(api_key="k-alice") as alice, secured.rest(api_key="k-bob") as bob, \
-                secured.http() as http:
-            placed = alice.submit_order(BTC, "limit", "buy", "1", price="20000",
-                                        client_order_id="same")
-            bobs = bob.submit_order(BTC, "limit", "buy", "2", price="20000",
-                                    client_order_id="same")  # ids are per account
+        with (
+            secured.rest(api_key="k-alice") as alice,
+            secured.rest(api_key="k-bob") as bob,
+            secured.http() as http,
+        ):
+            placed = alice.submit_order(
+                BTC, "limit", "buy", "1", price="20000", client_order_id="same"
+            )
+            bobs = bob.submit_order(
+                BTC, "limit", "buy", "2", price="20000", client_order_id="same"
+            )  # ids are per account
             assert bob.get_order(BTC, client_order_id="same")["order_id"] == bobs["order_id"]
             assert bob.cancel_all(BTC)["cancelled"][0]["order_id"] == bobs["order_id"]
             with pytest.raises(RestError) as refused:
                 bob.cancel_order(BTC, client_order_id="same")  # bob's own is finished now
             assert refused.value.status == 409
-            for path, body in (("/cancel_all", {"symbol": BTC}),
-                               ("/cancel_order", {"symbol": BTC, "client_order_id": "same"})):
+            for path, body in (
+                ("/cancel_all", {"symbol": BTC}),
+                ("/cancel_order", {"symbol": BTC, "client_order_id": "same"}),
+            ):
                 assert http.post(path, json=body).status_code == 401  # no key
             assert http.get(f"/orders/{BTC}/client/same").status_code == 401
             assert alice.get_order(BTC, client_order_id="same")["order_id"] == placed["order_id"]

@@ -77,9 +77,18 @@ def test_orders_answered_503_while_the_matcher_is_stopped_are_never_executed(
     raw = MatcherClient(frozen_system.endpoints[BTC][0], timeout=10)
     with frozen_system.http() as http:
         wait_until(lambda: answers(http))
-        resting = post(http, "/submit_order", {
-            "order_type": "limit", "side": "sell", "price": "42000", "quantity": "1",
-            "account": "maker", "client_order_id": "resting"}).json()
+        resting = post(
+            http,
+            "/submit_order",
+            {
+                "order_type": "limit",
+                "side": "sell",
+                "price": "42000",
+                "quantity": "1",
+                "account": "maker",
+                "client_order_id": "resting",
+            },
+        ).json()
         assert resting["status"] == "new"
         seq_before = raw.request("ping")["seq"]
         book_before = http.get("/orderbook/BTC-USDT").json()
@@ -88,25 +97,44 @@ def test_orders_answered_503_while_the_matcher_is_stopped_are_never_executed(
         # Each of these would change the book if it were executed: buys that cross the
         # resting sell, a stop, a cancel and an amend of the resting order.
         requests: list[tuple[str, dict[str, Any]]] = [
-            ("/submit_order", {"order_type": "limit", "side": "buy", "price": "42000",
-                               "quantity": "0.01", "account": "taker",
-                               "client_order_id": f"late-{i}"})
+            (
+                "/submit_order",
+                {
+                    "order_type": "limit",
+                    "side": "buy",
+                    "price": "42000",
+                    "quantity": "0.01",
+                    "account": "taker",
+                    "client_order_id": f"late-{i}",
+                },
+            )
             for i in range(ORDERS)
         ]
         requests += [
-            ("/submit_stop_order", {"order_type": "stop_loss", "side": "sell",
-                                    "stop_price": "100", "quantity": "0.01",
-                                    "account": "taker", "client_order_id": "late-stop"}),
+            (
+                "/submit_stop_order",
+                {
+                    "order_type": "stop_loss",
+                    "side": "sell",
+                    "stop_price": "100",
+                    "quantity": "0.01",
+                    "account": "taker",
+                    "client_order_id": "late-stop",
+                },
+            ),
             ("/cancel_order", {"order_id": resting["order_id"], "account": "maker"}),
-            ("/amend_order", {"order_id": resting["order_id"], "account": "maker",
-                              "quantity": "0.5"}),
+            (
+                "/amend_order",
+                {"order_id": resting["order_id"], "account": "maker", "quantity": "0.5"},
+            ),
         ]
         with frozen(matcher), ThreadPoolExecutor(len(requests)) as pool:
             responses = list(pool.map(lambda r: post(http, *r), requests))
             # Still frozen here: every answer came while the matcher could not run.
             assert process_state(matcher.process.pid) == "T"  # type: ignore[union-attr]
-        assert [r.status_code for r in responses] == [503] * len(requests), \
-            [r.text for r in responses]
+        assert [r.status_code for r in responses] == [503] * len(requests), [
+            r.text for r in responses
+        ]
         for response in responses:
             error = response.json()["error"]
             assert error["code"] == "matcher_timeout"
@@ -114,9 +142,18 @@ def test_orders_answered_503_while_the_matcher_is_stopped_are_never_executed(
 
         # The matcher runs again and reaches the frozen requests: it refuses them all.
         wait_until(lambda: answers(http), timeout=30)
-        later = post(http, "/submit_order", {
-            "order_type": "limit", "side": "buy", "price": "41000", "quantity": "0.02",
-            "account": "taker", "client_order_id": "after"})
+        later = post(
+            http,
+            "/submit_order",
+            {
+                "order_type": "limit",
+                "side": "buy",
+                "price": "41000",
+                "quantity": "0.02",
+                "account": "taker",
+                "client_order_id": "after",
+            },
+        )
         assert later.status_code == 200, later.text
         assert later.json()["status"] == "new"
 
@@ -132,9 +169,17 @@ def test_orders_answered_503_while_the_matcher_is_stopped_are_never_executed(
         assert book["bids"] == [["41000.00", "0.0200"]]
 
         # Later orders work as usual, including one that trades.
-        taken = post(http, "/submit_order", {
-            "order_type": "limit", "side": "buy", "price": "42000", "quantity": "0.01",
-            "account": "taker"}).json()
+        taken = post(
+            http,
+            "/submit_order",
+            {
+                "order_type": "limit",
+                "side": "buy",
+                "price": "42000",
+                "quantity": "0.01",
+                "account": "taker",
+            },
+        ).json()
         assert taken["status"] == "filled" and len(taken["trades"]) == 1
         for order_id in (resting["order_id"], later.json()["order_id"]):
             account = "maker" if order_id == resting["order_id"] else "taker"
@@ -173,9 +218,19 @@ def test_a_refusal_within_the_grace_is_passed_on_as_deadline_exceeded(
         assert await matchers.ping(BTC) is not None  # connected
         with frozen(matcher):
             sent = time.monotonic()
-            request = asyncio.ensure_future(matchers.request(BTC, "new_order", {
-                "order_type": "limit", "side": "buy", "price": "100", "quantity": "1",
-                "account": "grace"}))
+            request = asyncio.ensure_future(
+                matchers.request(
+                    BTC,
+                    "new_order",
+                    {
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": "100",
+                        "quantity": "1",
+                        "account": "grace",
+                    },
+                )
+            )
             while time.monotonic() - sent < 1.0:  # well past its 0.2 s deadline
                 await asyncio.sleep(0.05)
             assert not request.done()  # waiting within the grace
@@ -214,9 +269,19 @@ def test_a_connection_lost_with_an_order_in_flight_answers_outcome_unknown(
             wait_until(lambda: answers(http))
             matcher = system.matchers[BTC]
             with frozen(matcher), ThreadPoolExecutor(1) as pool:
-                in_flight = pool.submit(post, http, "/submit_order", {
-                    "order_type": "limit", "side": "buy", "price": "100", "quantity": "1",
-                    "account": "unknown", "client_order_id": "in-flight"})
+                in_flight = pool.submit(
+                    post,
+                    http,
+                    "/submit_order",
+                    {
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": "100",
+                        "quantity": "1",
+                        "account": "unknown",
+                        "client_order_id": "in-flight",
+                    },
+                )
                 wait_until(lambda: bytes_waiting(system.router_port(BTC)) > 0, timeout=20)
                 matcher.kill()  # SIGKILL: its connections close with the request unread
                 response = in_flight.result(timeout=60)

@@ -9,11 +9,25 @@ from matcher.protocol import Code
 
 # docs/protocol.md's error codes and the gateway's own (docs/api.md).
 ERROR_CODES = (
-    "invalid_request", "invalid_field", "invalid_price", "invalid_quantity", "unknown_op",
-    "unknown_symbol", "unknown_order", "order_not_open", "duplicate_client_order_id",
-    "would_trigger_immediately", "stop_not_amendable", "post_only_would_take",
-    "matcher_unavailable", "matcher_timeout", "deadline_exceeded", "rate_limited",
-    "request_too_large", "unauthorized", "internal_error",
+    "invalid_request",
+    "invalid_field",
+    "invalid_price",
+    "invalid_quantity",
+    "unknown_op",
+    "unknown_symbol",
+    "unknown_order",
+    "order_not_open",
+    "duplicate_client_order_id",
+    "would_trigger_immediately",
+    "stop_not_amendable",
+    "post_only_would_take",
+    "matcher_unavailable",
+    "matcher_timeout",
+    "deadline_exceeded",
+    "rate_limited",
+    "request_too_large",
+    "unauthorized",
+    "internal_error",
 )
 
 
@@ -37,8 +51,11 @@ def test_every_error_code_is_mapped_explicitly() -> None:
 
 
 def test_error_response_shape() -> None:
-    response = error_response(ApiError(Code.RATE_LIMITED, "slow down", headers={"Retry-After": "2"}))
+    response = error_response(
+        ApiError(Code.RATE_LIMITED, "slow down", headers={"Retry-After": "2"})
+    )
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"
     assert json.loads(bytes(response.body)) == {
-        "error": {"code": "rate_limited", "message": "slow down"}}
+        "error": {"code": "rate_limited", "message": "slow down"}
+    }

@@ -7,8 +7,7 @@ from typing import Any
 from tests.gateway.conftest import ETH, GatewaySystem
 
 
-def test_an_order_carries_its_average_price_and_quote(system: GatewaySystem,
-                                                      accounts: Any) -> None:
+def test_an_order_carries_its_average_price_and_quote(system: GatewaySystem, accounts: Any) -> None:
     with system.rest(account=accounts()) as maker, system.rest(account=accounts()) as taker:
         first = maker.submit_order(ETH, "limit", "sell", "0.5", price="4321.00")
         second = maker.submit_order(ETH, "limit", "sell", "0.5", price="4321.01")

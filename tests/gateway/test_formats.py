@@ -19,10 +19,20 @@ def test_numbers_keep_the_text_the_client_sent() -> None:
     assert type(decode_object(b'{"price": "0.1"}')["price"]) is str  # a JSON string stays str
 
 
-@pytest.mark.parametrize("body", [
-    b'{"price": NaN}', b'{"price": Infinity}', b'{"price": -Infinity}', b"[]", b"1", b"",
-    b"{", b"\xff", b"[" * 50_000,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"price": NaN}',
+        b'{"price": Infinity}',
+        b'{"price": -Infinity}',
+        b"[]",
+        b"1",
+        b"",
+        b"{",
+        b"\xff",
+        b"[" * 50_000,
+    ],
+)
 def test_only_json_objects_are_requests(body: bytes) -> None:
     with pytest.raises(ApiError) as error:
         decode_object(body)
@@ -36,8 +46,13 @@ def test_encode_is_compact_and_refuses_nan() -> None:
 
 
 def test_encode_result_is_compact_json_of_the_same_value() -> None:
-    result = {"order_id": 7, "client_order_id": "caf\u00e9", "post_only": False,
-              "stop_price": None, "trades": [{"trade_id": 1, "price": "30000.00"}]}
+    result = {
+        "order_id": 7,
+        "client_order_id": "caf\u00e9",
+        "post_only": False,
+        "stop_price": None,
+        "trades": [{"trade_id": 1, "price": "30000.00"}],
+    }
     assert encode_result(result) == (
         b'{"order_id":7,"client_order_id":"caf\xc3\xa9","post_only":false,'
         b'"stop_price":null,"trades":[{"trade_id":1,"price":"30000.00"}]}'
@@ -46,9 +61,18 @@ def test_encode_result_is_compact_json_of_the_same_value() -> None:
 
 
 def test_trades_csv_has_a_header_row() -> None:
-    trade = {"trade_id": 7, "symbol": "BTC-USDT", "price": "30000.00", "quantity": "1.0000",
-             "aggressor_side": "buy", "maker_order_id": 1, "taker_order_id": 2,
-             "maker_fee": "3", "taker_fee": "6", "timestamp": "2026-01-01T00:00:00.000000Z"}
+    trade = {
+        "trade_id": 7,
+        "symbol": "BTC-USDT",
+        "price": "30000.00",
+        "quantity": "1.0000",
+        "aggressor_side": "buy",
+        "maker_order_id": 1,
+        "taker_order_id": 2,
+        "maker_fee": "3",
+        "taker_fee": "6",
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+    }
     rows = list(csv.DictReader(io.StringIO(trades_csv([trade]))))
     assert rows == [{name: str(value) for name, value in trade.items()}]
     assert trades_csv([]).strip().split(",")[0] == "trade_id"

@@ -33,9 +33,17 @@ def test_killed_matcher_gives_503_fast_and_a_restart_recovers_the_book(
 ) -> None:
     with fragile.http() as http:
         wait_until(lambda: answers(http))
-        resting = http.post("/submit_order", json={
-            "symbol": BTC, "order_type": "limit", "side": "sell", "price": "42000",
-            "quantity": "0.25", "account": "survivor"}).json()
+        resting = http.post(
+            "/submit_order",
+            json={
+                "symbol": BTC,
+                "order_type": "limit",
+                "side": "sell",
+                "price": "42000",
+                "quantity": "0.25",
+                "account": "survivor",
+            },
+        ).json()
         assert resting["status"] == "new"
         book_before = http.get("/orderbook/BTC-USDT").json()
         health = http.get("/health").json()
@@ -43,8 +51,13 @@ def test_killed_matcher_gives_503_fast_and_a_restart_recovers_the_book(
 
         fragile.matchers[BTC].kill()  # SIGKILL: no clean shutdown, no snapshot
 
-        order = {"symbol": BTC, "order_type": "limit", "side": "buy", "price": "100",
-                 "quantity": "1"}
+        order = {
+            "symbol": BTC,
+            "order_type": "limit",
+            "side": "buy",
+            "price": "100",
+            "quantity": "1",
+        }
         with ThreadPoolExecutor(4) as pool:  # several requests in flight at once
             started = time.monotonic()
             responses = list(pool.map(lambda _: http.post("/submit_order", json=order), range(4)))
@@ -61,7 +74,7 @@ def test_killed_matcher_gives_503_fast_and_a_restart_recovers_the_book(
         assert down.status_code == 503
         assert down.json()["status"] == "degraded"
         assert down.json()["matchers"][BTC] == {"status": "down", "seq": None, "book_seq": None}
-        assert "matchwire_gateway_matcher_up{symbol=\"BTC-USDT\"} 0.0" in http.get("/metrics").text
+        assert 'matchwire_gateway_matcher_up{symbol="BTC-USDT"} 0.0' in http.get("/metrics").text
 
         fragile.start_matcher(BTC)  # same data folder: recovers from its journal
         wait_until(lambda: answers(http), timeout=MATCHER_TIMEOUT * 10)
@@ -71,11 +84,13 @@ def test_killed_matcher_gives_503_fast_and_a_restart_recovers_the_book(
         recovered = http.get(f"/orders/BTC-USDT/{resting['order_id']}?account=survivor").json()
         assert recovered["status"] == "new" and recovered["order_id"] == resting["order_id"]
         assert http.get("/health").json()["matchers"][BTC]["status"] == "up"
-        assert "matchwire_gateway_matcher_up{symbol=\"BTC-USDT\"} 1.0" in http.get("/metrics").text
+        assert 'matchwire_gateway_matcher_up{symbol="BTC-USDT"} 1.0' in http.get("/metrics").text
         # None of the requests that got 503 reached the restarted matcher.
         assert http.get("/orderbook/BTC-USDT").json()["bids"] == []
-        cancelled = http.post("/cancel_order", json={
-            "symbol": BTC, "order_id": resting["order_id"], "account": "survivor"})
+        cancelled = http.post(
+            "/cancel_order",
+            json={"symbol": BTC, "order_id": resting["order_id"], "account": "survivor"},
+        )
         assert cancelled.status_code == 200
 
 

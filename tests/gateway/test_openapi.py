@@ -42,8 +42,12 @@ def served_document(http: httpx.Client) -> dict[str, Any]:
 
 def auth_on_app(tmp_path: Path) -> Any:
     path = tmp_path / "auth.toml"
-    write_config(path, {"host": "127.0.0.1"}, {BTC: {"tick_size": "0.01"}},
-                 {"k-alice": {"account": "alice", "rate_limit": 5}})
+    write_config(
+        path,
+        {"host": "127.0.0.1"},
+        {BTC: {"tick_size": "0.01"}},
+        {"k-alice": {"account": "alice", "rate_limit": 5}},
+    )
     return create_app(load_config(path))
 
 
@@ -75,8 +79,10 @@ def test_every_route_is_in_the_document_and_every_operation_is_a_route() -> None
             assert route.path == "/static"
             continue
         assert isinstance(route, Route) and route.methods is not None
-        routes |= {(method.lower(), openapi.document_path(route.path))
-                   for method in route.methods - {"HEAD"}}
+        routes |= {
+            (method.lower(), openapi.document_path(route.path))
+            for method in route.methods - {"HEAD"}
+        }
     operations = {(method, path) for path, item in document["paths"].items() for method in item}
     assert routes == operations
     assert len(operations) == len(openapi.ENDPOINTS)
@@ -84,9 +90,12 @@ def test_every_route_is_in_the_document_and_every_operation_is_a_route() -> None
 
 def test_request_bodies_follow_the_validation_tables(http: httpx.Client) -> None:
     paths = served_document(http)["paths"]
-    for path, fields in (("/submit_order", NEW_ORDER_FIELDS), ("/cancel_order", CANCEL_FIELDS),
-                         ("/amend_order", AMEND_FIELDS),
-                         ("/submit_stop_order", NEW_STOP_FIELDS)):
+    for path, fields in (
+        ("/submit_order", NEW_ORDER_FIELDS),
+        ("/cancel_order", CANCEL_FIELDS),
+        ("/amend_order", AMEND_FIELDS),
+        ("/submit_stop_order", NEW_STOP_FIELDS),
+    ):
         body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body["additionalProperties"] is False
         assert list(body["properties"]) == list(fields)
@@ -126,10 +135,15 @@ def test_accounts_and_client_order_ids_are_documented_printable(http: httpx.Clie
     submit = paths["/submit_order"]["post"]["requestBody"]["content"]["application/json"]
     for name in ("account", "client_order_id"):
         assert submit["schema"]["properties"][name]["format"] == "printable"
-    account = next(p for p in paths["/orders/{symbol}"]["get"]["parameters"]
-                   if p["name"] == "account")
-    assert account["schema"] == {"type": "string", "format": "printable", "minLength": 1,
-                                 "maxLength": 64}
+    account = next(
+        p for p in paths["/orders/{symbol}"]["get"]["parameters"] if p["name"] == "account"
+    )
+    assert account["schema"] == {
+        "type": "string",
+        "format": "printable",
+        "minLength": 1,
+        "maxLength": 64,
+    }
     refused = http.get(f"/orders/{BTC}", params={"account": "\x0ebob"})
     assert refused.status_code == 400
     assert "printable" in refused.json()["error"]["message"]
@@ -145,10 +159,21 @@ def test_get_root_shows_tiny_rules_as_plain_decimals(tmp_path: Path) -> None:
     """A rule of 0.00000001 (a satoshi) is "0.00000001" in GET /, as the document says
     a decimal is, not Python's "1E-8"."""
     path = tmp_path / "tiny.toml"
-    write_config(path, {"host": "127.0.0.1"}, {"SAT-BTC": {
-        "tick_size": "0.00000001", "lot_size": "0.00000001", "min_quantity": "0.00000001",
-        "max_price": "10000000", "max_quantity": "1e7", "maker_fee_rate": "0.00000001",
-        "taker_fee_rate": "0.00000002"}})
+    write_config(
+        path,
+        {"host": "127.0.0.1"},
+        {
+            "SAT-BTC": {
+                "tick_size": "0.00000001",
+                "lot_size": "0.00000001",
+                "min_quantity": "0.00000001",
+                "max_price": "10000000",
+                "max_quantity": "1e7",
+                "maker_fee_rate": "0.00000001",
+                "taker_fee_rate": "0.00000002",
+            }
+        },
+    )
     app = create_app(load_config(path))
     info = json.loads(app.gateway.info)
     rules = info["symbols"]["SAT-BTC"]
@@ -163,14 +188,16 @@ def test_each_endpoint_takes_exactly_its_documented_query_parameters(
     """The server's check and the document come from the same row."""
     for path, item in served_document(http)["paths"].items():
         method, operation = next(iter(item.items()))
-        documented = sorted(p["name"] for p in operation.get("parameters", [])
-                            if p["in"] == "query")
+        documented = sorted(
+            p["name"] for p in operation.get("parameters", []) if p["in"] == "query"
+        )
         url = path.replace("{symbol}", BTC).replace("{order_id}", "1")
         refused = http.request(method.upper(), url, params={"zzz": "1"})
         assert refused.status_code == 400, url
         takes = ", ".join(documented) if documented else "no query parameters"
         assert refused.json()["error"]["message"] == (
-            f"unknown query parameter 'zzz'; this endpoint takes {takes}"), url
+            f"unknown query parameter 'zzz'; this endpoint takes {takes}"
+        ), url
 
 
 # -- schemathesis ------------------------------------------------------------------
@@ -202,8 +229,9 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySystem]:
     """A system of its own: the run leaves orders on its books. A matcher that answers
     late on a loaded machine would be a 503 (documented, but a server error to
     schemathesis): the gateway waits longer than in the other tests."""
-    running = GatewaySystem(tmp_path_factory.mktemp("fuzzed"), (BTC, ETH), feedhub=True,
-                            matcher_timeout=30.0).start()
+    running = GatewaySystem(
+        tmp_path_factory.mktemp("fuzzed"), (BTC, ETH), feedhub=True, matcher_timeout=30.0
+    ).start()
     yield running
     running.stop()
 
@@ -233,28 +261,35 @@ def api_schema(fuzzed: GatewaySystem) -> Iterator[Any]:
     schemathesis.openapi.format("printable", printable_identifiers())
     with fuzzed.http() as http:
         document = served_document(http)
-    config = schemathesis.Config.from_dict({
-        "seed": SEED,
-        "base-url": fuzzed.base,
-        "cache": {"enabled": False},  # no replay of earlier runs' crashes: the seed decides
-        "generation": {"max-examples": EXAMPLES_PER_OPERATION, "no-shrink": True},
-        # The coverage phase builds each of its cases with a Hypothesis run of its own:
-        # minutes on this machine. The fuzzing phase draws valid and invalid data alike.
-        "phases": {"coverage": {"enabled": False}},
-        # Every check is on. A well-formed order can still be refused by the symbol's
-        # rules, which no schema can state (the tick and lot grids, min_quantity and the
-        # bounds, a stop that would trigger at once, post_only that would take): 400
-        # is a valid answer to a schema-valid order, and only there.
-        "operations": [{
-            "include-path-regex": "^/(submit_order|submit_stop_order|amend_order|cancel_order)$",
-            "checks": {"positive_data_acceptance": {"expected-statuses": ORDER_RULES_STATUSES}},
-        }, {
-            # /health answers 503 (status degraded) when a ping is late: its answer, not a
-            # fault (a loaded machine can delay one past the ping timeout).
-            "include-path": "/health",
-            "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "4xx", "503"]}},
-        }],
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "base-url": fuzzed.base,
+            "cache": {"enabled": False},  # no replay of earlier runs' crashes: the seed decides
+            "generation": {"max-examples": EXAMPLES_PER_OPERATION, "no-shrink": True},
+            # The coverage phase builds each of its cases with a Hypothesis run of its own:
+            # minutes on this machine. The fuzzing phase draws valid and invalid data alike.
+            "phases": {"coverage": {"enabled": False}},
+            # Every check is on. A well-formed order can still be refused by the symbol's
+            # rules, which no schema can state (the tick and lot grids, min_quantity and the
+            # bounds, a stop that would trigger at once, post_only that would take): 400
+            # is a valid answer to a schema-valid order, and only there.
+            "operations": [
+                {
+                    "include-path-regex": "^/(submit_order|submit_stop_order|amend_order|cancel_order)$",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": ORDER_RULES_STATUSES}
+                    },
+                },
+                {
+                    # /health answers 503 (status degraded) when a ping is late: its answer, not a
+                    # fault (a loaded machine can delay one past the ping timeout).
+                    "include-path": "/health",
+                    "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "4xx", "503"]}},
+                },
+            ],
+        }
+    )
     yield schemathesis.openapi.from_dict(document, config=config)
     unregister_string_format("printable")
 
@@ -264,5 +299,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_schemathesis_finds_nothing(case: Any, fuzzed: GatewaySystem, session: LoopbackSession) -> None:
+def test_schemathesis_finds_nothing(
+    case: Any, fuzzed: GatewaySystem, session: LoopbackSession
+) -> None:
     case.call_and_validate(session=session, timeout=30)

@@ -193,10 +193,12 @@ def test_stop_orders(rest: RestClient, other: RestClient) -> None:
     assert (error.value.status, error.value.code) == (400, "would_trigger_immediately")
 
     stop_loss = rest.submit_stop_order(BTC, "stop_loss", "sell", "0.1", stop_price="39900")
-    stop_limit = rest.submit_stop_order(BTC, "stop_limit", "sell", "0.1", stop_price="39900",
-                                        price="39000")
-    take_profit = rest.submit_stop_order(BTC, "take_profit", "sell", "0.1", stop_price="41000",
-                                         price="41000")
+    stop_limit = rest.submit_stop_order(
+        BTC, "stop_limit", "sell", "0.1", stop_price="39900", price="39000"
+    )
+    take_profit = rest.submit_stop_order(
+        BTC, "take_profit", "sell", "0.1", stop_price="41000", price="41000"
+    )
     for order in (stop_loss, stop_limit, take_profit):
         assert order["status"] == "pending" and order["remaining_quantity"] in ("0.0000", "0.1000")
     assert stop_loss["stop_price"] == "39900.00" and stop_loss["price"] is None
@@ -234,8 +236,10 @@ def test_get_order_list_orders_and_trades(rest: RestClient, other: RestClient) -
     assert trades["trades"][0] == buy["trades"][0]  # newest first
     csv_text = rest.trades_csv(ETH, limit=1)
     header, row = csv_text.strip().split("\n")
-    assert header == ("trade_id,symbol,price,quantity,aggressor_side,maker_order_id,"
-                      "taker_order_id,maker_fee,taker_fee,timestamp")
+    assert header == (
+        "trade_id,symbol,price,quantity,aggressor_side,maker_order_id,"
+        "taker_order_id,maker_fee,taker_fee,timestamp"
+    )
     assert row.split(",")[:4] == [str(buy["trades"][0]["trade_id"]), ETH, "2000.00", "0.500"]
 
 
@@ -251,8 +255,10 @@ def test_orderbook_depth(rest: RestClient) -> None:
 def test_json_numbers_keep_their_exact_text(system: GatewaySystem, account: str) -> None:
     with system.http() as http:
         # As a float, 0.10000000000000000001 would be 0.1 and land on the lot grid.
-        body = (f'{{"symbol":"{BTC}","order_type":"limit","side":"buy","price":12000.5,'
-                f'"quantity":0.10000000000000000001,"account":"{account}"}}')
+        body = (
+            f'{{"symbol":"{BTC}","order_type":"limit","side":"buy","price":12000.5,'
+            f'"quantity":0.10000000000000000001,"account":"{account}"}}'
+        )
         refused = http.post("/submit_order", content=body)
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == "invalid_quantity"
@@ -260,6 +266,8 @@ def test_json_numbers_keep_their_exact_text(system: GatewaySystem, account: str)
         assert accepted.status_code == 200, accepted.text
         assert accepted.json()["price"] == "12000.50"
         assert accepted.json()["quantity"] == "0.1000"
-        by_string_id = http.post("/cancel_order", json={
-            "symbol": BTC, "order_id": str(accepted.json()["order_id"]), "account": account})
+        by_string_id = http.post(
+            "/cancel_order",
+            json={"symbol": BTC, "order_id": str(accepted.json()["order_id"]), "account": account},
+        )
         assert by_string_id.status_code == 200 and by_string_id.json()["status"] == "cancelled"

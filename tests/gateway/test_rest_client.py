@@ -33,8 +33,16 @@ def test_order_round_trip_with_decimal_and_int_arguments(
     from decimal import Decimal
 
     with RestClient(system.base, account=account) as rest:
-        order = rest.submit_order(BTC, "limit", "sell", Decimal("0.0100"), price=99000,
-                                  client_order_id="rt-1", post_only=True, stp="cancel_both")
+        order = rest.submit_order(
+            BTC,
+            "limit",
+            "sell",
+            Decimal("0.0100"),
+            price=99000,
+            client_order_id="rt-1",
+            post_only=True,
+            stp="cancel_both",
+        )
         assert order["account"] == account and order["price"] == "99000.00"
         assert order["quantity"] == "0.0100" and order["post_only"] is True
         amended = rest.amend_order(BTC, order["order_id"], quantity="0.02", price="99001")

@@ -57,11 +57,14 @@ def test_reader_reassembles_frames_split_anywhere() -> None:
     assert [f for byte in stream for f in one_by_one.feed(bytes((byte,)))] == frames
 
 
-@pytest.mark.parametrize("greeting", [
-    b"HTTP/1.1 200 OK\r\n",  # not ZMTP at all: refused at the first byte
-    b"\xff" + b"\x00" * 8 + b"\x7f\x02\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32,
-    b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32,
-])
+@pytest.mark.parametrize(
+    "greeting",
+    [
+        b"HTTP/1.1 200 OK\r\n",  # not ZMTP at all: refused at the first byte
+        b"\xff" + b"\x00" * 8 + b"\x7f\x02\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32,
+        b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32,
+    ],
+)
 def test_reader_refuses_what_is_not_zmtp3_null(greeting: bytes) -> None:
     with pytest.raises(zmtp.ProtocolError):
         zmtp.FrameReader().feed(greeting)
@@ -143,9 +146,9 @@ def test_link_talks_to_a_libzmq_router(transport: Link) -> None:
         alone = await link.request_raw("ping", symbol="BTC-USDT")
         assert alone["ok"] and alone["result"]["op"] == "ping"
         big = "x" * 5000  # long frames both ways
-        replies = await asyncio.gather(*(
-            link.request_raw("new_order", n=n, note=big) for n in range(200)
-        ))  # written together, one write per loop iteration
+        replies = await asyncio.gather(
+            *(link.request_raw("new_order", n=n, note=big) for n in range(200))
+        )  # written together, one write per loop iteration
         assert [reply["result"]["n"] for reply in replies] == list(range(200))
         assert all(reply["result"]["note"] == big for reply in replies)
         await link.close()
@@ -358,15 +361,18 @@ class FakeRouter:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        writer.write(zmtp.GREETING + zmtp.command(b"READY", zmtp.metadata(
-            {b"Socket-Type": b"ROUTER"})))
+        writer.write(
+            zmtp.GREETING + zmtp.command(b"READY", zmtp.metadata({b"Socket-Type": b"ROUTER"}))
+        )
         frames = zmtp.FrameReader()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await self.talk(reader, writer, frames)
         writer.close()
 
     async def talk(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
         frames: zmtp.FrameReader,
     ) -> None:
         while data := await reader.read(65536):
@@ -376,13 +382,19 @@ class FakeRouter:
                     continue
                 request = codec.decode_request(body)
                 for message in self.script(request):  # type: ignore[operator]
-                    writer.write(b"".join(
-                        zmtp.frame(part, zmtp.MORE if i < len(message) - 1 else 0)
-                        for i, part in enumerate(message)))
+                    writer.write(
+                        b"".join(
+                            zmtp.frame(part, zmtp.MORE if i < len(message) - 1 else 0)
+                            for i, part in enumerate(message)
+                        )
+                    )
 
     def commands(self, name: bytes) -> int:
-        return sum(1 for flags, body in self.frames
-                   if flags & zmtp.COMMAND and zmtp.split_command(body)[0] == name)
+        return sum(
+            1
+            for flags, body in self.frames
+            if flags & zmtp.COMMAND and zmtp.split_command(body)[0] == name
+        )
 
     async def stop(self) -> None:
         assert self.server is not None
@@ -449,8 +461,10 @@ def test_a_multi_frame_message_is_no_reply(transport: Link) -> None:
 
     def script(request: dict[str, object]) -> list[list[bytes]]:
         req_id = request["req_id"]
-        return [[b"junk", codec.encode_reply(req_id, "not this one")],
-                [codec.encode_reply(req_id, "the reply")]]
+        return [
+            [b"junk", codec.encode_reply(req_id, "not this one")],
+            [codec.encode_reply(req_id, "the reply")],
+        ]
 
     async def exchange() -> None:
         peer = await FakeRouter(script).start()

@@ -60,21 +60,59 @@ from matcher.protocol import (
 
 
 def new_order(
-    seq: int, account: str, side: int, order_type: int, price: int | None, quantity: int,
-    tif: int = GTC, post_only: bool = False, stp: int = STP_CANCEL_NEWEST,
-    client_order_id: str | None = None, ts: int | None = None,
+    seq: int,
+    account: str,
+    side: int,
+    order_type: int,
+    price: int | None,
+    quantity: int,
+    tif: int = GTC,
+    post_only: bool = False,
+    stp: int = STP_CANCEL_NEWEST,
+    client_order_id: str | None = None,
+    ts: int | None = None,
 ) -> tuple:
-    return (CMD_NEW_ORDER, seq, seq * 1000 if ts is None else ts, account, side, order_type,
-            tif, price, quantity, post_only, stp, client_order_id)
+    return (
+        CMD_NEW_ORDER,
+        seq,
+        seq * 1000 if ts is None else ts,
+        account,
+        side,
+        order_type,
+        tif,
+        price,
+        quantity,
+        post_only,
+        stp,
+        client_order_id,
+    )
 
 
 def new_stop(
-    seq: int, account: str, side: int, order_type: int, stop_price: int, price: int | None,
-    quantity: int, stp: int = STP_CANCEL_NEWEST, client_order_id: str | None = None,
+    seq: int,
+    account: str,
+    side: int,
+    order_type: int,
+    stop_price: int,
+    price: int | None,
+    quantity: int,
+    stp: int = STP_CANCEL_NEWEST,
+    client_order_id: str | None = None,
     ts: int | None = None,
 ) -> tuple:
-    return (CMD_NEW_STOP, seq, seq * 1000 if ts is None else ts, account, side, order_type,
-            stop_price, price, quantity, stp, client_order_id)
+    return (
+        CMD_NEW_STOP,
+        seq,
+        seq * 1000 if ts is None else ts,
+        account,
+        side,
+        order_type,
+        stop_price,
+        price,
+        quantity,
+        stp,
+        client_order_id,
+    )
 
 
 def cancel(seq: int, account: str, order_id: int | str, ts: int | None = None) -> tuple:
@@ -83,7 +121,11 @@ def cancel(seq: int, account: str, order_id: int | str, ts: int | None = None) -
 
 
 def amend(
-    seq: int, account: str, order_id: int | str, quantity: int | None, price: int | None,
+    seq: int,
+    account: str,
+    order_id: int | str,
+    quantity: int | None,
+    price: int | None,
     ts: int | None = None,
 ) -> tuple:
     """order_id may be a client_order_id (a str): resolve it first (`resolve`)."""
@@ -99,9 +141,19 @@ def cancel_all(seq: int, account: str, side: int | None, ts: int | None = None) 
 
 class RefOrder:
     def __init__(
-        self, order_id: int, account: str, side: int, order_type: int, tif: int,
-        price: int | None, quantity: int, post_only: bool, stp: int,
-        client_order_id: str | None, stop_price: int | None, status: int,
+        self,
+        order_id: int,
+        account: str,
+        side: int,
+        order_type: int,
+        tif: int,
+        price: int | None,
+        quantity: int,
+        post_only: bool,
+        stp: int,
+        client_order_id: str | None,
+        stop_price: int | None,
+        status: int,
     ) -> None:
         self.order_id = order_id
         self.account = account
@@ -149,7 +201,9 @@ def _acceptable(taker: RefOrder, price: int) -> bool:
 
 class ReferenceMatcher:
     def __init__(
-        self, maker_rate: int = 10_000, taker_rate: int = 20_000,
+        self,
+        maker_rate: int = 10_000,
+        taker_rate: int = 20_000,
         finished_window: int = 100_000,
     ) -> None:
         self.maker_rate = maker_rate
@@ -169,9 +223,11 @@ class ReferenceMatcher:
     # -- lookups by linear scan ------------------------------------------------------
 
     def recent_finished(self) -> list[int]:
-        return self.finished[len(self.finished) - self.finished_window:] if (
-            len(self.finished) > self.finished_window
-        ) else list(self.finished)
+        return (
+            self.finished[len(self.finished) - self.finished_window :]
+            if (len(self.finished) > self.finished_window)
+            else list(self.finished)
+        )
 
     def visible(self, order_id: int) -> RefOrder | None:
         """A live order, or one of the last `finished_window` finished orders."""
@@ -190,8 +246,7 @@ class ReferenceMatcher:
         return sum(o.leaves for o in self.resting if o.side == side and o.price == price)
 
     def depth(self, side: int) -> list[tuple[int, int]]:
-        prices = sorted({o.price for o in self.resting if o.side == side},
-                        reverse=(side == BUY))
+        prices = sorted({o.price for o in self.resting if o.side == side}, reverse=(side == BUY))
         return [(price, self.level_total(side, price)) for price in prices]  # type: ignore[arg-type]
 
     def level_ids(self, side: int) -> list[list[int]]:
@@ -215,8 +270,13 @@ class ReferenceMatcher:
             if best is None:
                 best = order
                 continue
-            better_price = order.price < best.price if taker.side == BUY else (  # type: ignore[operator]
-                order.price > best.price  # type: ignore[operator]
+            better_price = (
+                order.price < best.price
+                if taker.side == BUY
+                # type: ignore[operator]
+                else (
+                    order.price > best.price  # type: ignore[operator]
+                )
             )
             if better_price or (order.price == best.price and order.arrival < best.arrival):
                 best = order
@@ -286,8 +346,20 @@ class ReferenceMatcher:
         return events
 
     def cmd_new_order(self, command: tuple) -> list[tuple]:
-        (_, seq, ts, account, side, order_type, tif, price, quantity,
-         post_only, stp, client_order_id) = command
+        (
+            _,
+            seq,
+            ts,
+            account,
+            side,
+            order_type,
+            tif,
+            price,
+            quantity,
+            post_only,
+            stp,
+            client_order_id,
+        ) = command
         if self.client_id_taken(account, client_order_id):
             raise CommandError(Code.DUPLICATE_CLIENT_ORDER_ID, "duplicate")
         if order_type == IOC:
@@ -297,8 +369,20 @@ class ReferenceMatcher:
         elif order_type == MARKET:
             price = None
         self.seq = seq
-        order = RefOrder(seq, account, side, order_type, tif, price, quantity, post_only, stp,
-                         client_order_id, None, NEW)
+        order = RefOrder(
+            seq,
+            account,
+            side,
+            order_type,
+            tif,
+            price,
+            quantity,
+            post_only,
+            stp,
+            client_order_id,
+            None,
+            NEW,
+        )
         self.orders[seq] = order
         events: list[tuple] = []
         traded_prices = self.enter(order, events, ts)
@@ -306,14 +390,37 @@ class ReferenceMatcher:
         return events
 
     def cmd_new_stop(self, command: tuple) -> list[tuple]:
-        (_, seq, ts, account, side, order_type, stop_price, price, quantity,
-         stp, client_order_id) = command
+        (
+            _,
+            seq,
+            ts,
+            account,
+            side,
+            order_type,
+            stop_price,
+            price,
+            quantity,
+            stp,
+            client_order_id,
+        ) = command
         if self.client_id_taken(account, client_order_id):  # first, before any other check
             raise CommandError(Code.DUPLICATE_CLIENT_ORDER_ID, "duplicate")
         if order_type not in STOP_TYPES:
             raise CommandError(Code.INVALID_FIELD, "not a stop type")
-        order = RefOrder(seq, account, side, order_type, GTC, price, quantity, False, stp,
-                         client_order_id, stop_price, PENDING)
+        order = RefOrder(
+            seq,
+            account,
+            side,
+            order_type,
+            GTC,
+            price,
+            quantity,
+            False,
+            stp,
+            client_order_id,
+            stop_price,
+            PENDING,
+        )
         if self.last_price is not None and self.fires(order, self.last_price):
             raise CommandError(Code.WOULD_TRIGGER_IMMEDIATELY, "would trigger")
         self.seq = seq
@@ -334,18 +441,21 @@ class ReferenceMatcher:
             self.pending.remove(order)
         else:
             self.resting.remove(order)
-            events.append((EV_LEVEL, order.side, order.price,
-                           self.level_total(order.side, order.price)))  # type: ignore[arg-type]
+            events.append(
+                (EV_LEVEL, order.side, order.price, self.level_total(order.side, order.price))
+            )  # type: ignore[arg-type]
         self.finish(order, CANCELLED, Code.USER_CANCELLED)
-        events.append((EV_ORDER, order.order_id, CANCELLED, order.filled, 0,
-                       Code.USER_CANCELLED))
+        events.append((EV_ORDER, order.order_id, CANCELLED, order.filled, 0, Code.USER_CANCELLED))
 
     def cmd_cancel_all(self, command: tuple) -> list[tuple]:
         """Every live order and pending stop of the account (and side), lowest id first."""
         _, seq, ts, account, side = command
         self.seq = seq
-        targets = [o for o in self.resting + self.pending
-                   if o.account == account and side in (None, o.side)]
+        targets = [
+            o
+            for o in self.resting + self.pending
+            if o.account == account and side in (None, o.side)
+        ]
         events: list[tuple] = []
         for order in sorted(targets, key=lambda o: o.order_id):
             self.withdraw(order, events)
@@ -365,16 +475,18 @@ class ReferenceMatcher:
             self.seq = seq
             if new_quantity < order.quantity:
                 order.quantity = new_quantity
-                events.append((EV_LEVEL, order.side, order.price,
-                               self.level_total(order.side, order.price)))  # type: ignore[arg-type]
+                events.append(
+                    (EV_LEVEL, order.side, order.price, self.level_total(order.side, order.price))
+                )  # type: ignore[arg-type]
             events.append((EV_ORDER, order_id, order.status, order.filled, order.leaves, None))
             return events
         if order.post_only and self.crosses(order.side, new_price):
             raise CommandError(Code.POST_ONLY_WOULD_TAKE, "post only")
         self.seq = seq
         self.resting.remove(order)
-        events.append((EV_LEVEL, order.side, order.price,
-                       self.level_total(order.side, order.price)))  # type: ignore[arg-type]
+        events.append(
+            (EV_LEVEL, order.side, order.price, self.level_total(order.side, order.price))
+        )  # type: ignore[arg-type]
         order.price = new_price
         order.quantity = new_quantity
         traded_prices = self.enter(order, events, ts)
@@ -407,13 +519,15 @@ class ReferenceMatcher:
         """Match, then rest or end the order. Returns the prices it traded at."""
         if order.post_only and self.crosses(order.side, order.price):
             self.finish(order, REJECTED, Code.POST_ONLY_WOULD_TAKE)
-            events.append((EV_ORDER, order.order_id, REJECTED, order.filled, 0,
-                           Code.POST_ONLY_WOULD_TAKE))
+            events.append(
+                (EV_ORDER, order.order_id, REJECTED, order.filled, 0, Code.POST_ONLY_WOULD_TAKE)
+            )
             return []
         if order.tif == TIF_FOK and self.fillable(order) < order.leaves:
             self.finish(order, CANCELLED, Code.FOK_NOT_FILLABLE)
-            events.append((EV_ORDER, order.order_id, CANCELLED, order.filled, 0,
-                           Code.FOK_NOT_FILLABLE))
+            events.append(
+                (EV_ORDER, order.order_id, CANCELLED, order.filled, 0, Code.FOK_NOT_FILLABLE)
+            )
             return []
         traded_prices, self_trade = self.match(order, events, ts)
         if order.leaves == 0:
@@ -429,10 +543,12 @@ class ReferenceMatcher:
             order.arrival = self.arrivals
             self.resting.append(order)
             order.status = PARTIALLY_FILLED if order.filled else NEW
-            events.append((EV_LEVEL, order.side, order.price,
-                           self.level_total(order.side, order.price)))  # type: ignore[arg-type]
-            events.append((EV_ORDER, order.order_id, order.status, order.filled, order.leaves,
-                           None))
+            events.append(
+                (EV_LEVEL, order.side, order.price, self.level_total(order.side, order.price))
+            )  # type: ignore[arg-type]
+            events.append(
+                (EV_ORDER, order.order_id, order.status, order.filled, order.leaves, None)
+            )
             return traded_prices
         events.append((EV_ORDER, order.order_id, order.status, order.filled, 0, order.reason))
         return traded_prices
@@ -458,8 +574,16 @@ class ReferenceMatcher:
                 if taker.stp in (STP_CANCEL_OLDEST, STP_CANCEL_BOTH):
                     self.resting.remove(maker)
                     self.finish(maker, CANCELLED, Code.SELF_TRADE_PREVENTED)
-                    events.append((EV_ORDER, maker.order_id, CANCELLED, maker.filled, 0,
-                                   Code.SELF_TRADE_PREVENTED))
+                    events.append(
+                        (
+                            EV_ORDER,
+                            maker.order_id,
+                            CANCELLED,
+                            maker.filled,
+                            0,
+                            Code.SELF_TRADE_PREVENTED,
+                        )
+                    )
                     touched = maker.price
                 if taker.stp != STP_CANCEL_OLDEST:
                     self_trade = True
@@ -468,9 +592,18 @@ class ReferenceMatcher:
             price: int = maker.price  # type: ignore[assignment]
             quantity = min(taker.leaves, maker.leaves)
             self.trade_id += 1
-            trade = (EV_TRADE, self.trade_id, price, quantity, taker.side, maker.order_id,
-                     taker.order_id, price * quantity * self.maker_rate,
-                     price * quantity * self.taker_rate, ts)
+            trade = (
+                EV_TRADE,
+                self.trade_id,
+                price,
+                quantity,
+                taker.side,
+                maker.order_id,
+                taker.order_id,
+                price * quantity * self.maker_rate,
+                price * quantity * self.taker_rate,
+                ts,
+            )
             events.append(trade)
             self.trades.append(trade)
             taker.filled += quantity
@@ -482,8 +615,9 @@ class ReferenceMatcher:
             touched = price
             if maker.leaves:
                 maker.status = PARTIALLY_FILLED
-                events.append((EV_ORDER, maker.order_id, PARTIALLY_FILLED, maker.filled,
-                               maker.leaves, None))
+                events.append(
+                    (EV_ORDER, maker.order_id, PARTIALLY_FILLED, maker.filled, maker.leaves, None)
+                )
             else:
                 self.resting.remove(maker)
                 self.finish(maker, FILLED, None)

@@ -9,8 +9,16 @@ from matcher.protocol import BUY, CANCELLED, GTC, LIMIT, NEW, SELL, STP_CANCEL_N
 
 
 def order(order_id: int, side: int, price: int, quantity: int) -> Order:
-    return Order(order_id, "alice", side, price, quantity, NEW,
-                 pack_kind(LIMIT, GTC, STP_CANCEL_NEWEST, False), order_id * 1000)
+    return Order(
+        order_id,
+        "alice",
+        side,
+        price,
+        quantity,
+        NEW,
+        pack_kind(LIMIT, GTC, STP_CANCEL_NEWEST, False),
+        order_id * 1000,
+    )
 
 
 def small_book() -> Book:

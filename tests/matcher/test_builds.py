@@ -61,19 +61,30 @@ def need_build() -> Path:
 
 
 def env(**switches: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("MATCHWIRE_PURE_PYTHON", "MATCHWIRE_REQUIRE_COMPILED", "PYTHONPATH")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MATCHWIRE_PURE_PYTHON", "MATCHWIRE_REQUIRE_COMPILED", "PYTHONPATH")
+    }
     return {**clean, **switches}
 
 
 def python(code: str, cwd: Path, *flags: str, **switches: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *flags, "-c", code], cwd=cwd, env=env(**switches),
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        cwd=cwd,
+        env=env(**switches),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
 
 
-WHICH = ("import json, matcher.engine as e, matcher.book as b; from matcher import _build; "
-         "print(json.dumps({'build': _build.build_name(), 'engine': e.Engine.__module__, "
-         "'book': b.Order.__module__, 'file': e.__file__}))")
+WHICH = (
+    "import json, matcher.engine as e, matcher.book as b; from matcher import _build; "
+    "print(json.dumps({'build': _build.build_name(), 'engine': e.Engine.__module__, "
+    "'book': b.Order.__module__, 'file': e.__file__}))"
+)
 
 
 def which(cwd: Path, *flags: str, **switches: str) -> dict:
@@ -86,8 +97,11 @@ def clone(tmp_path: Path) -> Path:
     """A copy of the checkout's code, as a clone has it: no build inside."""
     root = tmp_path / "clone"
     for package in PACKAGES:
-        shutil.copytree(REPO / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "_compiled", "*.so"))
+        shutil.copytree(
+            REPO / package,
+            root / package,
+            ignore=shutil.ignore_patterns("__pycache__", "_compiled", "*.so"),
+        )
     shutil.copy(REPO / "run.py", root / "run.py")
     return root
 
@@ -110,20 +124,53 @@ def command_stream(count: int, seed: int = 14) -> list[list]:
         if roll < 0.15 and seq > 1:
             commands.append([CMD_CANCEL, seq, ts, account, rng.randint(1, seq - 1)])
         elif roll < 0.22 and seq > 1:
-            commands.append([CMD_AMEND, seq, ts, account, rng.randint(1, seq - 1),
-                             rng.choice((None, quantity)), rng.choice((None, price))])
+            commands.append(
+                [
+                    CMD_AMEND,
+                    seq,
+                    ts,
+                    account,
+                    rng.randint(1, seq - 1),
+                    rng.choice((None, quantity)),
+                    rng.choice((None, price)),
+                ]
+            )
         elif roll < 0.30:
             order_type = rng.choice((STOP_LOSS, STOP_LIMIT, TAKE_PROFIT))
             limit = None if order_type == STOP_LOSS else price
-            commands.append([CMD_NEW_STOP, seq, ts, account, side, order_type,
-                             price + rng.randint(-10, 10), limit, quantity, rng.randint(0, 2),
-                             rng.choice((None, f"s{seq % 50}"))])
+            commands.append(
+                [
+                    CMD_NEW_STOP,
+                    seq,
+                    ts,
+                    account,
+                    side,
+                    order_type,
+                    price + rng.randint(-10, 10),
+                    limit,
+                    quantity,
+                    rng.randint(0, 2),
+                    rng.choice((None, f"s{seq % 50}")),
+                ]
+            )
         else:
             order_type = rng.choice((LIMIT, LIMIT, LIMIT, MARKET, IOC, FOK))
-            commands.append([CMD_NEW_ORDER, seq, ts, account, side, order_type, GTC,
-                             None if order_type == MARKET else price, quantity,
-                             rng.random() < 0.1, rng.randint(0, 2),
-                             rng.choice((None, f"c{seq % 50}"))])
+            commands.append(
+                [
+                    CMD_NEW_ORDER,
+                    seq,
+                    ts,
+                    account,
+                    side,
+                    order_type,
+                    GTC,
+                    None if order_type == MARKET else price,
+                    quantity,
+                    rng.random() < 0.1,
+                    rng.randint(0, 2),
+                    rng.choice((None, f"c{seq % 50}")),
+                ]
+            )
     return commands
 
 
@@ -153,11 +200,18 @@ print(json.dumps({"build": _build.build_name(), "hash": engine.state_hash(),
 """
 
 
-def replay(tmp_path: Path, stream: Path, state_out: Path, state_in: Path | None,
-           **switches: str) -> dict:
+def replay(
+    tmp_path: Path, stream: Path, state_out: Path, state_in: Path | None, **switches: str
+) -> dict:
     args = [str(stream), str(state_out)] + ([str(state_in)] if state_in else [])
-    result = subprocess.run([sys.executable, "-c", REPLAY, *args], cwd=REPO, env=env(**switches),
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", REPLAY, *args],
+        cwd=REPO,
+        env=env(**switches),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -167,10 +221,20 @@ def test_both_builds_give_the_same_events_state_hash_and_snapshots(tmp_path: Pat
     stream = tmp_path / "commands.json"
     stream.write_text(json.dumps(command_stream(6_000)))
     pure = replay(tmp_path, stream, tmp_path / "pure.state", None, MATCHWIRE_PURE_PYTHON="1")
-    compiled = replay(tmp_path, stream, tmp_path / "compiled.state", tmp_path / "pure.state",
-                      MATCHWIRE_REQUIRE_COMPILED="1")
-    again = replay(tmp_path, stream, tmp_path / "pure2.state", tmp_path / "compiled.state",
-                   MATCHWIRE_PURE_PYTHON="1")
+    compiled = replay(
+        tmp_path,
+        stream,
+        tmp_path / "compiled.state",
+        tmp_path / "pure.state",
+        MATCHWIRE_REQUIRE_COMPILED="1",
+    )
+    again = replay(
+        tmp_path,
+        stream,
+        tmp_path / "pure2.state",
+        tmp_path / "compiled.state",
+        MATCHWIRE_PURE_PYTHON="1",
+    )
     assert (pure["build"], compiled["build"]) == ("pure", "compiled")
     assert pure["trades"] > 500, "the stream should trade a lot"
     assert compiled["events"] == pure["events"]
@@ -238,9 +302,11 @@ def test_require_compiled_without_any_build_is_an_import_error(tmp_path: Path) -
     assert json.loads(plain.stdout)["build"] == "pure" and not plain.stderr
 
 
-GATEWAY_INFO = ("import json; from gateway.app import Gateway; "
-                "from matcher.config import load_config; "
-                "print(json.loads(Gateway(load_config(None)).info)['build'])")
+GATEWAY_INFO = (
+    "import json; from gateway.app import Gateway; "
+    "from matcher.config import load_config; "
+    "print(json.loads(Gateway(load_config(None)).info)['build'])"
+)
 
 
 def test_the_gateways_exchange_info_names_the_build() -> None:

@@ -45,8 +45,10 @@ def matcher(spawn: Callable[..., MatcherProcess], tmp_path: Path) -> Iterator[Ma
 
 
 def journal_records(process: MatcherProcess) -> list[tuple]:
-    return [codec.decode_command(payload)
-            for payload in Journal(journal_dir(process.data_dir, SYMBOL)).records()]
+    return [
+        codec.decode_command(payload)
+        for payload in Journal(journal_dir(process.data_dir, SYMBOL)).records()
+    ]
 
 
 def place(process: MatcherProcess) -> dict[str, list[int]]:
@@ -58,8 +60,9 @@ def place(process: MatcherProcess) -> dict[str, list[int]]:
         ids[account].append(process.request("new_order", account=account, **fields)["order_id"])
 
     def stop(account: str, **fields: Any) -> None:
-        ids[account].append(process.request("new_stop_order", account=account,
-                                            **fields)["order_id"])
+        ids[account].append(
+            process.request("new_stop_order", account=account, **fields)["order_id"]
+        )
 
     order("bob", **limit("sell", "30000", "1"))
     process.request("new_order", order_type="market", side="buy", quantity="0.5")  # last 30000
@@ -102,7 +105,10 @@ def test_cancel_all_is_one_command_one_book_update_and_replays_exactly(
     [book] = [body for topic, body in received if topic.startswith("book.")]
     assert book["book_seq"] == after["book_seq"]
     assert sorted(book["changes"]) == [
-        ["buy", "28900.00", "0"], ["buy", "29000.00", "2.0000"], ["sell", "31000.00", "0"]]
+        ["buy", "28900.00", "0"],
+        ["buy", "29000.00", "2.0000"],
+        ["sell", "31000.00", "0"],
+    ]
     assert book["bbo"]["bid_price"] == "29000.00" and book["bbo"]["ask_price"] == "30000.00"
 
     # Bob's orders stand; alice has nothing open any more.
@@ -149,15 +155,20 @@ def test_cancel_all_of_nothing_answers_an_empty_list_and_is_not_journaled(
     sub.setsockopt(zmq.SUBSCRIBE, b"hb.")
     try:
         _wait_for_heartbeat(sub)  # subscribed for sure from here on
-        for fields in ({"account": "carol"}, {"account": "bob", "side": "sell"},
-                       {"account": "alice", "side": "buy"}):
+        for fields in (
+            {"account": "carol"},
+            {"account": "bob", "side": "sell"},
+            {"account": "alice", "side": "buy"},
+        ):
             if fields["account"] == "alice":
                 matcher.request("cancel_all", **fields)  # from here on, nothing to cancel
                 state, records = matcher.state(), journal_records(matcher)
                 _collect(sub, lambda m: any(t.startswith("book.") for t, _ in m))
             for _ in range(2):
                 assert matcher.request("cancel_all", **fields) == {
-                    "symbol": SYMBOL, "cancelled": []}
+                    "symbol": SYMBOL,
+                    "cancelled": [],
+                }
             # Nothing applied (seq, timestamps, hash), journaled or published.
             assert matcher.state() == state
             assert journal_records(matcher) == records
@@ -181,14 +192,19 @@ def test_cancel_all_goes_through_the_deadline_check(matcher: MatcherProcess) -> 
     assert len(matcher.request("orders", account="alice", status="open")["orders"]) == 6
 
 
-@pytest.mark.parametrize(("fields", "words"), [
-    ({"side": "both"}, "side must be one of buy, sell"),
-    ({"side": 0}, "side must be one of buy, sell"),
-    ({"order_id": 3}, "unknown field 'order_id'; cancel_all takes symbol, account, side"),
-    ({"account": ""}, "account must be"),
-])
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"side": "both"}, "side must be one of buy, sell"),
+        ({"side": 0}, "side must be one of buy, sell"),
+        ({"order_id": 3}, "unknown field 'order_id'; cancel_all takes symbol, account, side"),
+        ({"account": ""}, "account must be"),
+    ],
+)
 def test_bad_cancel_all_requests_are_refused_naming_the_field(
-    matcher: MatcherProcess, fields: dict[str, Any], words: str,
+    matcher: MatcherProcess,
+    fields: dict[str, Any],
+    words: str,
 ) -> None:
     place(matcher)
     state = matcher.state()

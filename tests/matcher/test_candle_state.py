@@ -32,12 +32,27 @@ def trade(matcher: MatcherProcess, count: int, offset: int = 0) -> None:
     requests: list[dict[str, Any]] = []
     for i in range(offset, offset + count):
         price, quantity = str(100 + i % 9), f"0.{1 + i % 7:04d}"
-        requests.append({"op": "new_order", "side": "sell", "order_type": "limit",
-                         "price": price, "quantity": quantity, "account": "maker"})
-        requests.append({"op": "new_order", "side": "buy", "order_type": "market",
-                         "quantity": quantity, "account": "taker"})
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "sell",
+                "order_type": "limit",
+                "price": price,
+                "quantity": quantity,
+                "account": "maker",
+            }
+        )
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "buy",
+                "order_type": "market",
+                "quantity": quantity,
+                "account": "taker",
+            }
+        )
     for start in range(0, len(requests), 200):
-        assert all(reply["ok"] for reply in matcher.client.pipeline(requests[start:start + 200]))
+        assert all(reply["ok"] for reply in matcher.client.pipeline(requests[start : start + 200]))
 
 
 def market_data(matcher: MatcherProcess) -> dict[str, Any]:
@@ -46,8 +61,9 @@ def market_data(matcher: MatcherProcess) -> dict[str, Any]:
     ticker.pop("timestamp")
     return {
         "state_hash": matcher.request("ping", hash=True)["state_hash"],
-        "candles": {name: matcher.request("candles", interval=name, limit=1000)
-                    for name in INTERVALS},
+        "candles": {
+            name: matcher.request("candles", interval=name, limit=1000) for name in INTERVALS
+        },
         "ticker": ticker,
     }
 
@@ -71,7 +87,7 @@ def rewrite_as_version_1(directory: Path) -> list[int]:
     """Every snapshot of `directory` as the old code wrote it: no candles, version 1."""
     seqs = []
     for seq, path in list_snapshots(directory):
-        state = dict(codec.decode_state(path.read_bytes()[HEADER.size:]))
+        state = dict(codec.decode_state(path.read_bytes()[HEADER.size :]))
         del state["candles"]
         state["version"] = 1
         write_snapshot(directory, seq, codec.encode_state(state), keep=10)
@@ -80,7 +96,8 @@ def rewrite_as_version_1(directory: Path) -> list[int]:
 
 
 def test_a_snapshot_without_candles_is_passed_over_for_the_whole_journal(
-    tmp_path: Path, spawn: Spawn,
+    tmp_path: Path,
+    spawn: Spawn,
 ) -> None:
     data_dir = tmp_path / "data"
     matcher = spawn(data_dir).start()
@@ -94,7 +111,8 @@ def test_a_snapshot_without_candles_is_passed_over_for_the_whole_journal(
 
 
 def test_a_snapshot_without_candles_on_a_pruned_journal_is_taken_with_empty_candles(
-    tmp_path: Path, spawn: Spawn,
+    tmp_path: Path,
+    spawn: Spawn,
 ) -> None:
     data_dir = tmp_path / "data"
     flags = ["--segment-bytes", "4096", "--prune-segments"]

@@ -26,17 +26,28 @@ def naive(trades: list[tuple[int, int, int]], length: int) -> list[tuple]:
     for ts, price, quantity in trades:
         buckets.setdefault(ts - ts % length, []).append((ts, price, quantity))
     return [
-        (start, group[0][1], max(p for _, p, _ in group), min(p for _, p, _ in group),
-         group[-1][1], sum(q for _, _, q in group), sum(p * q for _, p, q in group), len(group))
+        (
+            start,
+            group[0][1],
+            max(p for _, p, _ in group),
+            min(p for _, p, _ in group),
+            group[-1][1],
+            sum(q for _, _, q in group),
+            sum(p * q for _, p, q in group),
+            len(group),
+        )
         for start, group in sorted(buckets.items())
     ]
 
 
 # Gaps from 0 to ~2 days so that seconds, minutes, hours and days all open and close.
-gaps = st.one_of(st.integers(0, 999_999), st.integers(0, 90_000_000),
-                 st.integers(0, 7_200_000_000), st.integers(0, 172_800_000_000))
-trade_lists = st.lists(st.tuples(gaps, st.integers(1, 10**9), st.integers(1, 10**6)),
-                       max_size=300)
+gaps = st.one_of(
+    st.integers(0, 999_999),
+    st.integers(0, 90_000_000),
+    st.integers(0, 7_200_000_000),
+    st.integers(0, 172_800_000_000),
+)
+trade_lists = st.lists(st.tuples(gaps, st.integers(1, 10**9), st.integers(1, 10**6)), max_size=300)
 
 
 def timeline(steps: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -59,7 +70,7 @@ def test_every_interval_matches_the_naive_model(steps: list, cut: int) -> None:
     for name, length in INTERVALS.items():
         expected = naive(trades, length)
         got = candles.series(name, limit=10_000)
-        assert got == expected[-len(got):] if got else expected == []
+        assert got == expected[-len(got) :] if got else expected == []
         assert len(got) >= min(len(expected), KEPT)
         assert candles.series(name, limit=3) == got[-3:]
 
@@ -95,7 +106,13 @@ def test_the_rolling_day_is_to_the_minute() -> None:
     candles.add_trade(start + 60 * minute, 90, 3)
     day = candles.day(start + 60 * minute)
     assert day is not None and (day[1], day[2], day[3], day[4], day[5], day[7]) == (
-        100, 120, 90, 90, 6, 3)
+        100,
+        120,
+        90,
+        90,
+        6,
+        3,
+    )
     later = candles.day(start + DAY_MINUTES * minute)  # the first minute has left
     assert later is not None and (later[1], later[5], later[7]) == (120, 5, 2)
     assert candles.day(start + (DAY_MINUTES + 61) * minute) is None
@@ -112,10 +129,12 @@ def traded_engine(trades: list[tuple[int, int, int]]) -> Engine:
     engine = Engine()
     seq = 0
     for ts, price, quantity in trades:
-        engine.apply((CMD_NEW_ORDER, seq + 1, ts, "a", SELL, LIMIT, GTC, price, quantity,
-                      False, 0, None))
-        engine.apply((CMD_NEW_ORDER, seq + 2, ts, "b", BUY, MARKET, GTC, None, quantity,
-                      False, 0, None))
+        engine.apply(
+            (CMD_NEW_ORDER, seq + 1, ts, "a", SELL, LIMIT, GTC, price, quantity, False, 0, None)
+        )
+        engine.apply(
+            (CMD_NEW_ORDER, seq + 2, ts, "b", BUY, MARKET, GTC, None, quantity, False, 0, None)
+        )
         seq += 2
     return engine
 
@@ -161,8 +180,14 @@ def test_a_finer_grid_rescales_the_candles_exactly() -> None:
     [before] = [views.candle(c) for c in engine.candles.series("1m")]
     engine.apply(rules_command(4, T0 + 1, ("0.001", "0.00001", *btc[2:])))
     [candle] = engine.candles.series("1m")
-    assert candle[1:7] == (30_000_000, 30_000_000, 30_000_000, 30_000_000, 50_000,
-                           30_000_000 * 50_000)
+    assert candle[1:7] == (
+        30_000_000,
+        30_000_000,
+        30_000_000,
+        30_000_000,
+        50_000,
+        30_000_000 * 50_000,
+    )
     finer = Views(CachedUnits(load_config().symbols["BTC-USDT"], ("0.001", "0.00001")))
     after = finer.candle(candle)
     assert Decimal(after["quote_volume"]) == Decimal(before["quote_volume"]) == 15000
@@ -175,34 +200,69 @@ def ticker(engine: Engine, now: int) -> dict:
 
 
 def test_the_ticker_is_the_rolling_day_to_the_minute() -> None:
-    engine = traded_engine([
-        (DAY_START, 10_000, 10_000),  # 100.00 x 1.0000, leaves at minute 1440
-        (DAY_START + 30 * MINUTE, 12_000, 20_000),  # 120.00 x 2.0000
-        (DAY_START + 60 * MINUTE + 5, 9_000, 30_000),  # 90.00 x 3.0000
-    ])
-    engine.apply((CMD_NEW_ORDER, 7, DAY_START + 61 * MINUTE, "c", BUY, LIMIT, GTC, 8_000,
-                  10_000, False, 0, None))  # a bid, no trade
+    engine = traded_engine(
+        [
+            (DAY_START, 10_000, 10_000),  # 100.00 x 1.0000, leaves at minute 1440
+            (DAY_START + 30 * MINUTE, 12_000, 20_000),  # 120.00 x 2.0000
+            (DAY_START + 60 * MINUTE + 5, 9_000, 30_000),  # 90.00 x 3.0000
+        ]
+    )
+    engine.apply(
+        (
+            CMD_NEW_ORDER,
+            7,
+            DAY_START + 61 * MINUTE,
+            "c",
+            BUY,
+            LIMIT,
+            GTC,
+            8_000,
+            10_000,
+            False,
+            0,
+            None,
+        )
+    )  # a bid, no trade
     now = DAY_START + 61 * MINUTE + 59_000_000
     assert ticker(engine, now) == {
-        "symbol": "BTC-USDT", "last_price": "90.00", "bid_price": "80.00", "ask_price": None,
-        "open_24h": "100.00", "high_24h": "120.00", "low_24h": "90.00",
-        "volume_24h": "6.0000", "quote_volume_24h": "610", "change_24h": "-10.00",
-        "change_percent_24h": "-10.00", "trade_count_24h": 3,
+        "symbol": "BTC-USDT",
+        "last_price": "90.00",
+        "bid_price": "80.00",
+        "ask_price": None,
+        "open_24h": "100.00",
+        "high_24h": "120.00",
+        "low_24h": "90.00",
+        "volume_24h": "6.0000",
+        "quote_volume_24h": "610",
+        "change_24h": "-10.00",
+        "change_percent_24h": "-10.00",
+        "trade_count_24h": 3,
         "timestamp": iso_timestamp(now),
     }
     # The minute holding the first trade is the 1440th back until the next one starts.
     assert ticker(engine, DAY_START + 1439 * MINUTE + 59_999_999)["trade_count_24h"] == 3
     later = ticker(engine, DAY_START + 1440 * MINUTE)
-    assert (later["open_24h"], later["volume_24h"], later["change_24h"],
-            later["change_percent_24h"], later["trade_count_24h"]) == (
-        "120.00", "5.0000", "-30.00", "-25.00", 2)
+    assert (
+        later["open_24h"],
+        later["volume_24h"],
+        later["change_24h"],
+        later["change_percent_24h"],
+        later["trade_count_24h"],
+    ) == ("120.00", "5.0000", "-30.00", "-25.00", 2)
     gone = ticker(engine, DAY_START + (1440 + 61) * MINUTE)
-    assert (gone["last_price"], gone["open_24h"], gone["high_24h"], gone["volume_24h"],
-            gone["quote_volume_24h"], gone["change_24h"], gone["trade_count_24h"]) == (
-        "90.00", None, None, "0", "0", None, 0)
+    assert (
+        gone["last_price"],
+        gone["open_24h"],
+        gone["high_24h"],
+        gone["volume_24h"],
+        gone["quote_volume_24h"],
+        gone["change_24h"],
+        gone["trade_count_24h"],
+    ) == ("90.00", None, None, "0", "0", None, 0)
 
 
 def test_change_percent_is_rounded_half_even_to_two_places() -> None:
-    assert [percent(c, b) for c, b in ((1, 8), (-1, 3), (1, 80_000), (1, 20_000), (0, 5),
-                                       (3, 20_000), (-1, 40_000))] == [
-        "12.50", "-33.33", "0.00", "0.00", "0.00", "0.02", "0.00"]
+    assert [
+        percent(c, b)
+        for c, b in ((1, 8), (-1, 3), (1, 80_000), (1, 20_000), (0, 5), (3, 20_000), (-1, 40_000))
+    ] == ["12.50", "-33.33", "0.00", "0.00", "0.00", "0.02", "0.00"]

@@ -33,17 +33,25 @@ def matcher(spawn: Callable[..., MatcherProcess], tmp_path: Path) -> Iterator[Ma
 
 
 def test_cancel_amend_and_get_by_client_order_id(matcher: MatcherProcess) -> None:
-    bid = matcher.request("new_order", account="alice", client_order_id="bid-1",
-                          **limit("buy", "29000", "1"))
-    stop = matcher.request("new_stop_order", account="alice", client_order_id="stop-1",
-                           order_type="stop_loss", side="sell", stop_price="28000",
-                           quantity="0.1")
+    bid = matcher.request(
+        "new_order", account="alice", client_order_id="bid-1", **limit("buy", "29000", "1")
+    )
+    stop = matcher.request(
+        "new_stop_order",
+        account="alice",
+        client_order_id="stop-1",
+        order_type="stop_loss",
+        side="sell",
+        stop_price="28000",
+        quantity="0.1",
+    )
 
     got = matcher.request("get_order", account="alice", client_order_id="bid-1")
     assert got == matcher.request("get_order", account="alice", order_id=bid["order_id"])
 
-    amended = matcher.request("amend_order", account="alice", client_order_id="bid-1",
-                              quantity="0.5", price="29100")
+    amended = matcher.request(
+        "amend_order", account="alice", client_order_id="bid-1", quantity="0.5", price="29100"
+    )
     assert amended["order_id"] == bid["order_id"] and amended["client_order_id"] == "bid-1"
     assert (amended["price"], amended["quantity"]) == ("29100.00", "0.5000")
     assert matcher.request("book")["bids"] == [["29100.00", "0.5000"]]
@@ -64,8 +72,15 @@ def test_cancel_amend_and_get_by_client_order_id(matcher: MatcherProcess) -> Non
 
     # Journaled as today's cancel and amend, by order id: replay needs no lookup.
     records = journal_records(matcher)
-    assert records[-3] == (CMD_AMEND, records[-3][1], records[-3][2], "alice",
-                           bid["order_id"], 5000, 2910000)
+    assert records[-3] == (
+        CMD_AMEND,
+        records[-3][1],
+        records[-3][2],
+        "alice",
+        bid["order_id"],
+        5000,
+        2910000,
+    )
     assert records[-2][0] == CMD_CANCEL and records[-2][3:] == ("alice", bid["order_id"])
     assert records[-1][0] == CMD_CANCEL and records[-1][3:] == ("alice", stop["order_id"])
     state = matcher.state()
@@ -76,12 +91,16 @@ def test_cancel_amend_and_get_by_client_order_id(matcher: MatcherProcess) -> Non
 
 
 def test_another_accounts_client_order_id_is_unknown(matcher: MatcherProcess) -> None:
-    matcher.request("new_order", account="alice", client_order_id="mine",
-                    **limit("buy", "29000", "1"))
+    matcher.request(
+        "new_order", account="alice", client_order_id="mine", **limit("buy", "29000", "1")
+    )
     state = matcher.state()
     for account in ("bob", "anonymous"):
-        for op, extra in (("cancel_order", {}), ("amend_order", {"quantity": "0.5"}),
-                          ("get_order", {})):
+        for op, extra in (
+            ("cancel_order", {}),
+            ("amend_order", {"quantity": "0.5"}),
+            ("get_order", {}),
+        ):
             reply = matcher.raw(op, account=account, client_order_id="mine", **extra)
             assert reply["ok"] is False and reply["error"]["code"] == "unknown_order", reply
             assert "'mine'" in reply["error"]["message"]
@@ -93,12 +112,14 @@ def test_another_accounts_client_order_id_is_unknown(matcher: MatcherProcess) ->
 
 @pytest.mark.parametrize("op", ["cancel_order", "amend_order", "get_order"])
 def test_exactly_one_of_order_id_and_client_order_id(matcher: MatcherProcess, op: str) -> None:
-    order = matcher.request("new_order", account="alice", client_order_id="x",
-                            **limit("buy", "29000", "1"))
+    order = matcher.request(
+        "new_order", account="alice", client_order_id="x", **limit("buy", "29000", "1")
+    )
     state = matcher.state()
     extra = {"quantity": "0.5"} if op == "amend_order" else {}
-    both = matcher.raw(op, account="alice", order_id=order["order_id"], client_order_id="x",
-                       **extra)
+    both = matcher.raw(
+        op, account="alice", order_id=order["order_id"], client_order_id="x", **extra
+    )
     neither = matcher.raw(op, account="alice", **extra)
     for reply in (both, neither):
         assert reply["ok"] is False and reply["error"]["code"] == "invalid_field", reply

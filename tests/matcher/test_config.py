@@ -73,19 +73,29 @@ def test_every_system_config_field_is_a_server_key(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     config = load_config(path)
     assert {name: getattr(config, name) for name in vars(defaults) if name != "symbols"} == {
-        name: getattr(defaults, name) for name in vars(defaults) if name != "symbols"}
+        name: getattr(defaults, name) for name in vars(defaults) if name != "symbols"
+    }
 
 
 def test_a_built_in_table_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
     path = tmp_path / "fees.toml"
-    path.write_text('[symbols.ETH-USDT]\nmaker_fee_rate = "0.0003"\n'
-                    '[symbols.SOL-USDT]\ntick_size = "0.001"\nlot_size = "0.01"\n')
+    path.write_text(
+        '[symbols.ETH-USDT]\nmaker_fee_rate = "0.0003"\n'
+        '[symbols.SOL-USDT]\ntick_size = "0.001"\nlot_size = "0.01"\n'
+    )
     config = load_config(path)
     eth, sol = config.symbols["ETH-USDT"], config.symbols["SOL-USDT"]
-    assert (str(eth.lot_size), str(eth.max_price), str(eth.maker_fee_rate),
-            str(eth.taker_fee_rate)) == ("0.001", "1000000", "0.0003", "0.0002")
+    assert (
+        str(eth.lot_size),
+        str(eth.max_price),
+        str(eth.maker_fee_rate),
+        str(eth.taker_fee_rate),
+    ) == ("0.001", "1000000", "0.0003", "0.0002")
     assert (str(sol.tick_size), str(sol.lot_size), str(sol.min_quantity)) == (
-        "0.001", "0.01", "0.01")
+        "0.001",
+        "0.01",
+        "0.01",
+    )
     assert list(config.symbols) == ["ETH-USDT", "SOL-USDT"]  # the file says which symbols
 
 
@@ -98,17 +108,22 @@ def test_symbols_from_the_command_line() -> None:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ["run.py"],
-    ["run.py", "matcher", "--symbol", "BTC-USDT"],
-    ["run.py", "gateway"],
-    ["run.py", "feedhub"],
-    ["run.py", "replay", "--symbol", "BTC-USDT"],
-], ids=["system", "matcher", "gateway", "feedhub", "replay"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run.py"],
+        ["run.py", "matcher", "--symbol", "BTC-USDT"],
+        ["run.py", "gateway"],
+        ["run.py", "feedhub"],
+        ["run.py", "replay", "--symbol", "BTC-USDT"],
+    ],
+    ids=["system", "matcher", "gateway", "feedhub", "replay"],
+)
 def test_every_process_exits_2_with_the_message(tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "typo.toml"
     path.write_text(f"[server]\nhttp_port = {free_port()}\nrate_limt = 5\n")

@@ -42,28 +42,42 @@ def make_keys(folder: Path) -> Path:
 
 def curve_section(keys: Path) -> str:
     """[curve] listing gateway, feedhub, alice and bob (not the stranger)."""
-    return "\n".join([
-        "[curve]",
-        f'matcher_public = "{keys / "matcher.key"}"',
-        f'matcher_secret = "{keys / "matcher.key_secret"}"',
-        f'gateway_secret = "{keys / "gateway.key_secret"}"',
-        f'feedhub_secret = "{keys / "feedhub.key_secret"}"',
-        "clients = [",
-        f'  {{public_key = "{keys / "gateway.key"}", role = "gateway"}},',
-        f'  {{public_key = "{keys / "feedhub.key"}", role = "feedhub"}},',
-        f'  {{public_key = "{keys / "alice.key"}", account = "alice"}},',
-        f'  {{public_key = "{keys / "bob.key"}", account = "bob"}},',
-        "]",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "[curve]",
+                f'matcher_public = "{keys / "matcher.key"}"',
+                f'matcher_secret = "{keys / "matcher.key_secret"}"',
+                f'gateway_secret = "{keys / "gateway.key_secret"}"',
+                f'feedhub_secret = "{keys / "feedhub.key_secret"}"',
+                "clients = [",
+                f'  {{public_key = "{keys / "gateway.key"}", role = "gateway"}},',
+                f'  {{public_key = "{keys / "feedhub.key"}", role = "feedhub"}},',
+                f'  {{public_key = "{keys / "alice.key"}", account = "alice"}},',
+                f'  {{public_key = "{keys / "bob.key"}", account = "bob"}},',
+                "]",
+            ]
+        )
+        + "\n"
+    )
 
 
-def write_curve_config(tmp_path: Path, rules: dict[str, dict[str, str]] = RULES,
-                       **server: object) -> tuple[Path, dict[str, tuple[str, str]], Path]:
+def write_curve_config(
+    tmp_path: Path, rules: dict[str, dict[str, str]] = RULES, **server: object
+) -> tuple[Path, dict[str, tuple[str, str]], Path]:
     keys = make_keys(tmp_path / "keys")
     path = tmp_path / "matchwire.toml"
-    endpoints = write_config(path, {"host": "127.0.0.1", "zmq_port": free_port(),
-                                    "data_dir": tmp_path / "data", "fsync": "batch", **server},
-                             rules)
+    endpoints = write_config(
+        path,
+        {
+            "host": "127.0.0.1",
+            "zmq_port": free_port(),
+            "data_dir": tmp_path / "data",
+            "fsync": "batch",
+            **server,
+        },
+        rules,
+    )
     with path.open("a") as handle:
         handle.write(curve_section(keys))
     return path, endpoints, keys
@@ -77,8 +91,9 @@ def keys_of(keys: Path, name: str) -> CurveKeys:
 def curved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Child]]:
     tmp = tmp_path_factory.mktemp("curve")
     path, endpoints, keys = write_curve_config(tmp)
-    matcher = Child(["-m", "matcher.service", "--symbol", BTC, "--config", str(path)],
-                    tmp / "matcher.log").start()
+    matcher = Child(
+        ["-m", "matcher.service", "--symbol", BTC, "--config", str(path)], tmp / "matcher.log"
+    ).start()
     try:
         wait_for_port(int(endpoints[BTC][0].rsplit(":", 1)[1]))
         yield endpoints[BTC][0], keys, matcher
@@ -86,8 +101,13 @@ def curved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         matcher.stop()
 
 
-ORDER: dict[str, Any] = {"symbol": BTC, "side": "buy", "order_type": "limit", "price": "100",
-         "quantity": "1"}
+ORDER: dict[str, Any] = {
+    "symbol": BTC,
+    "side": "buy",
+    "order_type": "limit",
+    "price": "100",
+    "quantity": "1",
+}
 
 
 def test_an_account_key_trades_only_as_its_account(curved: tuple[str, Path, Child]) -> None:
@@ -139,11 +159,23 @@ def test_a_wrong_server_key_gets_no_answer(curved: tuple[str, Path, Child]) -> N
 
 
 def test_what_is_beyond_loopback() -> None:
-    for endpoint in ("tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.2:5555",
-                     "tcp://[::]:5555", "tcp://matcher.example:5555", "tcp://eth0:5555"):
+    for endpoint in (
+        "tcp://0.0.0.0:5555",
+        "tcp://*:5555",
+        "tcp://10.0.0.2:5555",
+        "tcp://[::]:5555",
+        "tcp://matcher.example:5555",
+        "tcp://eth0:5555",
+    ):
         assert beyond_loopback(endpoint), endpoint
-    for endpoint in ("tcp://127.0.0.1:5555", "tcp://127.0.0.2:5555", "tcp://[::1]:5555",
-                     "tcp://localhost:5555", "ipc:///tmp/m.sock", "inproc://m"):
+    for endpoint in (
+        "tcp://127.0.0.1:5555",
+        "tcp://127.0.0.2:5555",
+        "tcp://[::1]:5555",
+        "tcp://localhost:5555",
+        "ipc:///tmp/m.sock",
+        "inproc://m",
+    ):
         assert not beyond_loopback(endpoint), endpoint
     refusal = exposure("BTC-USDT matcher", ["tcp://0.0.0.0:5555", "tcp://127.0.0.1:5556"], False)
     assert refusal is not None and "tcp://0.0.0.0:5555" in refusal and "5556" not in refusal
@@ -157,10 +189,21 @@ def test_a_matcher_beyond_loopback_without_curve_refuses_to_start(
     """Exit 2 with the reason, before anything is bound or opened."""
     port = free_port_run(4)  # matcher i binds port + 2i and port + 2i + 1
     result = subprocess.run(
-        [sys.executable, *how, "--host", "0.0.0.0", "--zmq-port", str(port),
-         "--data-dir", str(tmp_path / "data"), *(["--config", str(write_api_keys(tmp_path))]
-                                                  if how == ["run.py"] else [])],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            *how,
+            "--host",
+            "0.0.0.0",
+            "--zmq-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *(["--config", str(write_api_keys(tmp_path))] if how == ["run.py"] else []),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "beyond loopback without CurveZMQ" in result.stderr + result.stdout
@@ -179,11 +222,15 @@ def write_api_keys(tmp_path: Path) -> Path:
 def test_curve_configuration_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     for section, error in [
-        ('[curve]\nclients = []\n', "matcher_public"),
-        ('[curve]\nmatcher_public = "m.key"\nclients = [{public_key = "a.key"}]\n',
-         "exactly one of account or role"),
-        ('[curve]\nmatcher_public = "m.key"\nclients = [{public_key = "a.key", role = "admin"}]\n',
-         "gateway or feedhub"),
+        ("[curve]\nclients = []\n", "matcher_public"),
+        (
+            '[curve]\nmatcher_public = "m.key"\nclients = [{public_key = "a.key"}]\n',
+            "exactly one of account or role",
+        ),
+        (
+            '[curve]\nmatcher_public = "m.key"\nclients = [{public_key = "a.key", role = "admin"}]\n',
+            "gateway or feedhub",
+        ),
         ('[curve]\nmatcher_public = "m.key"\nsecret = "x"\n', "unknown key 'secret'"),
     ]:
         path.write_text(section)

@@ -64,8 +64,12 @@ def mutating_requests(order_id: int) -> dict[str, dict[str, Any]]:
     """One request of each mutating op the matcher serves, each valid as it stands."""
     return {
         "new_order": limit("buy", "30000", "0.01"),
-        "new_stop_order": {"order_type": "stop_loss", "side": "sell", "stop_price": "100",
-                           "quantity": "0.01"},
+        "new_stop_order": {
+            "order_type": "stop_loss",
+            "side": "sell",
+            "stop_price": "100",
+            "quantity": "0.01",
+        },
         "cancel_order": {"order_id": order_id},
         "amend_order": {"order_id": order_id, "quantity": "0.5"},
     }
@@ -119,11 +123,13 @@ def test_a_bad_deadline_is_an_invalid_field(matcher: MatcherProcess) -> None:
 
 
 def test_a_future_deadline_executes_and_reads_ignore_it(matcher: MatcherProcess) -> None:
-    placed = matcher.request("new_order", deadline=now_us() + 60_000_000,
-                             **limit("buy", "100", "0.01"))
+    placed = matcher.request(
+        "new_order", deadline=now_us() + 60_000_000, **limit("buy", "100", "0.01")
+    )
     assert placed["status"] == "new"
-    cancelled = matcher.request("cancel_order", deadline=now_us() + 60_000_000,
-                                order_id=placed["order_id"])
+    cancelled = matcher.request(
+        "cancel_order", deadline=now_us() + 60_000_000, order_id=placed["order_id"]
+    )
     assert cancelled["status"] == "cancelled"
     for op in ("ping", "book", "bbo", "trades", "orders"):
         assert matcher.raw(op, deadline=1)["ok"] is True, op
@@ -148,8 +154,9 @@ def test_the_clients_set_the_deadline(matcher: MatcherProcess) -> None:
             order = await client.request("new_order", **limit("buy", "100", "0.01"))
             assert order["status"] == "new"
             await client.request("cancel_order", order_id=order["order_id"], timeout=3.0)
-            late = await client.request_raw("new_order", deadline=now_us() - 1,
-                                            **limit("buy", "100", "0.01"))
+            late = await client.request_raw(
+                "new_order", deadline=now_us() - 1, **limit("buy", "100", "0.01")
+            )
             assert late["error"]["code"] == "deadline_exceeded"
         finally:
             await client.close()

@@ -65,9 +65,15 @@ recipes = st.tuples(
 
 def random_recipe(rng: random.Random) -> tuple:
     return (
-        rng.randrange(100), rng.randrange(2), rng.randrange(len(ACCOUNTS)),
-        rng.randint(LOW_PRICE, HIGH_PRICE), rng.randint(1, MAX_QUANTITY), rng.randrange(3),
-        rng.randrange(30), rng.randrange(64), rng.randrange(16),
+        rng.randrange(100),
+        rng.randrange(2),
+        rng.randrange(len(ACCOUNTS)),
+        rng.randint(LOW_PRICE, HIGH_PRICE),
+        rng.randint(1, MAX_QUANTITY),
+        rng.randrange(3),
+        rng.randrange(30),
+        rng.randrange(64),
+        rng.randrange(16),
     )
 
 
@@ -79,27 +85,29 @@ def build_command(recipe: tuple, seq: int, ref: ReferenceMatcher) -> tuple:
     client_order_id = None if client_id < 26 else f"c{client_id - 26}"
     if op < 30:  # limit, mostly gtc
         tif = (GTC, GTC, GTC, GTC, TIF_IOC, TIF_FOK)[aux % 6]
-        return new_order(seq, account, side, LIMIT, price, quantity, tif, False, stp,
-                         client_order_id)
+        return new_order(
+            seq, account, side, LIMIT, price, quantity, tif, False, stp, client_order_id
+        )
     if op < 37:
-        return new_order(seq, account, side, MARKET, None, quantity, TIF_IOC, False, stp,
-                         client_order_id)
+        return new_order(
+            seq, account, side, MARKET, None, quantity, TIF_IOC, False, stp, client_order_id
+        )
     if op < 42:
-        return new_order(seq, account, side, IOC, price, quantity, GTC, False, stp,
-                         client_order_id)
+        return new_order(seq, account, side, IOC, price, quantity, GTC, False, stp, client_order_id)
     if op < 47:
-        return new_order(seq, account, side, FOK, price, quantity, GTC, False, stp,
-                         client_order_id)
+        return new_order(seq, account, side, FOK, price, quantity, GTC, False, stp, client_order_id)
     if op < 53:
-        return new_order(seq, account, side, LIMIT, price, quantity, GTC, True, stp,
-                         client_order_id)
+        return new_order(
+            seq, account, side, LIMIT, price, quantity, GTC, True, stp, client_order_id
+        )
     if op < 66:
         order_type = (STOP_LOSS, STOP_LIMIT, TAKE_PROFIT)[aux % 3]
         limit_price = min(HIGH_PRICE, max(LOW_PRICE, price + target % 5 - 2))
         if order_type == STOP_LOSS or (order_type == TAKE_PROFIT and aux & 8):
             limit_price = None
-        return new_stop(seq, account, side, order_type, price, limit_price, quantity, stp,
-                        client_order_id)
+        return new_stop(
+            seq, account, side, order_type, price, limit_price, quantity, stp, client_order_id
+        )
     if op >= 94:  # cancel_all, of one side or both
         return cancel_all(seq, account, None if aux & 1 else side)
     # Cancels and amends: mostly a live order by its owner, sometimes a finished, foreign
@@ -141,8 +149,10 @@ def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
     book = engine.book
     for side in (BUY, SELL):
         assert book.depth(side, 10**9) == ref.depth(side)
-        engine_ids = [[o.order_id for o in level.live_orders()]
-                      for level in book.side(side).levels_best_first()]
+        engine_ids = [
+            [o.order_id for o in level.live_orders()]
+            for level in book.side(side).levels_best_first()
+        ]
         assert engine_ids == ref.level_ids(side)
     bids, asks = ref.depth(BUY), ref.depth(SELL)
     assert engine.bbo() == (*(bids[0] if bids else (None, 0)), *(asks[0] if asks else (None, 0)))
@@ -160,14 +170,30 @@ def compare_state(engine: Engine, ref: ReferenceMatcher) -> None:
     for order_id in engine_visible:
         mine, theirs = engine.get_order(order_id), ref.orders[order_id]
         assert mine is not None
-        assert (mine.status, mine.filled, mine.remaining, mine.price, mine.quantity,
-                mine.reason, mine.stop_price, mine.client_order_id, mine.account) == (
-            theirs.status, theirs.filled, theirs.remaining, theirs.price, theirs.quantity,
-            theirs.reason, theirs.stop_price, theirs.client_order_id, theirs.account,
+        assert (
+            mine.status,
+            mine.filled,
+            mine.remaining,
+            mine.price,
+            mine.quantity,
+            mine.reason,
+            mine.stop_price,
+            mine.client_order_id,
+            mine.account,
+        ) == (
+            theirs.status,
+            theirs.filled,
+            theirs.remaining,
+            theirs.price,
+            theirs.quantity,
+            theirs.reason,
+            theirs.stop_price,
+            theirs.client_order_id,
+            theirs.account,
         ), order_id
         assert [trade[1] for trade in mine.trades or ()] == theirs.trade_ids
     recent = list(engine.recent_trades)
-    assert recent == ref.trades[len(ref.trades) - len(recent):]
+    assert recent == ref.trades[len(ref.trades) - len(recent) :]
     for account in ACCOUNTS:  # get by client_order_id
         for client_order_id in CLIENT_IDS:
             mine_by_client = engine.client_order(account, client_order_id)
@@ -209,7 +235,9 @@ def run(recipe_list: list[tuple], finished_window: int, check_every: int = 1) ->
 # there by itself), so the pytest timeout must not cut the shrunk example off.
 @pytest.mark.timeout(900)
 @settings(
-    max_examples=500, deadline=None, derandomize=False,
+    max_examples=500,
+    deadline=None,
+    derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(recipes, min_size=20, max_size=60), st.sampled_from([3, 10, 100_000]))

@@ -48,7 +48,9 @@ def disk_fixture(tmp_path: Path) -> Iterator[Path]:
     try:
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root and the mount command): {exc}")
@@ -93,8 +95,15 @@ def passive_order(i: int, price: str | None = None, **extra: Any) -> dict[str, A
     side = "buy" if i % 2 else "sell"
     if price is None:
         price = str(30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9)
-    return {"op": "new_order", "order_type": "limit", "side": side, "price": price,
-            "quantity": "0.01", "account": f"a{i % 3}", **extra}
+    return {
+        "op": "new_order",
+        "order_type": "limit",
+        "side": side,
+        "price": price,
+        "quantity": "0.01",
+        "account": f"a{i % 3}",
+        **extra,
+    }
 
 
 class Acked:
@@ -143,8 +152,16 @@ def test_a_full_disk_refuses_orders_serves_reads_and_resumes_when_space_returns(
     acked = Acked()
     for i in range(40):
         assert acked.send(matcher, passive_order(i))["ok"]
-    assert acked.send(matcher, {"op": "new_order", "order_type": "market", "side": "buy",
-                                "quantity": "0.03", "account": "t"})["ok"]  # trades too
+    assert acked.send(
+        matcher,
+        {
+            "op": "new_order",
+            "order_type": "market",
+            "side": "buy",
+            "quantity": "0.03",
+            "account": "t",
+        },
+    )["ok"]  # trades too
     sub = subscriber(matcher)
     filler = fill(disk)
 
@@ -168,8 +185,14 @@ def test_a_full_disk_refuses_orders_serves_reads_and_resumes_when_space_returns(
         passive_order(1, price=REFUSED_PRICE),
         {"op": "cancel_order", "order_id": some_id, "account": some_account},
         {"op": "amend_order", "order_id": some_id, "account": some_account, "quantity": "0.005"},
-        {"op": "new_stop_order", "order_type": "stop_loss", "side": "sell",
-         "stop_price": "1000", "quantity": "0.01", "account": "s"},
+        {
+            "op": "new_stop_order",
+            "order_type": "stop_loss",
+            "side": "sell",
+            "stop_price": "1000",
+            "quantity": "0.01",
+            "account": "s",
+        },
     ]
     for request in refused_requests:
         reply = acked.send(matcher, request)
@@ -188,8 +211,9 @@ def test_a_full_disk_refuses_orders_serves_reads_and_resumes_when_space_returns(
 
     # Space comes back: the matcher notices by itself and accepts again, with no hole.
     filler.unlink()
-    resumed = wait_until(lambda: (r := acked.send(matcher, passive_order(7)))["ok"] and r,
-                         timeout=60, interval=0.2)
+    resumed = wait_until(
+        lambda: (r := acked.send(matcher, passive_order(7)))["ok"] and r, timeout=60, interval=0.2
+    )
     assert resumed["result"]["order_id"] == durable["seq"] + 1
     assert "journal writable again" in matcher.log()
     for i in range(20):
@@ -204,8 +228,20 @@ def test_a_full_disk_refuses_orders_serves_reads_and_resumes_when_space_returns(
     assert offline_hash(data_dir) == (final["seq"], final["state_hash"])
     assert matcher.stop() == 0
     replay = subprocess.run(
-        [sys.executable, "-m", "matcher.replay", "--data-dir", str(data_dir), "--symbol", SYMBOL,
-         "--verify"], capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "matcher.replay",
+            "--data-dir",
+            str(data_dir),
+            "--symbol",
+            SYMBOL,
+            "--verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert replay.returncode == 0, replay.stderr
     assert f"seq: {final['seq']}" in replay.stdout
@@ -221,8 +257,10 @@ def test_a_snapshot_that_cannot_be_written_is_logged_and_serving_goes_on(
     matcher = spawn(data_dir, fsync="batch", snapshot_every=820).start()
     assert matcher.client is not None
     for start in range(0, 800, 100):
-        assert all(r["ok"] for r in matcher.client.pipeline(
-            passive_order(i) for i in range(start, start + 100)))
+        assert all(
+            r["ok"]
+            for r in matcher.client.pipeline(passive_order(i) for i in range(start, start + 100))
+        )
     filler = fill(disk, leave=16 * 1024)  # a snapshot of 800 orders is far larger
     for i in range(40):  # one request per batch: the snapshot is forked at seq 820
         assert matcher.request(**passive_order(i))

@@ -66,33 +66,85 @@ class Market:
         self.seq += 1
         return self.seq
 
-    def limit(self, side: int, price: int, quantity: int, account: str = ANON,
-              tif: int = GTC, post_only: bool = False, stp: int = STP_CANCEL_NEWEST,
-              client_order_id: str | None = None) -> list[tuple]:
-        return self.apply(new_order(self._next(), account, side, LIMIT, price, quantity, tif,
-                                    post_only, stp, client_order_id))
+    def limit(
+        self,
+        side: int,
+        price: int,
+        quantity: int,
+        account: str = ANON,
+        tif: int = GTC,
+        post_only: bool = False,
+        stp: int = STP_CANCEL_NEWEST,
+        client_order_id: str | None = None,
+    ) -> list[tuple]:
+        return self.apply(
+            new_order(
+                self._next(),
+                account,
+                side,
+                LIMIT,
+                price,
+                quantity,
+                tif,
+                post_only,
+                stp,
+                client_order_id,
+            )
+        )
 
-    def order(self, side: int, order_type: int, price: int | None, quantity: int,
-              account: str = ANON, stp: int = STP_CANCEL_NEWEST) -> list[tuple]:
+    def order(
+        self,
+        side: int,
+        order_type: int,
+        price: int | None,
+        quantity: int,
+        account: str = ANON,
+        stp: int = STP_CANCEL_NEWEST,
+    ) -> list[tuple]:
         tif = TIF_IOC if order_type == MARKET else GTC
-        return self.apply(new_order(self._next(), account, side, order_type, price, quantity,
-                                    tif, False, stp))
+        return self.apply(
+            new_order(self._next(), account, side, order_type, price, quantity, tif, False, stp)
+        )
 
-    def market(self, side: int, quantity: int, account: str = ANON,
-               stp: int = STP_CANCEL_NEWEST) -> list[tuple]:
+    def market(
+        self, side: int, quantity: int, account: str = ANON, stp: int = STP_CANCEL_NEWEST
+    ) -> list[tuple]:
         return self.order(side, MARKET, None, quantity, account, stp)
 
-    def stop(self, side: int, order_type: int, stop_price: int, price: int | None,
-             quantity: int, account: str = ANON,
-             client_order_id: str | None = None) -> list[tuple]:
-        return self.apply(new_stop(self._next(), account, side, order_type, stop_price, price,
-                                   quantity, STP_CANCEL_NEWEST, client_order_id))
+    def stop(
+        self,
+        side: int,
+        order_type: int,
+        stop_price: int,
+        price: int | None,
+        quantity: int,
+        account: str = ANON,
+        client_order_id: str | None = None,
+    ) -> list[tuple]:
+        return self.apply(
+            new_stop(
+                self._next(),
+                account,
+                side,
+                order_type,
+                stop_price,
+                price,
+                quantity,
+                STP_CANCEL_NEWEST,
+                client_order_id,
+            )
+        )
 
     def cancel(self, order_id: int, account: str = ANON) -> list[tuple]:
         return self.apply(cancel(self._next(), account, order_id))
 
-    def amend(self, order_id: int, quantity: int | None = None, price: int | None = None,
-              account: str = ANON) -> list[tuple]:
+    def amend(
+        self,
+        order_id: int,
+        quantity: int | None = None,
+        price: int | None = None,
+        account: str = ANON,
+    ) -> list[tuple]:
         return self.apply(amend(self._next(), account, order_id, quantity, price))
 
     def refused(self, method: str, *args: object, **kwargs: object) -> str:
@@ -388,13 +440,19 @@ def test_stop_would_trigger_immediately_rejected() -> None:
     m.limit(SELL, 100, 1)
     m.limit(BUY, 100, 1)  # last price 100
     for side, order_type, stop_price in [
-        (BUY, STOP_LOSS, 100), (BUY, STOP_LIMIT, 99), (SELL, STOP_LOSS, 100),
-        (SELL, STOP_LIMIT, 101), (SELL, TAKE_PROFIT, 100), (BUY, TAKE_PROFIT, 101),
+        (BUY, STOP_LOSS, 100),
+        (BUY, STOP_LIMIT, 99),
+        (SELL, STOP_LOSS, 100),
+        (SELL, STOP_LIMIT, 101),
+        (SELL, TAKE_PROFIT, 100),
+        (BUY, TAKE_PROFIT, 101),
     ]:
         code = m.refused("stop", side, order_type, stop_price, 100, 1)
         assert code == Code.WOULD_TRIGGER_IMMEDIATELY
     for side, order_type, stop_price in [
-        (BUY, STOP_LOSS, 101), (SELL, STOP_LOSS, 99), (SELL, TAKE_PROFIT, 101),
+        (BUY, STOP_LOSS, 101),
+        (SELL, STOP_LOSS, 99),
+        (SELL, TAKE_PROFIT, 101),
         (BUY, TAKE_PROFIT, 99),
     ]:
         assert m.stop(side, order_type, stop_price, None, 1)[0][2] == PENDING
@@ -562,8 +620,10 @@ def test_client_order_id_unique_among_live_and_recent() -> None:
     assert m.refused("limit", BUY, 91, 1, account="alice", client_order_id="x") == (
         Code.DUPLICATE_CLIENT_ORDER_ID
     )
-    assert m.refused("stop", BUY, STOP_LOSS, 120, None, 1, account="alice",
-                     client_order_id="x") == Code.DUPLICATE_CLIENT_ORDER_ID
+    assert (
+        m.refused("stop", BUY, STOP_LOSS, 120, None, 1, account="alice", client_order_id="x")
+        == Code.DUPLICATE_CLIENT_ORDER_ID
+    )
     m.limit(BUY, 91, 1, account="bob", client_order_id="x")  # 2: per account
     m.cancel(1, account="alice")  # finished, still recent
     assert m.refused("limit", BUY, 91, 1, account="alice", client_order_id="x") == (
@@ -639,15 +699,28 @@ def run_random(m: Market, rng: random.Random, count: int) -> None:
         roll = rng.random()
         try:
             if roll < 0.45:
-                m.limit(side, price, quantity, account, rng.choice((GTC, GTC, TIF_IOC, TIF_FOK)),
-                        rng.random() < 0.1, rng.randrange(3),
-                        rng.choice((None, None, None, "k1", "k2")))
+                m.limit(
+                    side,
+                    price,
+                    quantity,
+                    account,
+                    rng.choice((GTC, GTC, TIF_IOC, TIF_FOK)),
+                    rng.random() < 0.1,
+                    rng.randrange(3),
+                    rng.choice((None, None, None, "k1", "k2")),
+                )
             elif roll < 0.55:
                 m.market(side, quantity, account, rng.randrange(3))
             elif roll < 0.7:
                 order_type = rng.choice((STOP_LOSS, STOP_LIMIT, TAKE_PROFIT))
-                m.stop(side, order_type, price, None if order_type == STOP_LOSS else price,
-                       quantity, account)
+                m.stop(
+                    side,
+                    order_type,
+                    price,
+                    None if order_type == STOP_LOSS else price,
+                    quantity,
+                    account,
+                )
             elif roll < 0.85:
                 live = sorted([*m.engine.book.orders, *m.engine.stops])
                 if live:
@@ -658,9 +731,12 @@ def run_random(m: Market, rng: random.Random, count: int) -> None:
                 if live:
                     order_id = rng.choice(live)
                     order = m.engine.book.orders[order_id]
-                    m.amend(order_id, rng.choice((None, quantity)),
-                            rng.choice((None, price)) if rng.random() < 0.8 else None,
-                            order.account)
+                    m.amend(
+                        order_id,
+                        rng.choice((None, quantity)),
+                        rng.choice((None, price)) if rng.random() < 0.8 else None,
+                        order.account,
+                    )
         except CommandError:
             m.seq -= 1
 
@@ -710,8 +786,16 @@ def _commands() -> list[tuple]:
     for seq in range(1, 401):
         order_type = rng.choice((LIMIT, LIMIT, MARKET, IOC))
         price = None if order_type == MARKET else rng.randint(97, 103)
-        commands.append(new_order(seq, rng.choice(("alice", "bob")), rng.randrange(2),
-                                  order_type, price, rng.randint(1, 10)))
+        commands.append(
+            new_order(
+                seq,
+                rng.choice(("alice", "bob")),
+                rng.randrange(2),
+                order_type,
+                price,
+                rng.randint(1, 10),
+            )
+        )
     return commands
 
 

@@ -28,22 +28,30 @@ def test_no_fill_yet() -> None:
 def test_one_and_several_fills() -> None:
     views = Views(BTC)
     assert views.fills([trade(3_000_000, 10_000)]) == {  # 1 @ 30000
-        "average_price": "30000.00", "cumulative_quote": "30000"}
+        "average_price": "30000.00",
+        "cumulative_quote": "30000",
+    }
     assert views.fills([trade(3_000_000, 5_000), trade(3_000_100, 5_000)]) == {
-        "average_price": "30000.50", "cumulative_quote": "30000.5"}
+        "average_price": "30000.50",
+        "cumulative_quote": "30000.5",
+    }
     # 1/3 of the way: rounded half-even to tick + lot decimals (6 for BTC-USDT)
     assert views.fills([trade(100, 1), trade(100, 1), trade(101, 1)])["average_price"] == (
-        "1.003333")
+        "1.003333"
+    )
     assert views.fills([trade(1, 1)])["cumulative_quote"] == "0.000001"
 
 
 def test_whole_number_grid() -> None:
-    assert Views(WHOLE).fills([trade(3, 2), trade(4, 1)]) == {  # 15 x 4 + 20 x 2 = 100 over 6: 16.67
-        "average_price": "17", "cumulative_quote": "100"}
+    assert Views(WHOLE).fills(
+        [trade(3, 2), trade(4, 1)]
+    ) == {  # 15 x 4 + 20 x 2 = 100 over 6: 16.67
+        "average_price": "17",
+        "cumulative_quote": "100",
+    }
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**9)), min_size=1,
-                max_size=20))
+@given(st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**9)), min_size=1, max_size=20))
 def test_against_decimal_arithmetic(fills: list[tuple[int, int]]) -> None:
     quote = sum(Decimal(p) * BTC.tick_size * Decimal(q) * BTC.lot_size for p, q in fills)
     quantity = sum(Decimal(q) * BTC.lot_size for _, q in fills)

@@ -191,7 +191,9 @@ def test_a_failed_commit_leaves_the_journal_failed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("policy", ["batch", "always"])
-def test_rollback_after_a_failed_write_restores_the_last_commit(tmp_path: Path, policy: str) -> None:
+def test_rollback_after_a_failed_write_restores_the_last_commit(
+    tmp_path: Path, policy: str
+) -> None:
     """A real EFBIG (RLIMIT_FSIZE) in the middle of a commit that spans two segments: the
     first got a record, the second was created. rollback() cuts the first back, deletes
     the second, and the journal takes appends again from the same seq."""
@@ -215,8 +217,13 @@ def test_rollback_after_a_failed_write_restores_the_last_commit(tmp_path: Path, 
         "journal.commit()\n"
         "journal.close()\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "failed: File too large" in done.stdout
     assert read_all(tmp_path) == [b"one", b"two", b"three again"]
@@ -252,8 +259,13 @@ def test_probe_writes_and_removes_a_scratch_file(tmp_path: Path) -> None:
         "except OSError as exc:\n"
         "    print('refused:', exc.strerror)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "refused: File too large" in done.stdout, done.stderr
     assert os.listdir(tmp_path) == []  # the scratch file is gone even then
     journal.close()
@@ -342,7 +354,7 @@ def test_prune_deletes_only_segments_wholly_before_the_seq(tmp_path: Path) -> No
 def test_every_cut_inside_the_last_record_is_repaired(tmp_path: Path) -> None:
     original = tmp_path / "original"
     written = write_journal(original, 5, size=23)
-    (first_seq, source), = list_segments(original)
+    ((first_seq, source),) = list_segments(original)
     last_start = record_offsets(written)[-1]
     size = source.stat().st_size
 
@@ -397,7 +409,7 @@ def test_a_cut_through_the_only_record_of_the_last_segment_drops_it(tmp_path: Pa
 )
 def test_trailing_garbage_after_the_last_record_is_cut(tmp_path: Path, tail: bytes) -> None:
     written = write_journal(tmp_path, 5)
-    (_, segment), = list_segments(tmp_path)
+    ((_, segment),) = list_segments(tmp_path)
     end = segment.stat().st_size
     with open(segment, "ab") as file:
         file.write(tail)
@@ -413,7 +425,7 @@ def test_trailing_garbage_after_the_last_record_is_cut(tmp_path: Path, tail: byt
 
 def test_verify_reports_a_torn_tail_without_repairing_it(tmp_path: Path) -> None:
     write_journal(tmp_path, 3)
-    (_, segment), = list_segments(tmp_path)
+    ((_, segment),) = list_segments(tmp_path)
     os.truncate(segment, segment.stat().st_size - 2)
     with pytest.raises(JournalCorrupt, match="torn tail") as caught:
         verify(tmp_path)
@@ -433,7 +445,7 @@ def test_verify_reports_a_torn_tail_without_repairing_it(tmp_path: Path) -> None
 )
 def test_damage_before_a_valid_record_raises(tmp_path: Path, where: int) -> None:
     written = write_journal(tmp_path, 5)
-    (_, segment), = list_segments(tmp_path)
+    ((_, segment),) = list_segments(tmp_path)
     damaged = record_offsets(written)[2]
     flip_byte(segment, damaged + where)
     size = segment.stat().st_size

@@ -43,8 +43,11 @@ def place(matcher: MatcherProcess, count: int, first: int = 0) -> list[int]:
     for i in range(first, first + count):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9
-        ids.append(matcher.request("new_order", order_type="limit", side=side,
-                                   price=str(price), quantity="0.01")["order_id"])
+        ids.append(
+            matcher.request(
+                "new_order", order_type="limit", side=side, price=str(price), quantity="0.01"
+            )["order_id"]
+        )
     return ids
 
 
@@ -52,10 +55,23 @@ def second_matcher(data_dir: Path) -> subprocess.CompletedProcess[str]:
     """A matcher on the same data dir with ports of its own, run to its exit."""
     router, pub = free_ports(2)
     return subprocess.run(
-        [sys.executable, "-m", "matcher.service", "--symbol", SYMBOL, "--data-dir",
-         str(data_dir), "--router", f"tcp://127.0.0.1:{router}",
-         "--pub", f"tcp://127.0.0.1:{pub}"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "matcher.service",
+            "--symbol",
+            SYMBOL,
+            "--data-dir",
+            str(data_dir),
+            "--router",
+            f"tcp://127.0.0.1:{router}",
+            "--pub",
+            f"tcp://127.0.0.1:{pub}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
 
 
@@ -142,12 +158,19 @@ def test_a_matcher_killed_while_its_snapshot_child_runs_can_be_restarted_at_once
     frozen = None
     sent = 0
     for _ in range(20):  # each round makes one snapshot child; catch one alive
-        requests = [{"op": "new_order", "order_type": "limit", "side": "buy" if i % 2 else "sell",
-                     "price": str(29_000 - i % 50 if i % 2 else 31_000 + i % 50),
-                     "quantity": "0.01"} for i in range(sent, sent + 2000)]
+        requests = [
+            {
+                "op": "new_order",
+                "order_type": "limit",
+                "side": "buy" if i % 2 else "sell",
+                "price": str(29_000 - i % 50 if i % 2 else 31_000 + i % 50),
+                "quantity": "0.01",
+            }
+            for i in range(sent, sent + 2000)
+        ]
         sent += 2000
         for start in range(0, 2000, 500):
-            assert all(r["ok"] for r in matcher.client.pipeline(requests[start:start + 500]))
+            assert all(r["ok"] for r in matcher.client.pipeline(requests[start : start + 500]))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and frozen is None:
             for child in children_of(parent):
@@ -176,9 +199,7 @@ def test_a_matcher_killed_while_its_snapshot_child_runs_can_be_restarted_at_once
     assert restarted.stop() == 0
 
 
-def test_replay_takes_no_lock_and_leaves_a_live_journal_alone(
-    tmp_path: Path, spawn: Spawn
-) -> None:
+def test_replay_takes_no_lock_and_leaves_a_live_journal_alone(tmp_path: Path, spawn: Spawn) -> None:
     """A replay against a running matcher's folder: what looks like a torn tail (a write
     in flight) is reported and left alone, and the lock stays with the matcher."""
     data_dir = tmp_path / "data"
@@ -191,9 +212,20 @@ def test_replay_takes_no_lock_and_leaves_a_live_journal_alone(
     torn = segment.read_bytes()
     try:
         replay = subprocess.run(
-            [sys.executable, "-m", "matcher.replay", "--data-dir", str(data_dir),
-             "--symbol", SYMBOL, "--verify"],
-            capture_output=True, text=True, timeout=120, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "matcher.replay",
+                "--data-dir",
+                str(data_dir),
+                "--symbol",
+                SYMBOL,
+                "--verify",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
         )
         assert replay.returncode == 0, replay.stderr
         assert "torn tail" in replay.stderr and "seq: 7" in replay.stdout

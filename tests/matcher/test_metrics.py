@@ -45,7 +45,9 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., MatcherProcess]]:
     yield from spawner(tmp_path)
 
 
-def with_metrics(spawn: Callable[..., MatcherProcess], tmp_path: Path) -> tuple[MatcherProcess, int]:
+def with_metrics(
+    spawn: Callable[..., MatcherProcess], tmp_path: Path
+) -> tuple[MatcherProcess, int]:
     port = free_port()
     process = spawn(tmp_path / "data", fsync="batch", extra=["--metrics-port", str(port)])
     return process.start(), port
@@ -54,11 +56,18 @@ def with_metrics(spawn: Callable[..., MatcherProcess], tmp_path: Path) -> tuple[
 def test_counters_exist_at_zero_before_any_order(spawn: Any, tmp_path: Path) -> None:
     matcher, port = with_metrics(spawn, tmp_path)
     samples = scrape(port)
-    for outcome, reason in (("filled", ""), ("partially_filled", ""), ("resting", ""),
-                            ("pending", ""), ("cancelled", Code.USER_CANCELLED),
-                            ("cancelled", Code.IOC_REMAINDER), ("rejected", Code.POST_ONLY_WOULD_TAKE),
-                            ("refused", Code.INVALID_PRICE), ("refused", Code.DEADLINE_EXCEEDED),
-                            ("refused", Code.JOURNAL_UNAVAILABLE)):
+    for outcome, reason in (
+        ("filled", ""),
+        ("partially_filled", ""),
+        ("resting", ""),
+        ("pending", ""),
+        ("cancelled", Code.USER_CANCELLED),
+        ("cancelled", Code.IOC_REMAINDER),
+        ("rejected", Code.POST_ONLY_WOULD_TAKE),
+        ("refused", Code.INVALID_PRICE),
+        ("refused", Code.DEADLINE_EXCEEDED),
+        ("refused", Code.JOURNAL_UNAVAILABLE),
+    ):
         assert orders(samples, outcome, reason) == 0
     for op in ("new_order", "new_stop_order", "cancel_order", "amend_order"):
         assert value(samples, "matchwire_commands_total", op=op, result="ok") == 0
@@ -74,8 +83,12 @@ def test_counters_exist_at_zero_before_any_order(spawn: Any, tmp_path: Path) -> 
     assert len(builds) == 1 and dict(builds[0])["build"] in ("compiled", "pure")
     # process_* from prometheus_client's ProcessCollector, for this very process
     names = {name for name, _ in samples}
-    assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
-            "process_open_fds", "process_start_time_seconds"} <= names
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    } <= names
     matcher.stop()
 
 
@@ -93,8 +106,9 @@ def test_orders_by_outcome_commands_and_journal_after_a_known_sequence(
     assert post_only["status"] == "rejected"
     refused = matcher.raw("new_order", **limit("buy", "29999.999", "0.1"))
     assert refused["error"]["code"] == Code.INVALID_PRICE
-    stop = matcher.request("new_stop_order", order_type="stop_loss", side="sell",
-                           stop_price="29000", quantity="0.1")
+    stop = matcher.request(
+        "new_stop_order", order_type="stop_loss", side="sell", stop_price="29000", quantity="0.1"
+    )
     assert stop["status"] == "pending"
     late = matcher.raw("new_order", deadline=1, **limit("buy", "100", "1"))
     assert late["error"]["code"] == Code.DEADLINE_EXCEEDED
@@ -133,12 +147,14 @@ def test_orders_by_outcome_commands_and_journal_after_a_known_sequence(
 
 def test_a_taken_metrics_port_refuses_to_start_naming_it(tmp_path: Path) -> None:
     taken = free_port()
-    holder = Child(["-m", "http.server", "--bind", "127.0.0.1", str(taken)],
-                   tmp_path / "holder.log").start()
+    holder = Child(
+        ["-m", "http.server", "--bind", "127.0.0.1", str(taken)], tmp_path / "holder.log"
+    ).start()
     try:
         wait_until(lambda: _answers(taken), timeout=30)
-        process = MatcherProcess(tmp_path / "data", tmp_path / "matcher.log",
-                                 extra=["--metrics-port", str(taken)])
+        process = MatcherProcess(
+            tmp_path / "data", tmp_path / "matcher.log", extra=["--metrics-port", str(taken)]
+        )
         process.start(wait=False)
         assert process.child is not None and process.child.process is not None
         assert process.child.process.wait(timeout=60) == 2
@@ -159,8 +175,9 @@ def test_a_full_disk_shows_as_journal_unavailable(spawn: Any, tmp_path: Path) ->
     """A journal write refused by the disk (EFBIG past RLIMIT_FSIZE): the gauge is 1, the
     failure is counted, and the orders refused meanwhile are counted by their code."""
     port = free_port()
-    matcher = spawn(tmp_path / "data", fsync="batch", max_file_bytes=20_000,
-                    extra=["--metrics-port", str(port)]).start()
+    matcher = spawn(
+        tmp_path / "data", fsync="batch", max_file_bytes=20_000, extra=["--metrics-port", str(port)]
+    ).start()
     for i in range(5_000):
         reply = matcher.raw("new_order", **limit("buy", str(20_000 + i % 100), "0.01"))
         if not reply["ok"]:
@@ -172,15 +189,18 @@ def test_a_full_disk_shows_as_journal_unavailable(spawn: Any, tmp_path: Path) ->
     assert value(samples, "matchwire_journal_unavailable") == 1
     assert value(samples, "matchwire_journal_failures_total") == 1
     assert orders(samples, "refused", Code.JOURNAL_UNAVAILABLE) == 1  # the one after it
-    assert value(samples, "matchwire_commands_total", op="new_order",
-                 result=Code.JOURNAL_UNAVAILABLE) == 1
+    assert (
+        value(samples, "matchwire_commands_total", op="new_order", result=Code.JOURNAL_UNAVAILABLE)
+        == 1
+    )
     matcher.stop()
 
 
 def test_background_snapshots_are_timed_and_counted(spawn: Any, tmp_path: Path) -> None:
     port = free_port()
-    matcher = spawn(tmp_path / "data", snapshot_every=3,
-                    extra=["--metrics-port", str(port)]).start()
+    matcher = spawn(
+        tmp_path / "data", snapshot_every=3, extra=["--metrics-port", str(port)]
+    ).start()
     for price in ("100", "101", "102", "103"):
         matcher.request("new_order", **limit("buy", price, "1"))
 

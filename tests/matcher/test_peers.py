@@ -52,8 +52,20 @@ def imports(module: str) -> bool:
 
 def new(seq: int, side: int, price: int | None, quantity: int) -> tuple:
     order_type, tif = (MARKET, TIF_IOC) if price is None else (LIMIT, GTC)
-    return (CMD_NEW_ORDER, seq, 1_000 + seq, ACCOUNT, side, order_type, tif, price, quantity,
-            False, 0, None)
+    return (
+        CMD_NEW_ORDER,
+        seq,
+        1_000 + seq,
+        ACCOUNT,
+        side,
+        order_type,
+        tif,
+        price,
+        quantity,
+        False,
+        0,
+        None,
+    )
 
 
 def cancel(seq: int, order_id: int) -> tuple:
@@ -83,8 +95,15 @@ EDGE_FLOW = [
     cancel(17, 14),
     new(18, SELL, 90, 10),  # the 2 left of 15; the rest of 18 rests
 ]
-EDGE_FILLS = [(3, 5, 100, 10), (4, 5, 100, 4), (7, 8, 99, 5), (6, 9, 101, 2), (14, 16, 102, 3),
-              (15, 16, 102, 1), (15, 18, 102, 2)]
+EDGE_FILLS = [
+    (3, 5, 100, 10),
+    (4, 5, 100, 4),
+    (7, 8, 99, 5),
+    (6, 9, 101, 2),
+    (14, 16, 102, 3),
+    (15, 16, 102, 1),
+    (15, 18, 102, 2),
+]
 
 
 def renumbered(commands: list[tuple], offset: int) -> list[tuple]:
@@ -106,7 +125,8 @@ def flow() -> list[tuple]:
 def test_edge_flow_is_what_it_says() -> None:
     assert matchwire_fills(EDGE_FLOW) == EDGE_FILLS
     assert matchwire_fills(renumbered(EDGE_FLOW, 500)) == [
-        (maker + 500, taker + 500, price, quantity) for maker, taker, price, quantity in EDGE_FILLS]
+        (maker + 500, taker + 500, price, quantity) for maker, taker, price, quantity in EDGE_FILLS
+    ]
 
 
 @pytest.mark.parametrize("peer", RUNNABLE, ids=[peer.name for peer in RUNNABLE])
@@ -129,9 +149,11 @@ def test_compare_fills_names_the_first_difference() -> None:
     swapped = [expected[1], expected[0], expected[2]]
     assert compare_fills(expected, swapped) == (
         "fill #1: matchwire (1, 3, 100, 5), peer (2, 3, 100, 5); "
-        "same trade count and quantity per taker")
+        "same trade count and quantity per taker"
+    )
     assert compare_fills(expected, expected[:2]) == (
-        "fill #3: matchwire (4, 6, 99, 1), peer none; 2 fills vs 3")
+        "fill #3: matchwire (4, 6, 99, 1), peer none; 2 fills vs 3"
+    )
 
 
 class EngineAdapter(Adapter):
@@ -177,37 +199,48 @@ class PrefixAdapter(EngineAdapter):
 
 def test_rows_say_what_ran_and_what_did_not(flow: list[tuple]) -> None:
     reference = matchwire_fills(flow)
-    same = load_peer(Peer("echo", "sortedcontainers", "matcher.engine", EngineAdapter),
-                     flow, reference)
+    same = load_peer(
+        Peer("echo", "sortedcontainers", "matcher.engine", EngineAdapter), flow, reference
+    )
     assert (same.status, same.detail) == ("same fills", f"{len(reference):,} fills")
     assert same.replay is not None and same.replay() is not None
-    differ = load_peer(Peer("swapped", "sortedcontainers", "matcher.engine", SwappedAdapter),
-                       flow, reference)
+    differ = load_peer(
+        Peer("swapped", "sortedcontainers", "matcher.engine", SwappedAdapter), flow, reference
+    )
     assert differ.status == "fills differ"
     assert differ.detail.endswith("same trade count and quantity per taker")
-    absent = load_peer(Peer("absent", "matchwire-no-such-peer", "no_such_peer", EngineAdapter),
-                       flow, reference)
+    absent = load_peer(
+        Peer("absent", "matchwire-no-such-peer", "no_such_peer", EngineAdapter), flow, reference
+    )
     assert (absent.status, absent.detail, absent.replay) == (
-        "not installed", "pip install 'matchwire-no-such-peer'", None)
-    broken = load_peer(Peer("broken", "sortedcontainers", "no_such_module_here", EngineAdapter),
-                       flow, reference)
+        "not installed",
+        "pip install 'matchwire-no-such-peer'",
+        None,
+    )
+    broken = load_peer(
+        Peer("broken", "sortedcontainers", "no_such_module_here", EngineAdapter), flow, reference
+    )
     assert broken.status == "cannot run" and "ModuleNotFoundError" in broken.detail
     assert broken.replay is None
 
 
 def test_a_capped_peer_is_timed_against_matchwire_on_the_same_prefix(
-        flow: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
-    rows = build_rows(flow, [Peer("prefix", "sortedcontainers", "matcher.engine",
-                                  PrefixAdapter)])
+    flow: list[tuple], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = build_rows(flow, [Peer("prefix", "sortedcontainers", "matcher.engine", PrefixAdapter)])
     assert [(row.engine, row.ops) for row in rows] == [
-        ("matchwire core", 2_000), ("matchwire core (500 ops)", 500), ("prefix", 500)]
+        ("matchwire core", 2_000),
+        ("matchwire core (500 ops)", 500),
+        ("prefix", 500),
+    ]
     assert rows[2].baseline is rows[1] and rows[2].detail.startswith("first 500 ops; ")
     time_rows(rows, 2)
     figures = report(rows, seed=7, runs=2)
     assert all(len(row.seconds) == 2 for row in rows)
     core, peer = rows[1].seconds, rows[2].seconds
     assert figures["prefix"]["vs_core"] == pytest.approx(
-        (core[0] / peer[0] + core[1] / peer[1]) / 2)  # per round, then the median
+        (core[0] / peer[0] + core[1] / peer[1]) / 2
+    )  # per round, then the median
     assert figures["prefix"]["ops_per_s"] == pytest.approx(500 / ((peer[0] + peer[1]) / 2))
     assert "matchwire core (500 ops)" in capsys.readouterr().out
 

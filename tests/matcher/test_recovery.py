@@ -38,8 +38,16 @@ Spawn = Callable[..., MatcherProcess]
 @pytest.fixture(name="spawn")
 def spawn_fixture(tmp_path: Path) -> Iterator[Spawn]:
     yield from spawner(tmp_path)
-STATUS_RANK = {"pending": 0, "new": 1, "partially_filled": 2, "filled": 3, "cancelled": 3,
-               "rejected": 3}
+
+
+STATUS_RANK = {
+    "pending": 0,
+    "new": 1,
+    "partially_filled": 2,
+    "filled": 3,
+    "cancelled": 3,
+    "rejected": 3,
+}
 FINISHED = ("filled", "cancelled", "rejected")
 
 
@@ -92,17 +100,27 @@ class LoadClient:
             return {"op": "cancel_order", "order_id": order_id, "account": owner}
         if roll < 0.20 and self.live:
             order_id, owner = rng.choice(self.live)
-            return {"op": "amend_order", "order_id": order_id, "account": owner,
-                    "quantity": "0.01"}
+            return {"op": "amend_order", "order_id": order_id, "account": owner, "quantity": "0.01"}
         if roll < 0.70:
             price = 30_000 - rng.randint(1, 20) if side == "buy" else 30_000 + rng.randint(1, 20)
         elif roll < 0.92:
             price = 30_000 + rng.randint(0, 8) if side == "buy" else 30_000 - rng.randint(0, 8)
         else:
-            return {"op": "new_order", "order_type": "market", "side": side,
-                    "quantity": quantity, "account": account}
-        return {"op": "new_order", "order_type": "limit", "side": side, "price": str(price),
-                "quantity": quantity, "account": account}
+            return {
+                "op": "new_order",
+                "order_type": "market",
+                "side": side,
+                "quantity": quantity,
+                "account": account,
+            }
+        return {
+            "op": "new_order",
+            "order_type": "limit",
+            "side": side,
+            "price": str(price),
+            "quantity": quantity,
+            "account": account,
+        }
 
     def _record(self, reply: dict[str, Any]) -> None:
         if not reply.get("ok"):
@@ -209,17 +227,32 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, spawn: Spa
         assert (live["seq"], live["state_hash"]) == replica.catch_up(), f"cycle {cycle}"
         assert max(load.acked) <= live["seq"]
         # Orders still live after the crash can be cancelled on the next round.
-        load.live = [(i, a) for i, a in load.live
-                     if load.acked[i][1] in ("new", "partially_filled")]
+        load.live = [
+            (i, a) for i, a in load.live if load.acked[i][1] in ("new", "partially_filled")
+        ]
     assert matcher.stop() == 0
     assert len(load.acked) > 1000
     replay = subprocess.run(
-        [sys.executable, "-m", "matcher.replay", "--data-dir", str(data_dir), "--symbol", SYMBOL,
-         "--verify"], capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "matcher.replay",
+            "--data-dir",
+            str(data_dir),
+            "--symbol",
+            SYMBOL,
+            "--verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert replay.returncode == 0, replay.stderr
-    print(f"\nkill -9 soak: {KILL_CYCLES} cycles, {len(load.acked)} acknowledged orders, all "
-          f"recovered (final seq {live['seq']}), {time.monotonic() - started:.0f} s")
+    print(
+        f"\nkill -9 soak: {KILL_CYCLES} cycles, {len(load.acked)} acknowledged orders, all "
+        f"recovered (final seq {live['seq']}), {time.monotonic() - started:.0f} s"
+    )
 
 
 # -- (b) torn tail --------------------------------------------------------------------
@@ -242,15 +275,29 @@ def _write_crashed_journal(matcher: MatcherProcess) -> None:
     for i in range(30):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 5 if side == "buy" else 30_000 + 1 + i % 5
-        matcher.request("new_order", order_type="limit", side=side, price=str(price),
-                        quantity="0.02", account="a")
+        matcher.request(
+            "new_order",
+            order_type="limit",
+            side=side,
+            price=str(price),
+            quantity="0.02",
+            account="a",
+        )
         if i % 7 == 6:
-            matcher.request("new_order", order_type="market", side=side, quantity="0.03",
-                            account="b")
-    matcher.request("new_stop_order", order_type="stop_loss", side="sell", stop_price="29000",
-                    quantity="0.01", account="c")
-    far = matcher.request("new_order", order_type="limit", side="buy", price="20000",
-                          quantity="0.01", account="a")
+            matcher.request(
+                "new_order", order_type="market", side=side, quantity="0.03", account="b"
+            )
+    matcher.request(
+        "new_stop_order",
+        order_type="stop_loss",
+        side="sell",
+        stop_price="29000",
+        quantity="0.01",
+        account="c",
+    )
+    far = matcher.request(
+        "new_order", order_type="limit", side="buy", price="20000", quantity="0.01", account="a"
+    )
     matcher.request("cancel_order", order_id=far["order_id"], account="a")  # a short record
 
 
@@ -272,8 +319,13 @@ def test_a_torn_last_record_is_cut_at_every_offset(
             segment_copy = journal_dir(data_dir, SYMBOL) / segment.name
             with open(segment_copy, "r+b") as handle:
                 handle.truncate(cut)
-            running.append((cut, segment_copy, spawn(
-                data_dir, f"cut-{cut}.log", fsync="always").start(wait=False)))
+            running.append(
+                (
+                    cut,
+                    segment_copy,
+                    spawn(data_dir, f"cut-{cut}.log", fsync="always").start(wait=False),
+                )
+            )
         for cut, segment_copy, matcher in running:
             try:
                 matcher.wait_ready()
@@ -294,15 +346,19 @@ def test_a_torn_last_record_is_cut_at_every_offset(
 
 
 @pytest.mark.parametrize("where", ["body", "length", "crc"])
-def test_damage_mid_file_refuses_to_start(crashed_journal: Path, tmp_path: Path,
-                                          spawn: Spawn, where: str) -> None:
+def test_damage_mid_file_refuses_to_start(
+    crashed_journal: Path, tmp_path: Path, spawn: Spawn, where: str
+) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(crashed_journal, data_dir)
     [(_, segment)] = list_segments(journal_dir(data_dir, SYMBOL))
     spans = record_spans(segment)
     start, end = spans[len(spans) // 2]
-    offset = {"body": start + HEADER.size + (end - start - HEADER.size) // 2,
-              "length": start + 1, "crc": start + 5}[where]
+    offset = {
+        "body": start + HEADER.size + (end - start - HEADER.size) // 2,
+        "length": start + 1,
+        "crc": start + 5,
+    }[where]
     data = bytearray(segment.read_bytes())
     data[offset] ^= 0x5A
     segment.write_bytes(bytes(data))
@@ -335,10 +391,14 @@ def _visible_state(matcher: MatcherProcess) -> dict[str, Any]:
         "book": book,
         "snapshot": snapshot,
         "trades": matcher.request("trades", limit=1000),
-        "open": {account: matcher.request("orders", account=account, status="open")
-                 for account in ("a", "b", "c")},
-        "all": {account: matcher.request("orders", account=account, limit=1000)
-                for account in ("a", "b", "c")},
+        "open": {
+            account: matcher.request("orders", account=account, status="open")
+            for account in ("a", "b", "c")
+        },
+        "all": {
+            account: matcher.request("orders", account=account, limit=1000)
+            for account in ("a", "b", "c")
+        },
     }
 
 
@@ -348,13 +408,33 @@ def test_a_clean_restart_keeps_everything(tmp_path: Path, spawn: Spawn) -> None:
     for i in range(40):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 4 if side == "buy" else 30_000 + 1 + i % 4
-        matcher.request("new_order", order_type="limit", side=side, price=str(price),
-                        quantity="0.05", account="a", client_order_id=f"a-{i}")
+        matcher.request(
+            "new_order",
+            order_type="limit",
+            side=side,
+            price=str(price),
+            quantity="0.05",
+            account="a",
+            client_order_id=f"a-{i}",
+        )
     matcher.request("new_order", order_type="market", side="buy", quantity="0.12", account="b")
-    stop = matcher.request("new_stop_order", order_type="stop_loss", side="sell",
-                           stop_price="29996", quantity="0.01", account="c")
-    matcher.request("new_stop_order", order_type="take_profit", side="buy",
-                    stop_price="29000", price="29000", quantity="0.01", account="c")
+    stop = matcher.request(
+        "new_stop_order",
+        order_type="stop_loss",
+        side="sell",
+        stop_price="29996",
+        quantity="0.01",
+        account="c",
+    )
+    matcher.request(
+        "new_stop_order",
+        order_type="take_profit",
+        side="buy",
+        stop_price="29000",
+        price="29000",
+        quantity="0.01",
+        account="c",
+    )
     before = _visible_state(matcher)
     assert before["trades"]["trades"] and len(before["open"]["c"]["orders"]) == 2
     assert matcher.stop() == 0
@@ -363,13 +443,21 @@ def test_a_clean_restart_keeps_everything(tmp_path: Path, spawn: Spawn) -> None:
     matcher.start()
     assert _visible_state(matcher) == before
     assert f"recovered to seq {before['seq']} (0 records replayed)" in matcher.log()
-    duplicate = matcher.raw("new_order", order_type="limit", side="buy", price="1000",
-                            quantity="1", account="a", client_order_id="a-39")
+    duplicate = matcher.raw(
+        "new_order",
+        order_type="limit",
+        side="buy",
+        price="1000",
+        quantity="1",
+        account="a",
+        client_order_id="a-39",
+    )
     assert duplicate["error"]["code"] == "duplicate_client_order_id"
     # Trade ids go on from where they were; the pending stop still triggers.
     last_trade = before["trades"]["trades"][0]["trade_id"]
-    sweep = matcher.request("new_order", order_type="market", side="sell", quantity="0.75",
-                            account="b")  # prints at 29996: the stop triggers
+    sweep = matcher.request(
+        "new_order", order_type="market", side="sell", quantity="0.75", account="b"
+    )  # prints at 29996: the stop triggers
     assert [t["trade_id"] for t in sweep["trades"]][0] == last_trade + 1
     triggered = matcher.request("get_order", order_id=stop["order_id"], account="c")
     assert triggered["status"] == "filled" and triggered["trades"]
@@ -385,8 +473,9 @@ def place_passive_orders(matcher: MatcherProcess, count: int) -> None:
     for i in range(count):
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9
-        order = matcher.request("new_order", order_type="limit", side=side, price=str(price),
-                                quantity="0.01")
+        order = matcher.request(
+            "new_order", order_type="limit", side=side, price=str(price), quantity="0.01"
+        )
         assert order["status"] == "new"
 
 
@@ -415,8 +504,10 @@ def test_a_snapshot_child_that_cannot_be_forked_is_logged_and_serving_goes_on(
         assert list_snapshots(snapshot_dir(data_dir, SYMBOL)) == []
         (group / "pids.max").write_text("max")
         place_passive_orders(matcher, 40)  # seq 161 (seq 1 is the rules): the retry at 150 forks
-        wait_until(lambda: [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
-                   == [150], timeout=30)
+        wait_until(
+            lambda: [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))] == [150],
+            timeout=30,
+        )
         assert "snapshot at seq 150" in matcher.log()
         before = matcher.state()
         matcher.kill()
@@ -446,8 +537,7 @@ def test_a_snapshot_ahead_of_the_journal_refuses_to_start(tmp_path: Path, spawn:
     matcher.start(wait=False)
     assert matcher.child is not None and matcher.child.process is not None
     assert matcher.child.process.wait(timeout=30) == 2
-    assert ("the journal ends at seq 3, before the newest snapshot (seq 6)"
-            in matcher.log())
+    assert "the journal ends at seq 3, before the newest snapshot (seq 6)" in matcher.log()
     [(_, snapshot)] = list_snapshots(snapshot_dir(data_dir, SYMBOL))
     snapshot.rename(tmp_path / snapshot.name)  # what the message tells an operator to do
     matcher.start()
@@ -463,13 +553,15 @@ def test_a_restart_replays_only_the_records_after_the_snapshot(
     for i in range(250):  # one request per loop batch: snapshots at exactly 100 and 200
         side = "buy" if i % 2 else "sell"
         price = 30_000 - 1 - i % 9 if side == "buy" else 30_000 + 1 + i % 9
-        matcher.request("new_order", order_type="limit", side=side, price=str(price),
-                        quantity="0.01")
+        matcher.request(
+            "new_order", order_type="limit", side=side, price=str(price), quantity="0.01"
+        )
         if i % 10 == 9:
             matcher.request("new_order", order_type="market", side=side, quantity="0.01")
     seq = matcher.request("ping")["seq"]
     assert seq == 276  # seq 1 is the rules record
     before = matcher.state()
+
     # Snapshots are written by a forked child while the loop goes on: wait for them.
     def snapshots() -> list[int]:
         return [s for s, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
@@ -496,8 +588,13 @@ def test_trades_in_the_journal_match_the_live_history(tmp_path: Path, spawn: Spa
     matcher = spawn(data_dir).start()
     for i in range(60):
         side = "buy" if i % 2 else "sell"
-        matcher.request("new_order", order_type="limit", side=side,
-                        price=str(30_000 - 1 if side == "buy" else 30_000 + 1), quantity="0.02")
+        matcher.request(
+            "new_order",
+            order_type="limit",
+            side=side,
+            price=str(30_000 - 1 if side == "buy" else 30_000 + 1),
+            quantity="0.02",
+        )
         if i % 4 == 3:
             matcher.request("new_order", order_type="market", side=side, quantity="0.03")
     live = [t["trade_id"] for t in matcher.request("trades", limit=1000)["trades"]]
@@ -521,8 +618,13 @@ def test_a_failed_journal_write_is_refused_and_leaves_no_snapshot_ahead_of_the_j
     matcher = spawn(data_dir, fsync=fsync, max_file_bytes=20_000).start()
     acked = 0
     for i in range(5_000):
-        reply = matcher.raw("new_order", order_type="limit", side="buy",
-                            price=str(20_000 + i % 100), quantity="0.01")
+        reply = matcher.raw(
+            "new_order",
+            order_type="limit",
+            side="buy",
+            price=str(20_000 + i % 100),
+            quantity="0.01",
+        )
         if not reply["ok"]:
             break
         acked += 1
@@ -539,8 +641,9 @@ def test_a_failed_journal_write_is_refused_and_leaves_no_snapshot_ahead_of_the_j
         ping = restarted.request("ping", hash=True)
         assert ping["seq"] == acked + 1  # the refused batch was never acknowledged (1: rules)
         assert (ping["seq"], ping["state_hash"]) == offline_hash(data_dir)
-        order = restarted.request("new_order", order_type="limit", side="buy", price="100",
-                                  quantity="1")
+        order = restarted.request(
+            "new_order", order_type="limit", side="buy", price="100", quantity="1"
+        )
         assert order["order_id"] == acked + 2
     finally:
         restarted.stop()
@@ -554,18 +657,40 @@ def test_pruning_keeps_what_recovery_needs_and_drops_the_rest(tmp_path: Path) ->
     from tests.support import Child, free_ports
 
     router, pub = free_ports(2)
-    args = ["-m", "matcher.service", "--symbol", "BTC-USDT", "--data-dir", str(tmp_path),
-            "--router", f"tcp://127.0.0.1:{router}", "--pub", f"tcp://127.0.0.1:{pub}",
-            "--fsync", "off", "--snapshot-every", "200", "--segment-bytes", "4096",
-            "--prune-segments"]
+    args = [
+        "-m",
+        "matcher.service",
+        "--symbol",
+        "BTC-USDT",
+        "--data-dir",
+        str(tmp_path),
+        "--router",
+        f"tcp://127.0.0.1:{router}",
+        "--pub",
+        f"tcp://127.0.0.1:{pub}",
+        "--fsync",
+        "off",
+        "--snapshot-every",
+        "200",
+        "--segment-bytes",
+        "4096",
+        "--prune-segments",
+    ]
     child = Child(args, tmp_path / "m.log").start()
     client = MatcherClient(f"tcp://127.0.0.1:{router}", timeout=15)
     try:
-        requests = [{"op": "new_order", "side": "buy" if i % 2 else "sell",
-                     "order_type": "limit", "price": str(100 + (i % 7) - 3 * (i % 2)),
-                     "quantity": "1"} for i in range(1500)]
+        requests = [
+            {
+                "op": "new_order",
+                "side": "buy" if i % 2 else "sell",
+                "order_type": "limit",
+                "price": str(100 + (i % 7) - 3 * (i % 2)),
+                "quantity": "1",
+            }
+            for i in range(1500)
+        ]
         for start in range(0, len(requests), 100):
-            assert all(r["ok"] for r in client.pipeline(requests[start:start + 100]))
+            assert all(r["ok"] for r in client.pipeline(requests[start : start + 100]))
         before = client.request("ping", hash=True)["state_hash"]
         assert child.stop() == 0
     finally:
@@ -597,7 +722,7 @@ def _spoil(path: Path, how: str) -> str:
     if how == "other_version":  # valid by CRC, written by another state version
         from matcher.snapshot import HEADER as SNAP_HEADER
 
-        state = dict(codec.decode_state(path.read_bytes()[SNAP_HEADER.size:]))
+        state = dict(codec.decode_state(path.read_bytes()[SNAP_HEADER.size :]))
         state["version"] = 999
         body = codec.encode_state(state)
     else:  # valid by CRC, but not msgpack at all
@@ -623,16 +748,30 @@ def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journ
 
     matcher.start()
     log = matcher.log()
-    assert f"snapshot: skipping unreadable {newest}" in log or \
-        f"snapshot: skipping undecodable {newest}" in log, log
+    assert (
+        f"snapshot: skipping unreadable {newest}" in log
+        or f"snapshot: skipping undecodable {newest}" in log
+    ), log
     assert reason in log
     assert "recovered to seq 11 (5 records replayed)" in log
     assert matcher.state() == before
     matcher.kill()  # no shutdown snapshot over the spoiled one
 
     replay = subprocess.run(
-        [sys.executable, "-m", "matcher.replay", "--data-dir", str(data_dir), "--symbol", SYMBOL,
-         "--verify"], capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "matcher.replay",
+            "--data-dir",
+            str(data_dir),
+            "--symbol",
+            SYMBOL,
+            "--verify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert replay.returncode == 0, replay.stderr
     assert str(newest) in replay.stderr and f"state_hash: {before[2]}" in replay.stdout

@@ -26,7 +26,10 @@ from tests.support import REPO
 def replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "matcher.replay", "--symbol", SYMBOL, *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
 
@@ -41,8 +44,9 @@ def figures(stdout: str) -> dict[str, str]:
 
 
 def journal_bytes(data_dir: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes()
-            for _, path in list_segments(journal_dir(data_dir, SYMBOL))}
+    return {
+        path.name: path.read_bytes() for _, path in list_segments(journal_dir(data_dir, SYMBOL))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +69,33 @@ def _write_history(matcher: MatcherProcess, data_dir: Path) -> dict[str, Any]:
         side = "buy" if i % 2 else "sell"
         account = ("anonymous", "x", "y")[i % 3]
         if i % 9 == 8:
-            order = matcher.request("new_order", order_type="market", side=side,
-                                    quantity="0.03", account=account)
+            order = matcher.request(
+                "new_order", order_type="market", side=side, quantity="0.03", account=account
+            )
         elif i % 13 == 12 and resting:
             order = matcher.raw("cancel_order", order_id=resting.pop(0))
         elif i % 17 == 16 and resting:
             order = matcher.raw("amend_order", order_id=resting[-1], price="29990")
         elif i % 29 == 28:
-            order = matcher.raw("new_stop_order", order_type="stop_limit", side="buy",
-                                stop_price="30015", price="30020", quantity="0.02")
+            order = matcher.raw(
+                "new_stop_order",
+                order_type="stop_limit",
+                side="buy",
+                stop_price="30015",
+                price="30020",
+                quantity="0.02",
+            )
         else:
             offset = 1 + i % 11
             price = 30_000 - offset if side == "buy" else 30_000 + offset
-            order = matcher.request("new_order", order_type="limit", side=side,
-                                    price=str(price), quantity="0.02", account=account)
+            order = matcher.request(
+                "new_order",
+                order_type="limit",
+                side=side,
+                price=str(price),
+                quantity="0.02",
+                account=account,
+            )
             if account == "anonymous" and order["status"] == "new":
                 resting.append(order["order_id"])
         ping = matcher.request("ping", hash=True)
@@ -89,8 +106,13 @@ def _write_history(matcher: MatcherProcess, data_dir: Path) -> dict[str, Any]:
     snapshots = [seq for seq, _ in list_snapshots(snapshot_dir(data_dir, SYMBOL))]
     assert snapshots and snapshots[-1] < live_ping["seq"]
     assert 0 < len(trades) < 1000, "all trades must fit one `trades` answer"
-    return {"data_dir": data_dir, "ping": live_ping, "hashes": hashes, "trades": trades,
-            "snapshot_seq": snapshots[-1]}
+    return {
+        "data_dir": data_dir,
+        "ping": live_ping,
+        "hashes": hashes,
+        "trades": trades,
+        "snapshot_seq": snapshots[-1],
+    }
 
 
 def test_replay_prints_the_live_state_hash(history: dict[str, Any]) -> None:
@@ -113,8 +135,18 @@ def test_csv_has_every_trade(history: dict[str, Any], tmp_path: Path) -> None:
     assert figures(result.stdout)["state_hash"] == history["ping"]["state_hash"]
     with open(out, newline="") as handle:
         rows = list(csv.reader(handle))
-    header = ["trade_id", "symbol", "price", "quantity", "aggressor_side", "maker_order_id",
-              "taker_order_id", "maker_fee", "taker_fee", "timestamp"]
+    header = [
+        "trade_id",
+        "symbol",
+        "price",
+        "quantity",
+        "aggressor_side",
+        "maker_order_id",
+        "taker_order_id",
+        "maker_fee",
+        "taker_fee",
+        "timestamp",
+    ]
     assert rows[0] == header
     live = [[str(trade[name]) for name in header] for trade in reversed(history["trades"])]
     assert rows[1:] == live
@@ -123,9 +155,12 @@ def test_csv_has_every_trade(history: dict[str, Any], tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["below the snapshot", "above the snapshot"])
 def test_until_seq(history: dict[str, Any], where: str) -> None:
     snapshot_seq = history["snapshot_seq"]
-    candidates = sorted(seq for seq in history["hashes"]
-                        if (seq < snapshot_seq if where.startswith("below") else seq > snapshot_seq)
-                        and seq < history["ping"]["seq"])
+    candidates = sorted(
+        seq
+        for seq in history["hashes"]
+        if (seq < snapshot_seq if where.startswith("below") else seq > snapshot_seq)
+        and seq < history["ping"]["seq"]
+    )
     until = candidates[len(candidates) // 2]
     result = replay("--data-dir", history["data_dir"], "--until-seq", str(until))
     assert result.returncode == 0, result.stderr
@@ -183,8 +218,10 @@ def test_verify_uses_the_journaled_fee_rates_not_the_configured_ones(
     """The rules are journaled state (docs/journal.md): a configuration with other fee
     rates changes nothing in the replay, and a note on stderr names the difference."""
     config = tmp_path / "cfg.toml"
-    config.write_text(f'[symbols.{SYMBOL}]\ntick_size = "0.01"\nlot_size = "0.0001"\n'
-                      'maker_fee_rate = "0.0005"\ntaker_fee_rate = "0.0007"\n')
+    config.write_text(
+        f'[symbols.{SYMBOL}]\ntick_size = "0.01"\nlot_size = "0.0001"\n'
+        'maker_fee_rate = "0.0005"\ntaker_fee_rate = "0.0007"\n'
+    )
     result = replay("--data-dir", history["data_dir"], "--verify", "--config", config)
     assert result.returncode == 0, result.stderr
     assert figures(result.stdout)["state_hash"] == history["ping"]["state_hash"]

@@ -48,18 +48,45 @@ def refused_start(data_dir: Path, symbol: str, *flags: str) -> subprocess.Comple
     """A matcher start that is expected to refuse: its exit code and stderr."""
     router, pub = free_ports(2)
     return subprocess.run(
-        [sys.executable, "-m", "matcher.service", "--symbol", symbol, "--data-dir",
-         str(data_dir), "--fsync", "off", "--router", f"tcp://127.0.0.1:{router}",
-         "--pub", f"tcp://127.0.0.1:{pub}", *flags],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "matcher.service",
+            "--symbol",
+            symbol,
+            "--data-dir",
+            str(data_dir),
+            "--fsync",
+            "off",
+            "--router",
+            f"tcp://127.0.0.1:{router}",
+            "--pub",
+            f"tcp://127.0.0.1:{pub}",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
 
 def replay(data_dir: Path, symbol: str, *flags: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "run.py", "replay", "--data-dir", str(data_dir), "--symbol", symbol,
-         *map(str, flags)],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "run.py",
+            "replay",
+            "--data-dir",
+            str(data_dir),
+            "--symbol",
+            symbol,
+            *map(str, flags),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
 
@@ -77,13 +104,20 @@ def files_of(data_dir: Path, symbol: str) -> dict[str, bytes]:
 
 
 def journaled_commands(data_dir: Path, symbol: str) -> list[tuple]:
-    return [codec.decode_command(payload)
-            for payload in Journal(journal_dir(data_dir, symbol)).records()]
+    return [
+        codec.decode_command(payload)
+        for payload in Journal(journal_dir(data_dir, symbol)).records()
+    ]
 
 
 def order(process: MatcherProcess, side: str, price: str, quantity: str) -> dict:
-    return process.request("new_order", order_type="limit", side=side, price=price,  # type: ignore[no-any-return]
-                           quantity=quantity)
+    return process.request(
+        "new_order",
+        order_type="limit",
+        side=side,
+        price=price,  # type: ignore[no-any-return]
+        quantity=quantity,
+    )
 
 
 # -- the configuration side of the bug ----------------------------------------------------
@@ -93,14 +127,20 @@ def test_an_endpoints_only_table_keeps_the_built_in_rules(tmp_path: Path, spawn:
     """The bug of issue 12: a [symbols.ETH-USDT] table with only endpoints gave ETH-USDT
     generic rules (lot 0.0001 instead of 0.001)."""
     config = tmp_path / "shard.toml"
-    config.write_text('[symbols.ETH-USDT]\norder_endpoint = "tcp://127.0.0.1:5557"\n'
-                      'feed_endpoint = "tcp://127.0.0.1:5558"\n')
+    config.write_text(
+        '[symbols.ETH-USDT]\norder_endpoint = "tcp://127.0.0.1:5557"\n'
+        'feed_endpoint = "tcp://127.0.0.1:5558"\n'
+    )
     eth = load_config(config).symbols[ETH]
     assert (str(eth.lot_size), str(eth.min_quantity), str(eth.max_price)) == (
-        "0.001", "0.001", "1000000")
+        "0.001",
+        "0.001",
+        "1000000",
+    )
     matcher = spawn(tmp_path / "data", symbol=ETH, extra=["--config", str(config)]).start()
-    refused = matcher.raw("new_order", order_type="limit", side="buy", price="2000",
-                          quantity="0.0005")
+    refused = matcher.raw(
+        "new_order", order_type="limit", side="buy", price="2000", quantity="0.0005"
+    )
     assert refused["error"]["code"] == "invalid_quantity"
     assert order(matcher, "buy", "2000", "0.005")["quantity"] == "0.005"
     matcher.stop()
@@ -120,8 +160,7 @@ def test_a_changed_lot_refuses_to_start_and_leaves_the_journal_untouched(
     order(matcher, "sell", "2100", "1.25")
     assert matcher.stop() == 0
     before = files_of(data_dir, ETH)
-    config = write_config(tmp_path / "lot.toml", ETH, lot_size="0.0001",
-                          maker_fee_rate="0.0003")
+    config = write_config(tmp_path / "lot.toml", ETH, lot_size="0.0001", maker_fee_rate="0.0003")
     result = refused_start(data_dir, ETH, "--config", str(config))
     assert result.returncode == 2, result.stderr
     assert "lot_size: journaled 0.001, configured 0.0001" in result.stderr
@@ -142,14 +181,17 @@ def test_apply_rules_journals_a_fee_change_for_later_trades_only(
     order(matcher, "sell", "30000", "2")
     order(matcher, "buy", "30000", "1")  # trade 1 at the default rates: 3 and 6
     assert matcher.stop() == 0
-    config = write_config(tmp_path / "fees.toml", BTC, maker_fee_rate="0.0005",
-                          taker_fee_rate="0.0007")
+    config = write_config(
+        tmp_path / "fees.toml", BTC, maker_fee_rate="0.0005", taker_fee_rate="0.0007"
+    )
     changed = spawn(data_dir, "changed.log", extra=["--config", str(config), "--apply-rules"])
     changed.start()
     assert "rules changed at seq" in changed.log()
     order(changed, "buy", "30000", "1")  # trade 2 at the new rates: 15 and 21
-    trades = {t["trade_id"]: (t["maker_fee"], t["taker_fee"])
-              for t in changed.request("trades", limit=10)["trades"]}
+    trades = {
+        t["trade_id"]: (t["maker_fee"], t["taker_fee"])
+        for t in changed.request("trades", limit=10)["trades"]
+    }
     assert trades == {1: ("3", "6"), 2: ("15", "21")}
     live = changed.request("ping", hash=True)
     changed.kill()  # no shutdown snapshot: the restart replays the rules record
@@ -175,8 +217,9 @@ def test_run_py_passes_apply_rules_to_its_matchers(tmp_path: Path, spawn: Spawn)
     matcher = spawn(tmp_path / "data").start()  # System's data dir
     order(matcher, "sell", "30000", "2")
     assert matcher.stop() == 0
-    config = write_config(tmp_path / "fees.toml", BTC, maker_fee_rate="0.0005",
-                          taker_fee_rate="0.0007")
+    config = write_config(
+        tmp_path / "fees.toml", BTC, maker_fee_rate="0.0005", taker_fee_rate="0.0007"
+    )
     system = System(tmp_path, "--config", str(config), "--apply-rules").start()
     client = MatcherClient(system.endpoint(0), timeout=10.0)
     try:
@@ -195,11 +238,18 @@ def test_a_tick_change_is_refused_while_a_resting_order_is_off_the_new_grid(
     matcher = spawn(data_dir).start()
     on_grid = order(matcher, "sell", "30000.10", "1")
     off_grid = order(matcher, "buy", "29999.95", "0.5")
-    stop = matcher.request("new_stop_order", order_type="stop_limit", side="sell",
-                           stop_price="29000.00", price="28999.90", quantity="0.0003")
+    stop = matcher.request(
+        "new_stop_order",
+        order_type="stop_limit",
+        side="sell",
+        stop_price="29000.00",
+        price="28999.90",
+        quantity="0.0003",
+    )
     assert matcher.stop() == 0
-    coarse = write_config(tmp_path / "coarse.toml", BTC, tick_size="0.1", lot_size="0.001",
-                          min_quantity="0.001")
+    coarse = write_config(
+        tmp_path / "coarse.toml", BTC, tick_size="0.1", lot_size="0.001", min_quantity="0.001"
+    )
     before = files_of(data_dir, BTC)
     result = refused_start(data_dir, BTC, "--config", str(coarse), "--apply-rules")
     assert result.returncode == 2, result.stderr
@@ -219,14 +269,23 @@ def test_a_tick_change_is_refused_while_a_resting_order_is_off_the_new_grid(
     applied = spawn(data_dir, "coarse.log", extra=["--config", str(coarse), "--apply-rules"])
     applied.start()
     assert applied.request("book")["asks"] == [["30000.10", "1.0000"]]
-    assert applied.raw("new_order", order_type="limit", side="buy", price="29999.95",
-                       quantity="0.5")["error"]["code"] == "invalid_price"
-    assert applied.raw("new_order", order_type="limit", side="buy", price="29999.9",
-                       quantity="0.0005")["error"]["code"] == "invalid_quantity"
+    assert (
+        applied.raw("new_order", order_type="limit", side="buy", price="29999.95", quantity="0.5")[
+            "error"
+        ]["code"]
+        == "invalid_price"
+    )
+    assert (
+        applied.raw(
+            "new_order", order_type="limit", side="buy", price="29999.9", quantity="0.0005"
+        )["error"]["code"]
+        == "invalid_quantity"
+    )
     fill = order(applied, "buy", "30000.1", "0.25")
     assert fill["status"] == "filled" and fill["trades"][0]["price"] == "30000.10"
-    assert applied.request("get_order", order_id=on_grid["order_id"])["remaining_quantity"] \
-        == "0.7500"
+    assert (
+        applied.request("get_order", order_id=on_grid["order_id"])["remaining_quantity"] == "0.7500"
+    )
     live = applied.request("ping", hash=True)
     applied.stop()
     result = replay(data_dir, BTC, "--verify", "--config", coarse)
@@ -240,23 +299,36 @@ def test_a_finer_tick_and_lot_rescale_the_book_exactly(tmp_path: Path, spawn: Sp
     order(matcher, "sell", "2000.01", "1.5")
     order(matcher, "buy", "2000.01", "0.25")  # a trade: 0.25 @ 2000.01
     order(matcher, "buy", "1999.99", "0.003")
-    matcher.request("new_stop_order", order_type="stop_limit", side="buy",
-                    stop_price="2100.00", price="2100.05", quantity="0.002")
+    matcher.request(
+        "new_stop_order",
+        order_type="stop_limit",
+        side="buy",
+        stop_price="2100.00",
+        price="2100.05",
+        quantity="0.002",
+    )
     before_book = matcher.request("book")
     before_trades = matcher.request("trades")["trades"]
     assert matcher.stop() == 0
     fine = write_config(tmp_path / "fine.toml", ETH, tick_size="0.001", lot_size="0.0001")
-    applied = spawn(data_dir, "fine.log", symbol=ETH, extra=["--config", str(fine),
-                                                                "--apply-rules"]).start()
+    applied = spawn(
+        data_dir, "fine.log", symbol=ETH, extra=["--config", str(fine), "--apply-rules"]
+    ).start()
     book = applied.request("book")
     before_book.pop("timestamp")
     book.pop("timestamp")
-    assert book == {**before_book, "bids": [["1999.990", "0.0030"]],
-                    "asks": [["2000.010", "1.2500"]]}
-    assert [(t["price"], t["quantity"], t["maker_fee"], t["taker_fee"])
-            for t in applied.request("trades")["trades"]] == [
+    assert book == {
+        **before_book,
+        "bids": [["1999.990", "0.0030"]],
+        "asks": [["2000.010", "1.2500"]],
+    }
+    assert [
+        (t["price"], t["quantity"], t["maker_fee"], t["taker_fee"])
+        for t in applied.request("trades")["trades"]
+    ] == [
         (t["price"] + "0", t["quantity"] + "0", t["maker_fee"], t["taker_fee"])
-        for t in before_trades]
+        for t in before_trades
+    ]
     # The finer grid is open to new orders; the old integers now count tenths of a cent.
     assert order(applied, "buy", "1999.995", "0.0015")["price"] == "1999.995"
     fill = order(applied, "buy", "2000.01", "0.0011")
@@ -297,8 +369,7 @@ def test_replay_uses_the_journaled_rules_even_when_the_config_says_otherwise(
     order(matcher, "buy", "2000", "0.125")
     live = matcher.request("ping", hash=True)
     matcher.kill()
-    config = write_config(tmp_path / "wrong.toml", ETH, lot_size="0.0001",
-                          maker_fee_rate="0.0009")
+    config = write_config(tmp_path / "wrong.toml", ETH, lot_size="0.0001", maker_fee_rate="0.0009")
     trades_csv = tmp_path / "trades.csv"
     result = replay(data_dir, ETH, "--config", config, "--verify", "--csv", trades_csv)
     assert result.returncode == 0, result.stderr
@@ -317,9 +388,25 @@ def test_an_old_journal_adopts_the_configured_rules_once(tmp_path: Path, spawn: 
     journal = Journal(journal_dir(data_dir, ETH), fsync="off")
     journal.open()
     for seq, side, price in ((1, SELL, 200_000), (2, BUY, 199_000)):
-        journal.append(seq, codec.encode_command(
-            (CMD_NEW_ORDER, seq, 1_700_000_000_000_000 + seq, "anonymous", side, LIMIT, GTC,
-             price, 5, False, STP_CANCEL_NEWEST, None)))
+        journal.append(
+            seq,
+            codec.encode_command(
+                (
+                    CMD_NEW_ORDER,
+                    seq,
+                    1_700_000_000_000_000 + seq,
+                    "anonymous",
+                    side,
+                    LIMIT,
+                    GTC,
+                    price,
+                    5,
+                    False,
+                    STP_CANCEL_NEWEST,
+                    None,
+                )
+            ),
+        )
     journal.commit()
     journal.close()
     matcher = spawn(data_dir, symbol=ETH).start()
@@ -355,5 +442,9 @@ def test_the_engine_rescales_exactly_and_round_trips_through_its_state() -> None
     assert rescaled[2:4] == (30_000_000, 50_000)  # 30000 and 0.5, in the new units
     assert rescaled[7:9] == (trade[7] * 100, trade[8] * 100)  # fee units are 100x finer
     assert engine.book.orders[2].leaves == 150_000
-    assert Engine.from_state(codec.decode_state(codec.encode_state(
-        engine.export_state()))).state_hash() == engine.state_hash()
+    assert (
+        Engine.from_state(
+            codec.decode_state(codec.encode_state(engine.export_state()))
+        ).state_hash()
+        == engine.state_hash()
+    )

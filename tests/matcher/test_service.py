@@ -54,14 +54,29 @@ class MatcherProcess:
         router_port, pub_port = free_ports(2)
         self.router = f"tcp://127.0.0.1:{router_port}"
         self.pub = f"tcp://127.0.0.1:{pub_port}"
-        args = ["-m", "matcher.service", "--symbol", self.symbol, "--data-dir",
-                str(self.data_dir), "--fsync", self.fsync, "--router", self.router,
-                "--pub", self.pub, *self.extra]
+        args = [
+            "-m",
+            "matcher.service",
+            "--symbol",
+            self.symbol,
+            "--data-dir",
+            str(self.data_dir),
+            "--fsync",
+            self.fsync,
+            "--router",
+            self.router,
+            "--pub",
+            self.pub,
+            *self.extra,
+        ]
         if self.max_file_bytes is not None:
             limit = self.max_file_bytes
-            args[:2] = ["-c", "import resource, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, "
-                              f"({limit}, {limit})); runpy.run_module('matcher.service', "
-                              "run_name='__main__')"]
+            args[:2] = [
+                "-c",
+                "import resource, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, "
+                f"({limit}, {limit})); runpy.run_module('matcher.service', "
+                "run_name='__main__')",
+            ]
         if self.snapshot_every is not None:
             args += ["--snapshot-every", str(self.snapshot_every)]
         self.child = Child(args, self.log_path).start()
@@ -85,7 +100,8 @@ class MatcherProcess:
                     probe.reconnect()
             else:
                 raise AssertionError(
-                    f"matcher not ready in {timeout}s:\n{self.child.log()[-3000:]}")
+                    f"matcher not ready in {timeout}s:\n{self.child.log()[-3000:]}"
+                )
         finally:
             probe.close()
         self.client = MatcherClient(self.router, timeout=10.0)
@@ -161,15 +177,17 @@ def shared_matcher(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         process.start()
         # Some state worth protecting: resting orders, a pending stop, trades.
-        process.request("new_order", order_type="limit", side="sell", price="30000",
-                        quantity="2")
-        process.request("new_order", order_type="limit", side="sell", price="30010",
-                        quantity="1")
-        process.request("new_order", order_type="limit", side="buy", price="29990",
-                        quantity="1")
+        process.request("new_order", order_type="limit", side="sell", price="30000", quantity="2")
+        process.request("new_order", order_type="limit", side="sell", price="30010", quantity="1")
+        process.request("new_order", order_type="limit", side="buy", price="29990", quantity="1")
         process.request("new_order", order_type="market", side="buy", quantity="0.5")
-        process.request("new_stop_order", order_type="stop_loss", side="sell",
-                        stop_price="29000", quantity="0.1")
+        process.request(
+            "new_stop_order",
+            order_type="stop_loss",
+            side="sell",
+            stop_price="29000",
+            quantity="0.1",
+        )
         yield process
     finally:
         process.stop()
@@ -190,11 +208,15 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
 
     ask = matcher.request("new_order", account="a", **limit("sell", "30000", "1"))
     assert ask["order_id"] == 2 and ask["status"] == "new" and ask["account"] == "a"
-    assert (ask["price"], ask["quantity"], ask["remaining_quantity"]) == ("30000.00", "1.0000",
-                                                                          "1.0000")
+    assert (ask["price"], ask["quantity"], ask["remaining_quantity"]) == (
+        "30000.00",
+        "1.0000",
+        "1.0000",
+    )
     assert ask["symbol"] == SYMBOL and ask["order_type"] == "limit"
-    bid = matcher.request("new_order", account="b", client_order_id="bid-1",
-                          **limit("buy", "29000", "1"))
+    bid = matcher.request(
+        "new_order", account="b", client_order_id="bid-1", **limit("buy", "29000", "1")
+    )
     assert bid["order_id"] == 3 and bid["client_order_id"] == "bid-1"
 
     book = matcher.request("book", depth=5)
@@ -202,10 +224,15 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     assert book["book_seq"] == 2 and book["symbol"] == SYMBOL
     bbo = matcher.request("bbo")
     assert (bbo["bid_price"], bbo["bid_quantity"], bbo["ask_price"], bbo["ask_quantity"]) == (
-        "29000.00", "1.0000", "30000.00", "1.0000")
+        "29000.00",
+        "1.0000",
+        "30000.00",
+        "1.0000",
+    )
 
-    market = matcher.request("new_order", account="c", order_type="market", side="buy",
-                             quantity="0.4")
+    market = matcher.request(
+        "new_order", account="c", order_type="market", side="buy", quantity="0.4"
+    )
     assert market["status"] == "filled" and market["filled_quantity"] == "0.4000"
     [trade] = market["trades"]
     assert (trade["trade_id"], trade["price"], trade["quantity"]) == (1, "30000.00", "0.4000")
@@ -213,56 +240,84 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     assert (trade["maker_order_id"], trade["taker_order_id"]) == (2, 4)
     assert trade["aggressor_side"] == "buy"
 
-    ioc = matcher.request("new_order", account="c", order_type="ioc", side="buy",
-                          price="30000", quantity="1")
+    ioc = matcher.request(
+        "new_order", account="c", order_type="ioc", side="buy", price="30000", quantity="1"
+    )
     assert ioc["status"] == "cancelled" and ioc["filled_quantity"] == "0.6000"
     assert ioc["reject_reason"] == "ioc_remainder_cancelled" and ioc["time_in_force"] == "ioc"
-    fok = matcher.request("new_order", account="c", order_type="fok", side="sell",
-                          price="29000", quantity="2")
+    fok = matcher.request(
+        "new_order", account="c", order_type="fok", side="sell", price="29000", quantity="2"
+    )
     assert fok["status"] == "cancelled" and fok["filled_quantity"] == "0.0000"
     assert fok["reject_reason"] == "fok_not_fillable"
-    limit_fok = matcher.request("new_order", account="c", time_in_force="fok",
-                                **limit("sell", "29000", "0.5"))
+    limit_fok = matcher.request(
+        "new_order", account="c", time_in_force="fok", **limit("sell", "29000", "0.5")
+    )
     assert limit_fok["status"] == "filled" and limit_fok["time_in_force"] == "fok"
-    post_only = matcher.request("new_order", account="c", post_only=True,
-                                **limit("sell", "29000", "0.1"))
+    post_only = matcher.request(
+        "new_order", account="c", post_only=True, **limit("sell", "29000", "0.1")
+    )
     assert post_only["status"] == "rejected"
     assert post_only["reject_reason"] == "post_only_would_take"
     empty_market = matcher.request("new_order", order_type="market", side="buy", quantity="1")
     assert empty_market["status"] == "cancelled" and empty_market["filled_quantity"] == "0.0000"
 
     # Last trade: 29000. Stops of each type, and one that would trigger at once.
-    stop_loss = matcher.request("new_stop_order", account="d", order_type="stop_loss",
-                                side="sell", stop_price="28000", quantity="0.2")
+    stop_loss = matcher.request(
+        "new_stop_order",
+        account="d",
+        order_type="stop_loss",
+        side="sell",
+        stop_price="28000",
+        quantity="0.2",
+    )
     assert stop_loss["status"] == "pending" and stop_loss["stop_price"] == "28000.00"
     assert stop_loss["price"] is None and stop_loss["remaining_quantity"] == "0.2000"
-    stop_limit = matcher.request("new_stop_order", account="d", order_type="stop_limit",
-                                 side="buy", stop_price="31000", price="31100", quantity="0.2")
+    stop_limit = matcher.request(
+        "new_stop_order",
+        account="d",
+        order_type="stop_limit",
+        side="buy",
+        stop_price="31000",
+        price="31100",
+        quantity="0.2",
+    )
     assert stop_limit["status"] == "pending" and stop_limit["price"] == "31100.00"
-    take_profit = matcher.request("new_stop_order", account="d", order_type="take_profit",
-                                  side="sell", stop_price="32000", price="32000", quantity="0.3")
+    take_profit = matcher.request(
+        "new_stop_order",
+        account="d",
+        order_type="take_profit",
+        side="sell",
+        stop_price="32000",
+        price="32000",
+        quantity="0.3",
+    )
     assert take_profit["status"] == "pending" and take_profit["order_type"] == "take_profit"
-    refused = matcher.raw("new_stop_order", account="d", order_type="stop_loss", side="buy",
-                          stop_price="28000", quantity="1")
+    refused = matcher.raw(
+        "new_stop_order",
+        account="d",
+        order_type="stop_loss",
+        side="buy",
+        stop_price="28000",
+        quantity="1",
+    )
     assert refused["ok"] is False and refused["error"]["code"] == "would_trigger_immediately"
 
     rest = matcher.request("new_order", account="e", **limit("buy", "28500", "1"))
-    smaller = matcher.request("amend_order", account="e", order_id=rest["order_id"],
-                              quantity="0.5")
+    smaller = matcher.request("amend_order", account="e", order_id=rest["order_id"], quantity="0.5")
     assert smaller["quantity"] == "0.5000" and smaller["price"] == "28500.00"
-    moved = matcher.request("amend_order", account="e", order_id=rest["order_id"],
-                            price="28600")
+    moved = matcher.request("amend_order", account="e", order_id=rest["order_id"], price="28600")
     assert moved["price"] == "28600.00" and moved["status"] == "new"
-    not_amendable = matcher.raw("amend_order", account="d", order_id=stop_loss["order_id"],
-                                quantity="1")
+    not_amendable = matcher.raw(
+        "amend_order", account="d", order_id=stop_loss["order_id"], quantity="1"
+    )
     assert not_amendable["error"]["code"] == "stop_not_amendable"
 
     cancelled = matcher.request("cancel_order", account="e", order_id=rest["order_id"])
     assert cancelled["status"] == "cancelled" and cancelled["remaining_quantity"] == "0.0000"
     again = matcher.raw("cancel_order", account="e", order_id=rest["order_id"])
     assert again["error"]["code"] == "order_not_open"
-    cancelled_stop = matcher.request("cancel_order", account="d",
-                                     order_id=take_profit["order_id"])
+    cancelled_stop = matcher.request("cancel_order", account="d", order_id=take_profit["order_id"])
     assert cancelled_stop["status"] == "cancelled"
 
     got = matcher.request("get_order", account="e", order_id=rest["order_id"])
@@ -270,8 +325,10 @@ def test_every_op_round_trips(matcher: MatcherProcess) -> None:
     other = matcher.raw("get_order", account="someone-else", order_id=rest["order_id"])
     assert other["error"]["code"] == "unknown_order"
     open_orders = matcher.request("orders", account="d", status="open")
-    assert [o["order_id"] for o in open_orders["orders"]] == [stop_loss["order_id"],
-                                                              stop_limit["order_id"]]
+    assert [o["order_id"] for o in open_orders["orders"]] == [
+        stop_loss["order_id"],
+        stop_limit["order_id"],
+    ]
     every = matcher.request("orders", account="e")
     assert [o["order_id"] for o in every["orders"]] == [rest["order_id"]]
 
@@ -302,8 +359,12 @@ def test_pipelined_replies_keep_the_request_order(matcher: MatcherProcess) -> No
         elif kind == 2:
             request = {"op": "new_order", **limit("sell", str(40000 - i % 50), "0.01")}
         elif kind == 3:
-            request = {"op": "new_order", "order_type": "market", "side": "sell",
-                       "quantity": "0.005"}
+            request = {
+                "op": "new_order",
+                "order_type": "market",
+                "side": "sell",
+                "quantity": "0.005",
+            }
         else:
             request = {"op": "get_order", "order_id": "not-an-id"}  # an error reply
         request["req_id"] = f"r{i}"
@@ -317,8 +378,9 @@ def test_pipelined_replies_keep_the_request_order(matcher: MatcherProcess) -> No
     assert [reply["req_id"] for reply in replies] == [r["req_id"] for r in requests]
     assert all(reply["ok"] for i, reply in enumerate(replies) if i % 5 != 4)
     assert all(reply["error"]["code"] == "invalid_field" for reply in replies[4::5])
-    order_ids = [reply["result"]["order_id"]
-                 for i, reply in enumerate(replies) if i % 5 in (1, 2, 3)]
+    order_ids = [
+        reply["result"]["order_id"] for i, reply in enumerate(replies) if i % 5 in (1, 2, 3)
+    ]
     assert order_ids == list(range(2, 602))  # seq order == request order (1: the rules)
 
 
@@ -327,11 +389,46 @@ def test_pipelined_replies_keep_the_request_order(matcher: MatcherProcess) -> No
 BAD_VALUES: dict[str, list[Any]] = {
     "order_type": ["stop", 3, [], {"x": 1}, True, b"limit", 1.5],
     "side": ["up", 0, [], {}, True, b"buy", float("nan")],
-    "quantity": ["abc", [1], {"a": 1}, True, b"1", -1, 0, "0", "-1", "0.00001",
-                 float("nan"), float("inf"), float("-inf"), "NaN", "Infinity", "1e400",
-                 2**64 - 1, -(2**63), "9" * 41, "1000001"],
-    "price": ["abc", [1], {"a": 1}, False, b"1", -1, 0, "0.001", "-5", float("nan"),
-              float("inf"), "nan", "1e400", 2**64 - 1, -(2**63), "99999999999"],
+    "quantity": [
+        "abc",
+        [1],
+        {"a": 1},
+        True,
+        b"1",
+        -1,
+        0,
+        "0",
+        "-1",
+        "0.00001",
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "NaN",
+        "Infinity",
+        "1e400",
+        2**64 - 1,
+        -(2**63),
+        "9" * 41,
+        "1000001",
+    ],
+    "price": [
+        "abc",
+        [1],
+        {"a": 1},
+        False,
+        b"1",
+        -1,
+        0,
+        "0.001",
+        "-5",
+        float("nan"),
+        float("inf"),
+        "nan",
+        "1e400",
+        2**64 - 1,
+        -(2**63),
+        "99999999999",
+    ],
     "time_in_force": ["day", 1, [], True],
     "post_only": ["yes", 1, 0, [], {}],
     "client_order_id": ["", "x" * 65, 5, [], "bad\x00id", {"a": 1}],
@@ -339,8 +436,20 @@ BAD_VALUES: dict[str, list[Any]] = {
     "account": ["", 5, [], "x" * 65, "tab\there", {"a": 1}],
     "symbol": ["ETH-USDT", 5, [], {}, ""],
 }
-ORDER_ID_BAD = ["1x", -1, 0, 2**64 - 1, -(2**63), 1.0, float("nan"), True, [], {}, "",
-                "99999999999999999999"]
+ORDER_ID_BAD = [
+    "1x",
+    -1,
+    0,
+    2**64 - 1,
+    -(2**63),
+    1.0,
+    float("nan"),
+    True,
+    [],
+    {},
+    "",
+    "99999999999999999999",
+]
 BOUNDED_BAD = [0, 1001, -1, "x", 1.5, float("inf"), True, [], 2**64 - 1]
 
 
@@ -352,10 +461,18 @@ def garbage_requests() -> list[tuple[str, dict[str, Any]]]:
         for value in values:
             cases.append((f"new_order {field}={value!r}", {**good_order, field: value}))
     for field in ("order_type", "side", "quantity", "price"):
-        cases.append((f"new_order without {field}",
-                      {k: v for k, v in good_order.items() if k != field}))
-    good_stop = {"op": "new_stop_order", "account": "garbage", "order_type": "stop_limit",
-                 "side": "buy", "stop_price": "50000", "price": "50100", "quantity": "1"}
+        cases.append(
+            (f"new_order without {field}", {k: v for k, v in good_order.items() if k != field})
+        )
+    good_stop = {
+        "op": "new_stop_order",
+        "account": "garbage",
+        "order_type": "stop_limit",
+        "side": "buy",
+        "stop_price": "50000",
+        "price": "50100",
+        "quantity": "1",
+    }
     for value in BAD_VALUES["price"] + [None]:
         cases.append((f"new_stop_order stop_price={value!r}", {**good_stop, "stop_price": value}))
     cases.append(("stop_loss with a price", {**good_stop, "order_type": "stop_loss"}))
@@ -365,20 +482,36 @@ def garbage_requests() -> list[tuple[str, dict[str, Any]]]:
         for value in ORDER_ID_BAD + [None]:
             cases.append((f"{op} order_id={value!r}", {"op": op, "order_id": value}))
     cases.append(("cancel of an unknown order", {"op": "cancel_order", "order_id": 10**9}))
-    cases.append(("cancel of another account's order",
-                  {"op": "cancel_order", "order_id": 1, "account": "thief"}))
+    cases.append(
+        (
+            "cancel of another account's order",
+            {"op": "cancel_order", "order_id": 1, "account": "thief"},
+        )
+    )
     for field in ("quantity", "price"):
         for value in BAD_VALUES[field]:
-            cases.append((f"amend {field}={value!r}",
-                          {"op": "amend_order", "order_id": 1, field: value}))
+            cases.append(
+                (f"amend {field}={value!r}", {"op": "amend_order", "order_id": 1, field: value})
+            )
     cases.append(("amend without changes", {"op": "amend_order", "order_id": 1}))
     cases.append(("amend below filled", {"op": "amend_order", "order_id": 1, "quantity": "0.5"}))
     for op, field in (("book", "depth"), ("trades", "limit"), ("orders", "limit")):
         for value in BOUNDED_BAD:
             cases.append((f"{op} {field}={value!r}", {"op": op, field: value}))
     cases.append(("orders status=closed", {"op": "orders", "status": "closed"}))
-    odd_ops: list[Any] = ["fly", "", "PING", "new-order", 5, None, [1, 2], {"op": "ping"}, True,
-                          1.5, b"ping"]
+    odd_ops: list[Any] = [
+        "fly",
+        "",
+        "PING",
+        "new-order",
+        5,
+        None,
+        [1, 2],
+        {"op": "ping"},
+        True,
+        1.5,
+        b"ping",
+    ]
     for op in odd_ops:
         cases.append((f"op={op!r}", {"op": op}))
     cases.append(("no op at all", {"req_id": 1}))
@@ -387,10 +520,15 @@ def garbage_requests() -> list[tuple[str, dict[str, Any]]]:
     cases.append(("new_order with a stop_price", {**good_order, "stop_price": "900"}))
     cases.append(("new_stop_order with time_in_force", {**good_stop, "time_in_force": "fok"}))
     cases.append(("new_stop_order with post_only", {**good_stop, "post_only": True}))
-    cases.append(("cancel_order with a quantity",
-                  {"op": "cancel_order", "order_id": 1, "quantity": "1"}))
-    cases.append(("amend_order with a side", {"op": "amend_order", "order_id": 1, "side": "sell",
-                                              "quantity": "0.5"}))
+    cases.append(
+        ("cancel_order with a quantity", {"op": "cancel_order", "order_id": 1, "quantity": "1"})
+    )
+    cases.append(
+        (
+            "amend_order with a side",
+            {"op": "amend_order", "order_id": 1, "side": "sell", "quantity": "0.5"},
+        )
+    )
     cases.append(("new_order with an int key", {**good_order, 7: "x"}))
     return cases
 
@@ -405,9 +543,12 @@ def deeply_nested_requests() -> list[tuple[str, bytes]]:
     for field in ("order_type", "side", "time_in_force", "stp", "symbol"):
         for kind, deep in (("list", deep_list), ("map", deep_map)):
             fields = {k: v for k, v in order.items() if k != field}
-            frame = (codec.map_header(len(fields) + 1)
-                     + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
-                     + msgpack.packb(field) + deep)
+            frame = (
+                codec.map_header(len(fields) + 1)
+                + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
+                + msgpack.packb(field)
+                + deep
+            )
             cases.append((f"{field} = a {kind} 1,000 deep", frame))
     return cases
 
@@ -468,8 +609,14 @@ def test_garbage_requests_are_refused_and_change_nothing(shared_matcher: Matcher
         assert reply["error"]["message"], label
         codes.add(code)
         assert shared_matcher.state() == before, f"{label} changed the state"
-    assert {"invalid_field", "invalid_price", "invalid_quantity", "unknown_op",
-            "unknown_symbol", "unknown_order"} <= codes
+    assert {
+        "invalid_field",
+        "invalid_price",
+        "invalid_quantity",
+        "unknown_op",
+        "unknown_symbol",
+        "unknown_order",
+    } <= codes
     assert shared_matcher.child is not None and shared_matcher.child.alive
     assert "Traceback" not in shared_matcher.log()
 
@@ -571,9 +718,16 @@ def test_a_req_socket_gets_its_envelope_back(shared_matcher: MatcherProcess) -> 
 def test_odd_req_ids_are_echoed_or_nulled(shared_matcher: MatcherProcess) -> None:
     assert shared_matcher.client is not None
     client = shared_matcher.client
-    for req_id, echoed in ((2**64 - 1, 2**64 - 1), (-(2**63), -(2**63)), ("x" * 1000, "x" * 1000),
-                           (True, None), (1.5, None), ([1], None), ({"a": 1}, None),
-                           (float("nan"), None)):
+    for req_id, echoed in (
+        (2**64 - 1, 2**64 - 1),
+        (-(2**63), -(2**63)),
+        ("x" * 1000, "x" * 1000),
+        (True, None),
+        (1.5, None),
+        ([1], None),
+        ({"a": 1}, None),
+        (float("nan"), None),
+    ):
         client.send_raw(codec.encode_request({"op": "ping", "req_id": req_id}))
         reply = client.recv_reply()
         assert reply["ok"] is True and reply["req_id"] == echoed
@@ -635,8 +789,14 @@ def test_pub_feed_is_sequenced_and_filterable(matcher: MatcherProcess) -> None:
         requests = []
         for i in range(300):
             if i % 3 == 2:
-                requests.append({"op": "new_order", "order_type": "market",
-                                 "side": "buy" if i % 2 else "sell", "quantity": "0.015"})
+                requests.append(
+                    {
+                        "op": "new_order",
+                        "order_type": "market",
+                        "side": "buy" if i % 2 else "sell",
+                        "quantity": "0.015",
+                    }
+                )
             else:
                 side = "buy" if i % 3 == 0 else "sell"
                 price = 29_990 - i % 7 if side == "buy" else 30_010 + i % 7
@@ -651,8 +811,12 @@ def test_pub_feed_is_sequenced_and_filterable(matcher: MatcherProcess) -> None:
         def complete(messages: list[tuple[str, Any]]) -> bool:
             book_seqs = [b["book_seq"] for t, b in messages if t.startswith("book.")]
             trade_ids = [b["trade_id"] for t, b in messages if t.startswith("trade.")]
-            return (bool(book_seqs) and book_seqs[-1] >= ping["book_seq"]
-                    and bool(trade_ids) and trade_ids[-1] >= last_trade_id)
+            return (
+                bool(book_seqs)
+                and book_seqs[-1] >= ping["book_seq"]
+                and bool(trade_ids)
+                and trade_ids[-1] >= last_trade_id
+            )
 
         received = _collect(everything, complete)
         received += _drain(everything, quiet_ms=100)  # nothing beyond: checked below
@@ -702,10 +866,12 @@ def test_errors_do_not_publish(shared_matcher: MatcherProcess) -> None:
 def test_unicode_digits_are_invalid_fields(matcher: MatcherProcess) -> None:
     # '²'.isdigit() is True but int('²') raises: this once answered internal_error (and
     # logged a traceback, hence a matcher of its own).
-    for request_fields in ({"op": "get_order", "order_id": "²"},
-                           {"op": "cancel_order", "order_id": "1²"},
-                           {"op": "book", "depth": "³"},
-                           {"op": "trades", "limit": "²"}):
+    for request_fields in (
+        {"op": "get_order", "order_id": "²"},
+        {"op": "cancel_order", "order_id": "1²"},
+        {"op": "book", "depth": "³"},
+        {"op": "trades", "limit": "²"},
+    ):
         reply = matcher.raw(**request_fields)
         assert reply["ok"] is False and reply["error"]["code"] == "invalid_field", reply
     assert "Traceback" not in matcher.log()
@@ -821,9 +987,21 @@ def test_a_busy_endpoint_is_refused_with_one_clear_line(tmp_path: Path) -> None:
     taken = zmq.Context.instance().socket(zmq.ROUTER)
     port = taken.bind_to_random_port("tcp://127.0.0.1")
     try:
-        child = Child(["-m", "matcher.service", "--symbol", "BTC-USDT", "--data-dir",
-                       str(tmp_path), "--router", f"tcp://127.0.0.1:{port}", "--pub",
-                       f"tcp://127.0.0.1:{free_ports(1)[0]}"], tmp_path / "m.log").start()
+        child = Child(
+            [
+                "-m",
+                "matcher.service",
+                "--symbol",
+                "BTC-USDT",
+                "--data-dir",
+                str(tmp_path),
+                "--router",
+                f"tcp://127.0.0.1:{port}",
+                "--pub",
+                f"tcp://127.0.0.1:{free_ports(1)[0]}",
+            ],
+            tmp_path / "m.log",
+        ).start()
         assert child.process is not None
         assert child.process.wait(timeout=30) == 2
         log = child.log()
@@ -847,22 +1025,51 @@ def test_serving_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
         side = ("buy", "sell")[i % 2]
         price = f"{30_000 + (i % 7 - 3) * 10}"  # a narrow band: many orders cross
         requests += [
-            codec.encode_request({"op": "new_order", "req_id": i, "side": side,
-                                  "order_type": ("limit", "market", "ioc", "fok")[i % 4],
-                                  "price": None if i % 4 == 1 else price, "quantity": "0.5",
-                                  "client_order_id": f"c{i % 450}", "stp": "cancel_both",
-                                  "account": ("alice", "bob")[i % 3 // 2]}),
-            codec.encode_request({"op": "new_stop_order", "req_id": f"s{i}", "side": side,
-                                  "order_type": "stop_limit", "stop_price": price,
-                                  "price": price, "quantity": "0.1"}),  # some trigger at once
-            codec.encode_request({"op": "new_order", "req_id": f"d{i}", "side": side,
-                                  "order_type": "limit", "price": price, "quantity": "0.5",
-                                  "client_order_id": f"c{i % 450}"}),  # a duplicate
+            codec.encode_request(
+                {
+                    "op": "new_order",
+                    "req_id": i,
+                    "side": side,
+                    "order_type": ("limit", "market", "ioc", "fok")[i % 4],
+                    "price": None if i % 4 == 1 else price,
+                    "quantity": "0.5",
+                    "client_order_id": f"c{i % 450}",
+                    "stp": "cancel_both",
+                    "account": ("alice", "bob")[i % 3 // 2],
+                }
+            ),
+            codec.encode_request(
+                {
+                    "op": "new_stop_order",
+                    "req_id": f"s{i}",
+                    "side": side,
+                    "order_type": "stop_limit",
+                    "stop_price": price,
+                    "price": price,
+                    "quantity": "0.1",
+                }
+            ),  # some trigger at once
+            codec.encode_request(
+                {
+                    "op": "new_order",
+                    "req_id": f"d{i}",
+                    "side": side,
+                    "order_type": "limit",
+                    "price": price,
+                    "quantity": "0.5",
+                    "client_order_id": f"c{i % 450}",
+                }
+            ),  # a duplicate
             codec.encode_request({"op": "cancel_order", "order_id": i // 2 + 1}),
             codec.encode_request({"op": "amend_order", "order_id": i + 1, "quantity": "0.2"}),
             codec.encode_request({"op": "new_order", "side": "up", "quantity": math.nan}),
-            codec.encode_request({"op": ("book", "bbo", "trades", "get_order", "ping")[i % 5],
-                                  "order_id": i + 1, "depth": 5}),
+            codec.encode_request(
+                {
+                    "op": ("book", "bbo", "trades", "get_order", "ping")[i % 5],
+                    "order_id": i + 1,
+                    "depth": 5,
+                }
+            ),
         ]
     gc.collect()
     gc.disable()

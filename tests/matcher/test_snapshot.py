@@ -143,7 +143,10 @@ def test_valid_snapshots_go_on_to_the_older_ones(tmp_path: Path) -> None:
     write_snapshot(tmp_path, 20, b"twenty", keep=3)
     write_snapshot(tmp_path, 30, b"thirty", keep=3)
     assert [(seq, body) for seq, _, body in valid_snapshots(tmp_path)] == [
-        (30, b"thirty"), (20, b"twenty"), (10, b"ten")]
+        (30, b"thirty"),
+        (20, b"twenty"),
+        (10, b"ten"),
+    ]
 
 
 def test_a_leftover_temp_name_that_is_a_directory_is_reported_not_fatal(tmp_path: Path) -> None:

@@ -20,11 +20,35 @@ from matcher.protocol import Code, CommandError
 from matcher.units import parse_decimal
 from tests.matcher.test_service import MatcherProcess
 
-NEW_ORDER = [("op", "new_order"), ("order_type", "limit"), ("side", "buy"),
-             ("price", "100"), ("quantity", "1")]
-NOT_PLAIN = [" 100", "100 ", "\t100", "100\n", "1e2", "1E2", "+100", ".5", "5.", "-1",
-             "0x10", "1_000", "NaN", "Infinity", "-Infinity", "1,5", "",
-             "\u0661\u0660\u0660", "\uff11\uff10\uff10", "1\u00a0"]
+NEW_ORDER = [
+    ("op", "new_order"),
+    ("order_type", "limit"),
+    ("side", "buy"),
+    ("price", "100"),
+    ("quantity", "1"),
+]
+NOT_PLAIN = [
+    " 100",
+    "100 ",
+    "\t100",
+    "100\n",
+    "1e2",
+    "1E2",
+    "+100",
+    ".5",
+    "5.",
+    "-1",
+    "0x10",
+    "1_000",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1,5",
+    "",
+    "\u0661\u0660\u0660",
+    "\uff11\uff10\uff10",
+    "1\u00a0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +58,8 @@ def strict_matcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matcher
     process = MatcherProcess(folder / "data", folder / "matcher.log")
     try:
         process.start()
-        process.request("new_order", order_type="limit", side="sell", price="30000",
-                        quantity="2")
-        process.request("new_order", order_type="limit", side="buy", price="29990",
-                        quantity="1")
+        process.request("new_order", order_type="limit", side="sell", price="30000", quantity="2")
+        process.request("new_order", order_type="limit", side="buy", price="29990", quantity="1")
         process.request("new_order", order_type="market", side="buy", quantity="0.5")
         yield process
     finally:
@@ -48,8 +70,11 @@ def frame(pairs: list[tuple[Any, Any]], header: str = "fixmap") -> bytes:
     """A msgpack map frame of exactly these pairs (repeats kept), with the header form
     asked for: msgpack allows any form for any size, so map16/map32 of few entries too."""
     size = len(pairs)
-    head = {"fixmap": bytes((0x80 | size,)), "map16": b"\xde" + size.to_bytes(2, "big"),
-            "map32": b"\xdf" + size.to_bytes(4, "big")}[header]
+    head = {
+        "fixmap": bytes((0x80 | size,)),
+        "map16": b"\xde" + size.to_bytes(2, "big"),
+        "map32": b"\xdf" + size.to_bytes(4, "big"),
+    }[header]
     return head + b"".join(msgpack.packb(key) + msgpack.packb(value) for key, value in pairs)
 
 
@@ -75,7 +100,8 @@ REPEATS = [
 
 REPEAT_PARAMS = [
     pytest.param(key, pairs, header, id=f"{key}-{len(pairs)}-{header}")
-    for key, pairs in REPEATS for header in ("fixmap", "map16", "map32")
+    for key, pairs in REPEATS
+    for header in ("fixmap", "map16", "map32")
     if header != "fixmap" or len(pairs) <= 15  # a fixmap holds at most 15 entries
 ]
 
@@ -111,22 +137,46 @@ def test_every_header_form_without_repeats_is_served(
 
 
 DECIMAL_FIELDS = [
-    ("new_order", "price", "invalid_price", {"order_type": "limit", "side": "buy",
-                                              "price": "100", "quantity": "1"}),
-    ("new_order", "quantity", "invalid_quantity", {"order_type": "limit", "side": "buy",
-                                                    "price": "100", "quantity": "1"}),
-    ("new_stop_order", "stop_price", "invalid_price",
-     {"order_type": "stop_limit", "side": "buy", "stop_price": "40000", "price": "40000",
-      "quantity": "1"}),
+    (
+        "new_order",
+        "price",
+        "invalid_price",
+        {"order_type": "limit", "side": "buy", "price": "100", "quantity": "1"},
+    ),
+    (
+        "new_order",
+        "quantity",
+        "invalid_quantity",
+        {"order_type": "limit", "side": "buy", "price": "100", "quantity": "1"},
+    ),
+    (
+        "new_stop_order",
+        "stop_price",
+        "invalid_price",
+        {
+            "order_type": "stop_limit",
+            "side": "buy",
+            "stop_price": "40000",
+            "price": "40000",
+            "quantity": "1",
+        },
+    ),
     ("amend_order", "price", "invalid_price", {"order_id": 1, "price": "100"}),
 ]
 
 
 @pytest.mark.parametrize("text", NOT_PLAIN, ids=repr)
-@pytest.mark.parametrize(("op", "field", "code", "fields"), DECIMAL_FIELDS,
-                         ids=[f"{op}-{field}" for op, field, _, _ in DECIMAL_FIELDS])
+@pytest.mark.parametrize(
+    ("op", "field", "code", "fields"),
+    DECIMAL_FIELDS,
+    ids=[f"{op}-{field}" for op, field, _, _ in DECIMAL_FIELDS],
+)
 def test_decimal_text_must_be_plain(
-    strict_matcher: MatcherProcess, op: str, field: str, code: str, fields: dict[str, Any],
+    strict_matcher: MatcherProcess,
+    op: str,
+    field: str,
+    code: str,
+    fields: dict[str, Any],
     text: str,
 ) -> None:
     before = strict_matcher.state()
@@ -137,14 +187,22 @@ def test_decimal_text_must_be_plain(
     assert strict_matcher.state() == before
 
 
-@pytest.mark.parametrize(("price", "quantity"), [
-    ("100", "1"), ("100.50", "0.0001"), ("0100", "01.0"), (100, 1), (100.5, 0.5),
-])
+@pytest.mark.parametrize(
+    ("price", "quantity"),
+    [
+        ("100", "1"),
+        ("100.50", "0.0001"),
+        ("0100", "01.0"),
+        (100, 1),
+        (100.5, 0.5),
+    ],
+)
 def test_plain_text_and_msgpack_numbers_are_accepted(
     strict_matcher: MatcherProcess, price: Any, quantity: Any
 ) -> None:
-    order = strict_matcher.request("new_order", order_type="limit", side="buy", price=price,
-                                   quantity=quantity)
+    order = strict_matcher.request(
+        "new_order", order_type="limit", side="buy", price=price, quantity=quantity
+    )
     assert order["status"] == "new"
     strict_matcher.request("cancel_order", order_id=order["order_id"])
 
@@ -188,10 +246,19 @@ def test_parse_decimal_refuses_text_that_is_not_plain(text: str) -> None:
     assert refused.value.message.startswith("price must be a plain decimal such as 123 or 0.5")
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("123", "123"), ("0.5", "0.5"), ("007.50", "7.50"), ("0", "0"), (100, "100"),
-    (-5, "-5"), (0.1, "0.1"), (1e-05, "0.00001"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("123", "123"),
+        ("0.5", "0.5"),
+        ("007.50", "7.50"),
+        ("0", "0"),
+        (100, "100"),
+        (-5, "-5"),
+        (0.1, "0.1"),
+        (1e-05, "0.00001"),
+    ],
+)
 def test_parse_decimal_reads_plain_text_and_numbers(value: Any, expected: str) -> None:
     # Signs and zero pass here as numbers: the grid checks (price_ticks) refuse them.
     assert parse_decimal(value, "price", Code.INVALID_PRICE) == Decimal(expected)

@@ -41,10 +41,48 @@ def test_off_grid_price_rejected() -> None:
 
 
 BAD_NUMBERS = [
-    float("nan"), float("inf"), float("-inf"), "NaN", "nan", "sNaN", "inf", "Infinity",
-    "-Infinity", "-1", -1, "-0.01", "0", 0, 0.0, "-0", "0.00", True, False, None, [], [1],
-    {}, {"a": 1}, b"1", "", "   ", "1" * 41, "9" * 5000, "1e400", "1E+400", 1e300, 10**39,
-    "1e30", "1e-400", "1e-999999999", "abc", "1.2.3", "0x10", "1_000", "١٢٣", "1 000",
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "NaN",
+    "nan",
+    "sNaN",
+    "inf",
+    "Infinity",
+    "-Infinity",
+    "-1",
+    -1,
+    "-0.01",
+    "0",
+    0,
+    0.0,
+    "-0",
+    "0.00",
+    True,
+    False,
+    None,
+    [],
+    [1],
+    {},
+    {"a": 1},
+    b"1",
+    "",
+    "   ",
+    "1" * 41,
+    "9" * 5000,
+    "1e400",
+    "1E+400",
+    1e300,
+    10**39,
+    "1e30",
+    "1e-400",
+    "1e-999999999",
+    "abc",
+    "1.2.3",
+    "0x10",
+    "1_000",
+    "١٢٣",
+    "1 000",
 ]
 
 
@@ -62,8 +100,9 @@ def test_out_of_range_rejected() -> None:
     assert refusal(BTC.price_ticks, "10000000.01") == Code.INVALID_PRICE
     assert refusal(BTC.quantity_lots, "100000.0001") == Code.INVALID_QUANTITY
     eth = Units(load_config().symbols["ETH-USDT"])  # lot 0.001, min 0.001
-    coarse = Units(build_symbol("X-Y", {"lot_size": "0.001", "min_quantity": "0.01"},
-                                "127.0.0.1", 1, 2))
+    coarse = Units(
+        build_symbol("X-Y", {"lot_size": "0.001", "min_quantity": "0.01"}, "127.0.0.1", 1, 2)
+    )
     assert eth.quantity_lots("0.001") == 1
     assert refusal(coarse.quantity_lots, "0.009") == Code.INVALID_QUANTITY  # below minimum
     assert coarse.quantity_lots("0.01") == 10

@@ -13,8 +13,16 @@ LAST_MICROSECOND_OF_9999 = 253_402_300_799_999_999
 
 def test_iso_timestamp_matches_datetime_to_the_microsecond() -> None:
     rng = random.Random(7)
-    edges = [0, 1, 999_999, 1_000_000, 951_782_399_999_999, 951_782_400_000_000,  # 2000-02-29
-             1_700_000_000_000_000, LAST_MICROSECOND_OF_9999]
+    edges = [
+        0,
+        1,
+        999_999,
+        1_000_000,
+        951_782_399_999_999,
+        951_782_400_000_000,  # 2000-02-29
+        1_700_000_000_000_000,
+        LAST_MICROSECOND_OF_9999,
+    ]
     samples = edges + [rng.randrange(LAST_MICROSECOND_OF_9999) for _ in range(20_000)]
     # Runs of nearby values too: the per-second cache must not leak into the next second.
     start = 1_764_158_399_999_990
