@@ -210,3 +210,89 @@ def write_config(
         lines.extend(f"{name} = {value(item)}" for name, item in entry.items())
     path.write_text("\n".join(lines) + "\n")
     return endpoints
+
+
+def hub_synced(ws_port: int, symbols: Sequence[str] | None = None) -> bool:
+    """Whether the feed hub on `ws_port` is synced with a book for each symbol (all of
+    its symbols unless named)."""
+    import httpx
+
+    try:
+        health = httpx.get(f"http://127.0.0.1:{ws_port}/health", timeout=5).json()
+    except httpx.HTTPError:
+        return False
+    states = health["symbols"]
+    return all(
+        states[symbol]["synced"] and states[symbol]["book_seq"] for symbol in symbols or states
+    )
+
+
+class Shards:
+    """docs/operations.md's sharded layout on two loopback aliases: BTC-USDT's matcher on
+    127.0.0.2, ETH-USDT's on 127.0.0.3, each started alone (`run.py matcher`), and the
+    gateway (and the feed hub) on 127.0.0.1, all from one config file. `extra` is TOML
+    appended to it (a [curve] section)."""
+
+    def __init__(self, tmp: Path, *, feedhub: bool = False, extra: str = "") -> None:
+        self.btc = ("127.0.0.2", free_port("127.0.0.2"), free_port("127.0.0.2"))
+        self.eth = ("127.0.0.3", free_port("127.0.0.3"), free_port("127.0.0.3"))
+        self.http_port, self.ws_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        btc, eth = self.btc, self.eth
+        config = tmp / "shards.toml"
+        config.write_text(
+            f"[server]\nhttp_port = {self.http_port}\nws_port = {self.ws_port}\n"
+            f'data_dir = "{tmp / "data"}"\n'
+            f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
+            f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
+            f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
+            f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n' + extra
+        )
+        run = ["run.py"]
+        self.children = [
+            Child(
+                [*run, "matcher", "--config", str(config), "--symbol", "BTC-USDT"], tmp / "btc.log"
+            ),
+            Child(
+                [*run, "matcher", "--config", str(config), "--symbol", "ETH-USDT"], tmp / "eth.log"
+            ),
+        ]
+        if feedhub:
+            self.children.append(
+                Child([*run, "feedhub", "--config", str(config)], tmp / "feedhub.log")
+            )
+        self.children.append(Child([*run, "gateway", "--config", str(config)], tmp / "gateway.log"))
+
+    def start(self) -> Shards:
+        for child in self.children:
+            child.start()
+        wait_for_port(self.http_port, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+    def order_each(self, request_timeout: float, timeout: float) -> None:
+        """A resting buy of 1 on each symbol (BTC at 30000, ETH at 2000), retried until its
+        matcher answers (they start in any order)."""
+        import httpx
+
+        for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
+
+            def answered(symbol: str = symbol, price: str = price) -> dict[str, Any] | None:
+                response = httpx.post(
+                    self.base + "/submit_order",
+                    json={
+                        "symbol": symbol,
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": price,
+                        "quantity": "1",
+                    },
+                    timeout=request_timeout,
+                )
+                return response.json() if response.status_code == 200 else None
+
+            order = wait_until(answered, timeout=timeout, interval=0.3)
+            assert order["symbol"] == symbol
