@@ -296,3 +296,14 @@ class Shards:
 
             order = wait_until(answered, timeout=timeout, interval=0.3)
             assert order["symbol"] == symbol
+
+
+def run_replay(symbol: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m matcher.replay --symbol SYMBOL ARGS...` run to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "matcher.replay", "--symbol", symbol, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,11 @@ from matcher.journal import HEADER, list_segments
 from matcher.service import journal_dir, snapshot_dir
 from matcher.snapshot import list_snapshots
 from tests.matcher.test_service import SYMBOL, MatcherProcess
-from tests.support import REPO
+from tests.support import run_replay
 
 
 def replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "matcher.replay", "--symbol", SYMBOL, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_replay(SYMBOL, *args)
 
 
 def figures(stdout: str) -> dict[str, str]:
