@@ -307,3 +307,29 @@ def run_replay(symbol: str, *args: str | Path) -> subprocess.CompletedProcess[st
         timeout=120,
         cwd=REPO,
     )
+
+
+# Texts that are no plain decimal (digits, one optional point with digits on both sides):
+# the matcher refuses each as a price or quantity, and so, through it, does the gateway.
+NOT_PLAIN_DECIMALS = [
+    " 100",
+    "100 ",
+    "\t100",
+    "100\n",
+    "1e2",
+    "1E2",
+    "+100",
+    ".5",
+    "5.",
+    "-1",
+    "0x10",
+    "1_000",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1,5",
+    "",
+    "\u0661\u0660\u0660",
+    "\uff11\uff10\uff10",
+    "1\u00a0",
+]
