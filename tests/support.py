@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +333,36 @@ NOT_PLAIN_DECIMALS = [
     "\uff11\uff10\uff10",
     "1\u00a0",
 ]
+
+
+def crossing_orders(fills: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Matcher requests that trade once per (price, quantity): a resting sell of
+    account "maker", then a market buy of account "taker" that takes it."""
+    requests: list[dict[str, Any]] = []
+    for price, quantity in fills:
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "sell",
+                "order_type": "limit",
+                "price": price,
+                "quantity": quantity,
+                "account": "maker",
+            }
+        )
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "buy",
+                "order_type": "market",
+                "quantity": quantity,
+                "account": "taker",
+            }
+        )
+    return requests
+
+
+def pipeline_all(client: Any, requests: list[dict[str, Any]], chunk: int = 200) -> None:
+    """Send `requests` through a MatcherClient's pipeline, `chunk` at a time; each is ok."""
+    for start in range(0, len(requests), chunk):
+        assert all(reply["ok"] for reply in client.pipeline(requests[start : start + chunk]))
