@@ -1,4 +1,6 @@
-"""Helpers shared by the tests: free loopback ports and real child processes."""
+"""Helpers shared by the tests: free loopback ports, real child processes, the whole
+system (run.py, or sharded on two loopback aliases), the replay command, and inputs
+more than one suite uses. Scaffolding two test files need goes here, once."""
 
 from __future__ import annotations
 
