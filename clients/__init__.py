@@ -6,6 +6,7 @@ order flow it shares with the benchmarks (flow.py).
 
 Layer: above matcher/, below feedhub/ and gateway/ (docs/architecture.md). Clients know
 only the wire: they import from matcher/ nothing but its wire codec and protocol
-constants (matcher.codec, matcher.protocol), and nothing from feedhub/ or gateway/;
+constants (matcher.codec, matcher.protocol), its CURVE key-file loader (matcher.curve)
+and, for `matchwire replay`, matcher.replay; nothing from feedhub/ or gateway/.
 tests/test_layers.py keeps it so.
 """

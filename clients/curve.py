@@ -1,6 +1,7 @@
 """A CurveZMQ client's keys (docs/protocol.md, "CurveZMQ"): ZeroMQ's own CURVE through
 pyzmq, never a cipher of our own. Key files are those `zmq.auth.create_certificates`
-writes (`python run.py keys NAME`): NAME.key (public) and NAME.key_secret (the pair)."""
+writes (`python run.py keys NAME`): NAME.key (public) and NAME.key_secret (the pair),
+loaded by matcher/curve.py's loader, the one the matchers use."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.auth
 import zmq.utils.z85
+
+from matcher.curve import load_pair, load_public
 
 
 @dataclass(frozen=True)
@@ -28,25 +30,10 @@ class CurveKeys:
         sock.curve_secretkey = self.secret
 
 
-def load_key_file(path: str | Path, secret: bool = False) -> tuple[bytes, bytes | None]:
-    """(public, secret) of a certificate file; ValueError naming the file if it holds no
-    public key, or no secret when `secret` is asked for (a .key_secret file)."""
-    try:
-        public_key, secret_key = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"CURVE key file {path}: {exc}") from None
-    if not public_key:
-        raise ValueError(f"CURVE key file {path} holds no public key")
-    if secret and not secret_key:
-        raise ValueError(f"CURVE key file {path} holds no secret key (a .key_secret file?)")
-    return public_key, secret_key
-
-
 def client_keys(server_public: str | Path, own_secret: str | Path) -> CurveKeys:
     """A client's CurveKeys: `own_secret` is its .key_secret file; `server_public` the
     matcher's public key, as a file or as its 40 Z85 characters (GET / shows them)."""
-    public, secret = load_key_file(own_secret, secret=True)
-    assert secret is not None
+    public, secret = load_pair(own_secret)
     text = str(server_public)
     if len(text) == 40 and not Path(text).exists():
         try:
@@ -55,4 +42,4 @@ def client_keys(server_public: str | Path, own_secret: str | Path) -> CurveKeys:
         except (ValueError, KeyError):
             pass
         raise ValueError(f"server key {text!r}: neither a key file nor a Z85 public key")
-    return CurveKeys(load_key_file(server_public)[0], public, secret)
+    return CurveKeys(load_public(server_public), public, secret)

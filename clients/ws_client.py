@@ -31,10 +31,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from clients.book import L2Book
+from matcher.protocol import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("matchwire.ws_client")
 
-MAX_MESSAGE = 64 * 1024 * 1024  # a snapshot of a deep book is large
+MAX_MESSAGE = MAX_MESSAGE_BYTES  # a snapshot of a deep book is large
 FATAL_CLOSE_CODES = frozenset((4400, 4404))  # bad request, unknown symbol: retrying is useless
 
 

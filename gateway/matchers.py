@@ -75,7 +75,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int] | str:
     return host.strip("[]"), int(port)
 
 
-class MatcherLink(Correlator):
+class MatcherLink(Correlator["_Connection"]):
     """One ZMTP connection to one matcher, as a DEALER, spoken by the event loop itself.
 
     The same contract as `clients.zmq_client.AsyncMatcherClient` (`request_raw`,
@@ -115,18 +115,10 @@ class MatcherLink(Correlator):
         self.heartbeat_timeout = HEARTBEAT_TIMEOUT
         self._address = parse_endpoint(endpoint)
         self._outbox: list[tuple[bytes, Future, int]] = []
-        self._connection: _Connection | None = None  # set once its handshake is done
-        self._retired: set[_Connection] = set()  # open for the replies owed on them
         self._dialing: asyncio.Task[None] | None = None
+        # self._current (gateway/correlation.py) is set once its handshake is done.
 
     # -- requests ----------------------------------------------------------------------
-
-    async def request_raw(
-        self, op: str, timeout: float | None = None, **fields: Any
-    ) -> dict[str, Any]:
-        """Send one request and return the whole reply map; MatcherTimeout if none comes
-        by its deadline + grace (LinkLost if its connection closed first)."""
-        return await self.send(fields, op, timeout)
 
     async def send(
         self, message: dict[str, Any], op: str, timeout: float | None = None
@@ -136,7 +128,7 @@ class MatcherLink(Correlator):
         loop, req_id, timeout, future = self._stamp(message, op, timeout)
         data = zmtp.frame(codec.encode_request(message))
         pending = self._pending
-        connection = self._connection
+        connection = self._current
         outbox = self._outbox
         if connection is not None and len(pending) == 1:
             connection.write(data, req_id)  # alone in flight: nothing to share a write with
@@ -155,7 +147,7 @@ class MatcherLink(Correlator):
 
     def _flush(self) -> None:
         """Write every request queued during this loop iteration, in one write."""
-        connection = self._connection
+        connection = self._current
         if connection is None or not self._outbox:
             return  # sent when the connection is ready
         outbox, self._outbox = self._outbox, []
@@ -195,39 +187,21 @@ class MatcherLink(Correlator):
                 if connection is not None:
                     connection.abort()
                 raise
-            self._connection = connection
+            self._current = connection
             self._flush()
             return
 
-    def _lost(self, connection: _Connection) -> None:
-        """The connection is gone: requests written to it and unanswered fail at once
-        (LinkLost: their replies can no longer come); those still queued go out on a new
-        one."""
-        self._fail_written(connection.first_id, connection.last_id)
-        if self._connection is connection:
-            self._connection = None
-            if self._outbox and self._loop is not None and not self._loop.is_closed():
-                self._dial(self._loop)
-
-    def retire(self) -> None:
-        """New requests go over a fresh connection (after a timeout: the peer may be
-        gone for good, say a host that vanished without closing its connections). The
-        old one stays open for the replies owed on it until every request written to
-        it has passed its deadline + grace, then closes."""
-        connection, self._connection = self._connection, None
-        if connection is None or self._loop is None:
-            return
-        self._retired.add(connection)
-        # Twice the grace: the requests' own timers, late on a busy loop, go first.
-        self._loop.call_later(self._longest + 2 * self.grace, self._drop, connection)
-        if self._outbox:  # requests queued for the old connection go out on the new one
+    def _replace(self) -> None:
+        """The connection is gone (lost or retired: gateway/correlation.py): requests
+        still queued for it go out on a new one."""
+        if self._outbox and self._loop is not None and not self._loop.is_closed():
             self._dial(self._loop)
 
     def _silent(self, connection: _Connection) -> None:
         """`connection` has answered nothing, not even PINGs, for HEARTBEAT_TIMEOUT: new
         requests go over a fresh one. Those in flight on it keep their deadlines (their
         outcome is known only then), as after a timeout."""
-        if connection is self._connection:
+        if connection is self._current:
             log.warning(
                 "matcher link %s: no answer to heartbeats in %gs; reconnecting",
                 self.endpoint,
@@ -237,28 +211,13 @@ class MatcherLink(Correlator):
         elif connection not in self._retired:
             connection.abort()
 
-    def _drop(self, connection: _Connection) -> None:
-        self._retired.discard(connection)
-        connection.abort()
-
-    def reconnect(self) -> None:
-        """A fresh connection on the next request; every reply owed to the old one is
-        abandoned, and the requests waiting for them fail at once (LinkLost: a new event
-        loop, or the gateway closing)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.abort()
-        for retired in self._retired:
-            retired.abort()
-        self._retired.clear()
+    def _reset(self) -> None:
+        """`reconnect` (gateway/correlation.py) closed every connection: stop dialing,
+        and what waits to be sent is never sent."""
         if self._dialing is not None:
             self._dialing.cancel()
             self._dialing = None
         self._outbox = []
-        self._fail_all()
-
-    async def close(self) -> None:
-        self.reconnect()
 
 
 class _Connection(asyncio.Protocol):

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway.errors import ApiError, invalid_field
+from matcher import validation
 from matcher.protocol import Code, shown
 
 # Field kinds.
@@ -32,41 +33,35 @@ ORDER_ID = 3  # a positive 63-bit integer (a JSON integer or a string of digits)
 
 MAX_ORDER_ID = 2**63 - 1
 
-NEW_ORDER_FIELDS = {
+# The kind of each request field; which fields each op takes is the matcher's rule,
+# defined once in matcher/validation.py (the same names, in the same order).
+KINDS = {
     "symbol": NAME,
     "account": NAME,
     "order_type": NAME,
     "side": NAME,
     "quantity": DECIMAL,
     "price": DECIMAL,
+    "stop_price": DECIMAL,
     "time_in_force": NAME,
     "post_only": FLAG,
     "client_order_id": NAME,
     "stp": NAME,
+    "order_id": ORDER_ID,
 }
-NEW_STOP_FIELDS = {
-    "symbol": NAME,
-    "account": NAME,
-    "order_type": NAME,
-    "side": NAME,
-    "quantity": DECIMAL,
-    "stop_price": DECIMAL,
-    "price": DECIMAL,
-    "client_order_id": NAME,
-    "stp": NAME,
-}
+
+
+def _kinds(names: tuple[str, ...]) -> dict[str, int]:
+    return {name: KINDS[name] for name in names}
+
+
+NEW_ORDER_FIELDS = _kinds(validation.NEW_ORDER_FIELDS)
+NEW_STOP_FIELDS = _kinds(validation.NEW_STOP_FIELDS)
 # An order is named by order_id or by client_order_id: the matcher checks that exactly
 # one is given (matcher/validation.py), so the rule and its message live in one place.
-CANCEL_FIELDS = {"symbol": NAME, "account": NAME, "order_id": ORDER_ID, "client_order_id": NAME}
-AMEND_FIELDS = {
-    "symbol": NAME,
-    "account": NAME,
-    "order_id": ORDER_ID,
-    "client_order_id": NAME,
-    "quantity": DECIMAL,
-    "price": DECIMAL,
-}
-CANCEL_ALL_FIELDS = {"symbol": NAME, "account": NAME, "side": NAME}
+CANCEL_FIELDS = _kinds(validation.CANCEL_FIELDS)
+AMEND_FIELDS = _kinds(validation.AMEND_FIELDS)
+CANCEL_ALL_FIELDS = _kinds(validation.CANCEL_ALL_FIELDS)
 
 _KIND_TEXT = {
     DECIMAL: "a decimal string or number",

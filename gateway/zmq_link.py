@@ -82,7 +82,7 @@ class _Socket:
                 self.link._lost(self)
                 return
 
-    def close(self) -> None:
+    def abort(self) -> None:
         if self.closed:
             return
         self.closed = True
@@ -96,7 +96,7 @@ class _Socket:
         self.sock.close(0)
 
 
-class PyzmqLink(Correlator):
+class PyzmqLink(Correlator[_Socket]):
     """One pyzmq DEALER to one matcher (see the module docstring)."""
 
     def __init__(
@@ -108,13 +108,6 @@ class PyzmqLink(Correlator):
     ) -> None:
         super().__init__(endpoint, timeout, grace)
         self.curve = curve
-        self._socket: _Socket | None = None
-        self._retired: set[_Socket] = set()
-
-    async def request_raw(
-        self, op: str, timeout: float | None = None, **fields: Any
-    ) -> dict[str, Any]:
-        return await self.send(fields, op, timeout)
 
     async def send(
         self, message: dict[str, Any], op: str, timeout: float | None = None
@@ -122,9 +115,9 @@ class PyzmqLink(Correlator):
         """The reply map to `message` (fields only; op, req_id and deadline are added)."""
         loop, req_id, timeout, future = self._stamp(message, op, timeout)
         pending = self._pending
-        sock = self._socket
+        sock = self._current
         if sock is None:
-            sock = self._socket = _Socket(self, loop)
+            sock = self._current = _Socket(self, loop)
         if not sock.first_id:
             sock.first_id = req_id
         sock.last_id = req_id
@@ -141,35 +134,7 @@ class PyzmqLink(Correlator):
 
     def _lost(self, sock: _Socket) -> None:
         """`sock`'s connection dropped after its handshake: what was sent on it and is
-        unanswered fails now (LinkLost); the socket goes, with whatever it still queues."""
-        self._fail_written(sock.first_id, sock.last_id)
-        if self._socket is sock:
-            self._socket = None
-        self._retired.discard(sock)
-        sock.close()
-
-    def retire(self) -> None:
-        """New requests go over a fresh socket; the old one takes the replies owed on it
-        until every request sent on it has passed its deadline + grace."""
-        sock, self._socket = self._socket, None
-        if sock is None or self._loop is None:
-            return
-        self._retired.add(sock)
-        self._loop.call_later(self._longest + 2 * self.grace, self._drop, sock)
-
-    def _drop(self, sock: _Socket) -> None:
-        self._retired.discard(sock)
-        sock.close()
-
-    def reconnect(self) -> None:
-        """A fresh socket on the next request; requests awaiting replies fail at once."""
-        sock, self._socket = self._socket, None
-        if sock is not None:
-            sock.close()
-        for retired in self._retired:
-            retired.close()
-        self._retired.clear()
-        self._fail_all()
-
-    async def close(self) -> None:
-        self.reconnect()
+        unanswered fails now (LinkLost); the socket goes, with whatever it still queues.
+        (retire, reconnect and close: gateway/correlation.py.)"""
+        super()._lost(sock)
+        self._drop(sock)

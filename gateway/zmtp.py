@@ -22,6 +22,8 @@ gateway/matchers.py for why). What goes on the wire, in order:
 
 from __future__ import annotations
 
+from matcher.protocol import MAX_MESSAGE_BYTES
+
 SIGNATURE_START = 0xFF
 SIGNATURE_END = 0x7F
 GREETING_SIZE = 64
@@ -41,7 +43,7 @@ COMMAND = 0x04
 
 # Frames larger than this are a broken peer, not a reply: the largest replies (1000
 # orders or trades) are well under a megabyte.
-MAX_FRAME_SIZE = 64 * 1024 * 1024
+MAX_FRAME_SIZE = MAX_MESSAGE_BYTES
 
 
 class ProtocolError(Exception):

@@ -16,6 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Union
 
+from matcher.journal import FSYNC_POLICIES, SEGMENT_BYTES
+
 DEFAULT_SYMBOLS: dict[str, dict[str, str]] = {
     "BTC-USDT": {
         "tick_size": "0.01",
@@ -139,7 +141,7 @@ class SystemConfig:
     fsync: str = "batch"
     snapshot_every: int = 100_000
     prune_segments: bool = False  # keep the full history by default
-    segment_bytes: int = 64 * 1024 * 1024
+    segment_bytes: int = SEGMENT_BYTES
     matcher_timeout: float = 2.0  # the gateway's wait for a matcher: each command's deadline
     ws_max_connections: int = 10_000  # the feed hub refuses more with 1013
     gateway_link: str = ""  # "auto", "zmtp" or "pyzmq"; "": MATCHWIRE_GATEWAY_LINK, else auto
@@ -186,7 +188,6 @@ API_KEY_KEYS = ("account", "rate_limit", "burst")
 # Every [server] key is a SystemConfig field (one definition: a field added there is
 # accepted here with no second list to edit); these two are tables of their own.
 NOT_SERVER_KEYS = frozenset(("symbols", "api_keys", "curve"))
-FSYNC_POLICIES = ("always", "batch", "off")
 POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes", "ws_max_connections"))
 
 

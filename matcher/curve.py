@@ -10,7 +10,8 @@ NAME --dir D`: NAME.key, the public key to hand out, and NAME.key_secret, the pa
   only as that account) or a trusted role (`gateway`, `feedhub`: may name any account).
   An unknown key gets no connection, and its refusal is logged once (then at most once a
   minute for all of them).
-- The clients' side (CurveKeys, client_keys) is clients/curve.py.
+- The clients' side (CurveKeys, client_keys) is clients/curve.py; it loads key files
+  with `load_public` and `load_pair` from here.
 - The User-Id libzmq attaches to each message (ZAP's answer: the Z85 public key) tells
   the matcher which key sent a request: `Peers.get`.
 - Beyond loopback a matcher binds, and a client connects, only with CURVE on:
@@ -24,13 +25,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from matcher.config import CurveConfig
+if TYPE_CHECKING:  # the clients load keys with this module, without the configuration
+    from matcher.config import CurveConfig
 
 ROLES = ("gateway", "feedhub")
 ZAP_DOMAIN = "matchwire"
@@ -49,24 +51,26 @@ class Peer:
         return self.role is not None
 
 
-def load_public(path: str | Path) -> bytes:
-    """The public key of a certificate file; ValueError naming the file if it has none."""
-    try:
-        public, _ = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"CURVE key file {path}: {exc}") from None
-    if not public:
-        raise ValueError(f"CURVE key file {path} holds no public key")
-    return public
-
-
-def load_pair(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) of a `.key_secret` file; ValueError if it holds no secret."""
+def _load_certificate(path: str | Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"CURVE key file {path}: {exc}") from None
-    if not public or not secret:
+    if not public:
+        raise ValueError(f"CURVE key file {path} holds no public key")
+    return public, secret
+
+
+def load_public(path: str | Path) -> bytes:
+    """The public key of a certificate file; ValueError naming the file if it has none.
+    The one loader of key files, for the matchers and their clients (clients/curve.py)."""
+    return _load_certificate(path)[0]
+
+
+def load_pair(path: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) of a `.key_secret` file; ValueError if it holds no secret."""
+    public, secret = _load_certificate(path)
+    if not secret:
         raise ValueError(f"CURVE key file {path} holds no secret key (a .key_secret file?)")
     return public, secret
 

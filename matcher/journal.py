@@ -69,6 +69,7 @@ __all__ = [
     "HEADER",
     "Journal",
     "JournalCorrupt",
+    "SEGMENT_BYTES",
     "list_segments",
     "scan_segment",
     "segment_path",
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 FSYNC_POLICIES = ("always", "batch", "off")
+SEGMENT_BYTES = 64 * 1024 * 1024  # a segment is closed and a new one started past this size
 
 HEADER = struct.Struct("<II")  # length, crc32
 HEADER_SIZE = HEADER.size
@@ -224,7 +226,7 @@ class Journal:
         self,
         directory: str | Path,
         fsync: str = "batch",
-        segment_bytes: int = 64 * 1024 * 1024,
+        segment_bytes: int = SEGMENT_BYTES,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if fsync not in FSYNC_POLICIES:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -54,25 +55,23 @@ from matcher.protocol import (
 if TYPE_CHECKING:
     from matcher.service import MatcherService
 
-SECONDS_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
+
+def steps(lowest: str, highest: str) -> tuple[float, ...]:
+    """Histogram bounds 1, 2.5, 5 times the powers of ten, from `lowest` to `highest`
+    (decimal texts: each bound is the float of its exact decimal, 0.00025 not
+    0.00025000000000000006). The matcher's and the gateway's latency buckets."""
+    low, high = Decimal(lowest), Decimal(highest)
+    bounds: list[float] = []
+    power = Decimal(1).scaleb(low.adjusted())
+    while power <= high:
+        bounds += [
+            float(step * power) for step in (1, Decimal("2.5"), 5) if low <= step * power <= high
+        ]
+        power *= 10
+    return tuple(bounds)
+
+
+SECONDS_BUCKETS = steps("0.00001", "2.5")
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 

@@ -114,6 +114,11 @@ EV_TRADE = 1
 EV_ORDER = 2
 EV_LEVEL = 3
 
+# The largest message a reader of the system accepts (a matcher's reply on the gateway's
+# ZMTP link, a feed message in the WebSocket client): a snapshot of a deep book or a
+# page of 1000 orders is well under it, so anything larger is a broken peer.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
 
 class Code:
     """Result codes, grouped by subsystem. The string is what clients see."""

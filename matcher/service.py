@@ -43,7 +43,7 @@ from matcher.curve import (
 )
 from matcher.engine import NO_CANDLES_VERSION, Engine
 from matcher.files import FolderLock, FolderLocked
-from matcher.journal import Journal, JournalCorrupt
+from matcher.journal import SEGMENT_BYTES, Journal, JournalCorrupt
 from matcher.lifeline import exit_with_parent
 from matcher.metrics import MatcherMetrics
 from matcher.packed_views import PackedViews
@@ -242,7 +242,7 @@ class MatcherService:
         router_endpoint: str | None = None,
         pub_endpoint: str | None = None,
         prune_segments: bool = False,
-        segment_bytes: int = 64 * 1024 * 1024,
+        segment_bytes: int = SEGMENT_BYTES,
         apply_rules: bool = False,
         curve: ServerCurve | None = None,
         metrics_address: tuple[str, int] | None = None,

@@ -1,4 +1,6 @@
-"""Helpers shared by the tests: free loopback ports and real child processes."""
+"""Helpers shared by the tests: free loopback ports, real child processes, the whole
+system (run.py, or sharded on two loopback aliases), the replay command, and inputs
+more than one suite uses. Scaffolding two test files need goes here, once."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,159 @@ def write_config(
         lines.extend(f"{name} = {value(item)}" for name, item in entry.items())
     path.write_text("\n".join(lines) + "\n")
     return endpoints
+
+
+def hub_synced(ws_port: int, symbols: Sequence[str] | None = None) -> bool:
+    """Whether the feed hub on `ws_port` is synced with a book for each symbol (all of
+    its symbols unless named)."""
+    import httpx
+
+    try:
+        health = httpx.get(f"http://127.0.0.1:{ws_port}/health", timeout=5).json()
+    except httpx.HTTPError:
+        return False
+    states = health["symbols"]
+    return all(
+        states[symbol]["synced"] and states[symbol]["book_seq"] for symbol in symbols or states
+    )
+
+
+class Shards:
+    """docs/operations.md's sharded layout on two loopback aliases: BTC-USDT's matcher on
+    127.0.0.2, ETH-USDT's on 127.0.0.3, each started alone (`run.py matcher`), and the
+    gateway (and the feed hub) on 127.0.0.1, all from one config file. `extra` is TOML
+    appended to it (a [curve] section)."""
+
+    def __init__(self, tmp: Path, *, feedhub: bool = False, extra: str = "") -> None:
+        self.btc = ("127.0.0.2", free_port("127.0.0.2"), free_port("127.0.0.2"))
+        self.eth = ("127.0.0.3", free_port("127.0.0.3"), free_port("127.0.0.3"))
+        self.http_port, self.ws_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        btc, eth = self.btc, self.eth
+        config = tmp / "shards.toml"
+        config.write_text(
+            f"[server]\nhttp_port = {self.http_port}\nws_port = {self.ws_port}\n"
+            f'data_dir = "{tmp / "data"}"\n'
+            f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
+            f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
+            f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
+            f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n' + extra
+        )
+        run = ["run.py"]
+        self.children = [
+            Child(
+                [*run, "matcher", "--config", str(config), "--symbol", "BTC-USDT"], tmp / "btc.log"
+            ),
+            Child(
+                [*run, "matcher", "--config", str(config), "--symbol", "ETH-USDT"], tmp / "eth.log"
+            ),
+        ]
+        if feedhub:
+            self.children.append(
+                Child([*run, "feedhub", "--config", str(config)], tmp / "feedhub.log")
+            )
+        self.children.append(Child([*run, "gateway", "--config", str(config)], tmp / "gateway.log"))
+
+    def start(self) -> Shards:
+        for child in self.children:
+            child.start()
+        wait_for_port(self.http_port, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+    def order_each(self, request_timeout: float, timeout: float) -> None:
+        """A resting buy of 1 on each symbol (BTC at 30000, ETH at 2000), retried until its
+        matcher answers (they start in any order)."""
+        import httpx
+
+        for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
+
+            def answered(symbol: str = symbol, price: str = price) -> dict[str, Any] | None:
+                response = httpx.post(
+                    self.base + "/submit_order",
+                    json={
+                        "symbol": symbol,
+                        "order_type": "limit",
+                        "side": "buy",
+                        "price": price,
+                        "quantity": "1",
+                    },
+                    timeout=request_timeout,
+                )
+                return response.json() if response.status_code == 200 else None
+
+            order = wait_until(answered, timeout=timeout, interval=0.3)
+            assert order["symbol"] == symbol
+
+
+def run_replay(symbol: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m matcher.replay --symbol SYMBOL ARGS...` run to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "matcher.replay", "--symbol", symbol, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+# Texts that are no plain decimal (digits, one optional point with digits on both sides):
+# the matcher refuses each as a price or quantity, and so, through it, does the gateway.
+NOT_PLAIN_DECIMALS = [
+    " 100",
+    "100 ",
+    "\t100",
+    "100\n",
+    "1e2",
+    "1E2",
+    "+100",
+    ".5",
+    "5.",
+    "-1",
+    "0x10",
+    "1_000",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1,5",
+    "",
+    "\u0661\u0660\u0660",
+    "\uff11\uff10\uff10",
+    "1\u00a0",
+]
+
+
+def crossing_orders(fills: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Matcher requests that trade once per (price, quantity): a resting sell of
+    account "maker", then a market buy of account "taker" that takes it."""
+    requests: list[dict[str, Any]] = []
+    for price, quantity in fills:
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "sell",
+                "order_type": "limit",
+                "price": price,
+                "quantity": quantity,
+                "account": "maker",
+            }
+        )
+        requests.append(
+            {
+                "op": "new_order",
+                "side": "buy",
+                "order_type": "market",
+                "quantity": quantity,
+                "account": "taker",
+            }
+        )
+    return requests
+
+
+def pipeline_all(client: Any, requests: list[dict[str, Any]], chunk: int = 200) -> None:
+    """Send `requests` through a MatcherClient's pipeline, `chunk` at a time; each is ok."""
+    for start in range(0, len(requests), chunk):
+        assert all(reply["ok"] for reply in client.pipeline(requests[start : start + chunk]))

@@ -10,12 +10,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.gateway.conftest import BTC, GatewaySystem
 from tests.matcher.test_curve import curve_section, make_keys
-from tests.support import REPO, Child, free_port, wait_for_port, wait_until
+from tests.support import REPO, Shards, hub_synced, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +68,7 @@ def test_the_gateway_and_the_hub_work_end_to_end(curved: tuple[GatewaySystem, Pa
         assert order.json()["account"] == "dave"  # the gateway's key names any account
     assert system.gateway is not None and "pyzmq link" in system.gateway.log()
 
-    def hub_has_the_order() -> bool:
-        try:
-            health = httpx.get(f"http://127.0.0.1:{system.ws_port}/health", timeout=5).json()
-        except httpx.HTTPError:
-            return False
-        state = health["symbols"][BTC]
-        return bool(state["synced"] and state["book_seq"])
-
-    wait_until(hub_has_the_order, timeout=60)
+    wait_until(lambda: hub_synced(system.ws_port, [BTC]), timeout=60)
 
 
 def test_the_cli_and_the_load_generator_trade_with_an_account_key(
@@ -209,64 +200,9 @@ def test_two_hosts_under_curve(tmp_path: Path) -> None:
     """docs/operations.md's two-host CURVE layout, on two loopback aliases: each matcher
     started alone on its address, the hub and the gateway reaching both with their keys."""
     keys = make_keys(tmp_path / "keys")
-    btc = ("127.0.0.2", free_port("127.0.0.2"), free_port("127.0.0.2"))
-    eth = ("127.0.0.3", free_port("127.0.0.3"), free_port("127.0.0.3"))
-    http_port, ws_port = free_port(), free_port()
-    config = tmp_path / "shared.toml"
-    config.write_text(
-        f"[server]\nhttp_port = {http_port}\nws_port = {ws_port}\n"
-        f'data_dir = "{tmp_path / "data"}"\n'
-        f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
-        f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
-        f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
-        f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n' + curve_section(keys)
-    )
-    children = [
-        Child(
-            ["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
-            tmp_path / "btc.log",
-        ),
-        Child(
-            ["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
-            tmp_path / "eth.log",
-        ),
-        Child(["run.py", "feedhub", "--config", str(config)], tmp_path / "feedhub.log"),
-        Child(["run.py", "gateway", "--config", str(config)], tmp_path / "gateway.log"),
-    ]
+    shards = Shards(tmp_path, feedhub=True, extra=curve_section(keys))
     try:
-        for child in children:
-            child.start()
-        base = f"http://127.0.0.1:{http_port}"
-        wait_for_port(http_port, timeout=30)
-        for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
-
-            def answered(symbol: str = symbol, price: str = price) -> dict | None:
-                response = httpx.post(
-                    base + "/submit_order",
-                    json={
-                        "symbol": symbol,
-                        "order_type": "limit",
-                        "side": "buy",
-                        "price": price,
-                        "quantity": "1",
-                    },
-                    timeout=15,
-                )
-                return response.json() if response.status_code == 200 else None
-
-            order = wait_until(answered, timeout=60, interval=0.3)
-            assert order["symbol"] == symbol
-
-        def hub_synced() -> bool:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{ws_port}/health", timeout=5).json()
-            except httpx.HTTPError:
-                return False
-            return all(
-                state["synced"] and state["book_seq"] for state in health["symbols"].values()
-            )
-
-        wait_until(hub_synced, timeout=60)
+        shards.start().order_each(request_timeout=15, timeout=60)
+        wait_until(lambda: hub_synced(shards.ws_port), timeout=60)
     finally:
-        for child in children:
-            child.stop()
+        shards.stop()

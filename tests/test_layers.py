@@ -4,7 +4,8 @@
 
 A package imports only from itself and from lower layers; feedhub and gateway, side by
 side, never import each other. Clients know only the wire: of the matcher they use its
-codec and protocol constants (and the CLI runs matcher.replay for `matchwire replay`).
+codec and protocol constants, its CURVE key loader (one reader of the key files), and
+the CLI runs matcher.replay for `matchwire replay`.
 The matching core (book, engine) is pure: no clock, no I/O, no randomness, no logging.
 Every import counts, also one inside a function.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from tests.support import REPO
 
 LAYER = {"matcher": 0, "clients": 1, "feedhub": 2, "gateway": 2, "run": 3}
-CLIENTS_MAY_USE = {"matcher.codec", "matcher.protocol", "matcher.replay"}
+CLIENTS_MAY_USE = {"matcher.codec", "matcher.protocol", "matcher.replay", "matcher.curve"}
 CORE = ("matcher/book.py", "matcher/engine.py")
 IMPURE = {
     "os",

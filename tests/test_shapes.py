@@ -3,6 +3,8 @@ follows that definition, field for field and in order."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import get_type_hints
 
 from clients import rest
@@ -18,12 +20,14 @@ from matcher.protocol import (
     LIMIT,
     ORDER_FIELDS,
     SELL,
+    SHAPES,
     TICKER_FIELDS,
     TRADE_FIELDS,
 )
 from matcher.replay import CSV_HEADER
 from matcher.units import Units
 from matcher.views import Views
+from tests.support import REPO
 
 
 def filled_order() -> tuple[Views, Engine]:
@@ -52,9 +56,39 @@ def test_the_csv_headers_are_the_trade_fields() -> None:
     assert CSV_HEADER == TRADE_FIELDS
 
 
+def test_the_dashboards_csv_columns_are_the_trade_fields() -> None:
+    # The browser's CSV export writes the server's header: its copy must be this one.
+    script = (REPO / "gateway" / "static" / "dashboard.js").read_text()
+    found = re.search(r"const CSV_COLUMNS = (\[[^\]]*\]);", script)
+    assert found, "dashboard.js defines no CSV_COLUMNS array"
+    columns = json.loads(re.sub(r",\s*\]$", "]", found.group(1)))
+    assert tuple(columns) == TRADE_FIELDS
+
+
 def test_the_python_clients_types_follow_the_shapes() -> None:
     assert tuple(get_type_hints(rest.Order)) == ORDER_FIELDS
     assert tuple(get_type_hints(rest.Trade)) == TRADE_FIELDS
     assert tuple(get_type_hints(rest.Bbo)) == BBO_FIELDS
     assert tuple(get_type_hints(rest.Candle)) == CANDLE_FIELDS
     assert tuple(get_type_hints(rest.Ticker)) == TICKER_FIELDS
+
+
+# The client's other types, by the shape each one is.
+CLIENT_TYPES = {
+    "OrderList": "OrderList",
+    "CancelledOrders": "Cancelled",
+    "OrderBook": "OrderBook",
+    "TradeList": "TradeList",
+    "CandleList": "CandleList",
+    "MatcherState": "MatcherHealth",
+    "FeedHubState": "FeedHubHealth",
+    "Health": "Health",
+    "SymbolRules": "SymbolRules",
+    "ExchangeInfo": "Exchange",
+}
+
+
+def test_every_client_type_follows_its_shape() -> None:
+    for type_name, shape in CLIENT_TYPES.items():
+        fields = tuple(name for name, _, _ in SHAPES[shape])
+        assert tuple(get_type_hints(getattr(rest, type_name))) == fields, type_name

@@ -15,11 +15,11 @@ import pytest
 from tests.support import (
     REPO,
     Child,
+    Shards,
     System,
     free_port,
     free_port_run,
     http_ok,
-    wait_for_port,
     wait_until,
 )
 
@@ -171,57 +171,14 @@ def test_ctrl_c_stops_everything_and_matchers_write_snapshots(tmp_path: Path) ->
 
 def test_two_matchers_on_two_addresses_behind_one_gateway(tmp_path: Path) -> None:
     """The sharded layout of docs/operations.md: each matcher started alone, own address."""
-    btc = ("127.0.0.2", free_port("127.0.0.2"), free_port("127.0.0.2"))
-    eth = ("127.0.0.3", free_port("127.0.0.3"), free_port("127.0.0.3"))
-    http_port = free_port()
-    config = tmp_path / "shard.toml"
-    config.write_text(
-        f"[server]\nhttp_port = {http_port}\nws_port = {free_port()}\n"
-        f'data_dir = "{tmp_path / "data"}"\n'
-        f'[symbols.BTC-USDT]\norder_endpoint = "tcp://{btc[0]}:{btc[1]}"\n'
-        f'feed_endpoint = "tcp://{btc[0]}:{btc[2]}"\n'
-        f'[symbols.ETH-USDT]\nlot_size = "0.001"\norder_endpoint = "tcp://{eth[0]}:{eth[1]}"\n'
-        f'feed_endpoint = "tcp://{eth[0]}:{eth[2]}"\n'
-    )
-    children = [
-        Child(
-            ["run.py", "matcher", "--config", str(config), "--symbol", "BTC-USDT"],
-            tmp_path / "btc.log",
-        ),
-        Child(
-            ["run.py", "matcher", "--config", str(config), "--symbol", "ETH-USDT"],
-            tmp_path / "eth.log",
-        ),
-        Child(["run.py", "gateway", "--config", str(config)], tmp_path / "gateway.log"),
-    ]
+    shards = Shards(tmp_path)
+    btc, eth = shards.btc, shards.eth
     try:
-        for child in children:
-            child.start()
-        base = f"http://127.0.0.1:{http_port}"
-        wait_for_port(http_port, timeout=30)
-        for symbol, price in (("BTC-USDT", "30000"), ("ETH-USDT", "2000")):
-
-            def answered(symbol: str = symbol, price: str = price) -> dict | None:
-                response = httpx.post(
-                    base + "/submit_order",
-                    json={
-                        "symbol": symbol,
-                        "order_type": "limit",
-                        "side": "buy",
-                        "price": price,
-                        "quantity": "1",
-                    },
-                    timeout=5,
-                )
-                return response.json() if response.status_code == 200 else None
-
-            order = wait_until(answered, timeout=30, interval=0.3)
-            assert order["symbol"] == symbol
-        book = httpx.get(base + "/orderbook/ETH-USDT").json()
+        shards.start().order_each(request_timeout=5, timeout=30)
+        book = httpx.get(shards.base + "/orderbook/ETH-USDT").json()
         assert book["bids"] == [["2000.00", "1.000"]]
-        logs = {child.log_path.name: child.log() for child in children}
+        logs = {child.log_path.name: child.log() for child in shards.children}
         assert f"tcp://{btc[0]}:{btc[1]}" in logs["btc.log"], json.dumps(logs)[:2000]
         assert f"tcp://{eth[0]}:{eth[1]}" in logs["eth.log"]
     finally:
-        for child in children:
-            child.stop()
+        shards.stop()

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from clients.zmq_client import MatcherClient
+from matcher.protocol import TRADE_FIELDS
 from tests.support import REPO, Child, free_port, free_port_run, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,18 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = REPO / "docs" / "dashboard.png"
-CSV_HEADER = [
-    "trade_id",
-    "symbol",
-    "price",
-    "quantity",
-    "aggressor_side",
-    "maker_order_id",
-    "taker_order_id",
-    "maker_fee",
-    "taker_fee",
-    "timestamp",
-]
+CSV_HEADER = list(TRADE_FIELDS)  # the server's CSV header (matcher/protocol.py)
 
 if not CHROMIUM.exists():
     pytest.skip(

@@ -18,7 +18,7 @@ from clients.zmq_client import MatcherClient
 from matcher.candles import INTERVALS
 from matcher.protocol import CANDLE_FIELDS, TICKER_FIELDS
 from tests.gateway.conftest import BTC, GatewaySystem
-from tests.support import REPO
+from tests.support import REPO, crossing_orders, pipeline_all
 
 
 @pytest.fixture
@@ -34,30 +34,11 @@ def trade(system: GatewaySystem, count: int, offset: int = 0) -> None:
     """`count` trades at varied prices and sizes (straight to the matcher: quicker)."""
     client = MatcherClient(system.endpoints[BTC][0], timeout=10.0)
     try:
-        requests: list[dict[str, Any]] = []
-        for i in range(offset, offset + count):
-            price, quantity = f"{100 + i % 11}.{i % 100:02d}", f"0.{1 + i % 13:04d}"
-            requests.append(
-                {
-                    "op": "new_order",
-                    "side": "sell",
-                    "order_type": "limit",
-                    "price": price,
-                    "quantity": quantity,
-                    "account": "maker",
-                }
-            )
-            requests.append(
-                {
-                    "op": "new_order",
-                    "side": "buy",
-                    "order_type": "market",
-                    "quantity": quantity,
-                    "account": "taker",
-                }
-            )
-        for start in range(0, len(requests), 200):
-            assert all(reply["ok"] for reply in client.pipeline(requests[start : start + 200]))
+        fills = [
+            (f"{100 + i % 11}.{i % 100:02d}", f"0.{1 + i % 13:04d}")
+            for i in range(offset, offset + count)
+        ]
+        pipeline_all(client, crossing_orders(fills))
     finally:
         client.close()
 

@@ -258,7 +258,7 @@ def test_timeouts_of_different_lengths_each_fire_on_time(transport: Link) -> Non
 
 def current(link: MatcherLink | PyzmqLink) -> object:
     """The link's connection (or socket) for new requests."""
-    return link._connection if isinstance(link, MatcherLink) else link._socket
+    return link._current
 
 
 async def received(router: Router, count: int) -> None:
@@ -420,7 +420,7 @@ def test_the_zmtp_link_pings_a_silent_peer_and_leaves_a_half_open_one() -> None:
         link.heartbeat_interval, link.heartbeat_timeout = 0.05, 0.2
         in_flight = asyncio.ensure_future(link.request_raw("new_order", n=1))
         await until(lambda: peer.commands(b"PING") >= 2)
-        await until(lambda: link._connection is None)  # retired after the timeout
+        await until(lambda: link._current is None)  # retired after the timeout
         assert not in_flight.done()
         second = asyncio.ensure_future(link.request_raw("ping"))
         await until(lambda: peer.connections == 2)
@@ -442,11 +442,11 @@ def test_the_zmtp_link_keeps_a_peer_that_answers_its_pings() -> None:
         link = MatcherLink(router.endpoint, timeout=60.0)
         link.heartbeat_interval, link.heartbeat_timeout = 0.05, 0.2
         waiting = asyncio.ensure_future(link.request_raw("ping"))
-        await until(lambda: link._connection is not None)
-        first = link._connection
+        await until(lambda: link._current is not None)
+        first = link._current
         assert first is not None
         await asyncio.sleep(1.0)  # 20 intervals, 5 timeouts: every PING answered
-        assert link._connection is first and not waiting.done()
+        assert link._current is first and not waiting.done()
         await link.close()
 
     try:

@@ -17,6 +17,7 @@ from matcher.journal import list_segments
 from matcher.service import journal_dir, snapshot_dir
 from matcher.snapshot import HEADER, list_snapshots, write_snapshot
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
+from tests.support import crossing_orders, pipeline_all
 
 Spawn = Callable[..., MatcherProcess]
 
@@ -29,30 +30,8 @@ def spawn_fixture(tmp_path: Path) -> Iterator[Spawn]:
 def trade(matcher: MatcherProcess, count: int, offset: int = 0) -> None:
     """`count` trades at varied prices and sizes, pipelined."""
     assert matcher.client is not None
-    requests: list[dict[str, Any]] = []
-    for i in range(offset, offset + count):
-        price, quantity = str(100 + i % 9), f"0.{1 + i % 7:04d}"
-        requests.append(
-            {
-                "op": "new_order",
-                "side": "sell",
-                "order_type": "limit",
-                "price": price,
-                "quantity": quantity,
-                "account": "maker",
-            }
-        )
-        requests.append(
-            {
-                "op": "new_order",
-                "side": "buy",
-                "order_type": "market",
-                "quantity": quantity,
-                "account": "taker",
-            }
-        )
-    for start in range(0, len(requests), 200):
-        assert all(reply["ok"] for reply in matcher.client.pipeline(requests[start : start + 200]))
+    fills = [(str(100 + i % 9), f"0.{1 + i % 7:04d}") for i in range(offset, offset + count)]
+    pipeline_all(matcher.client, crossing_orders(fills))
 
 
 def market_data(matcher: MatcherProcess) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from matcher.service import journal_dir, snapshot_dir
 from matcher.snapshot import list_snapshots
 from tests.matcher.test_recovery import offline_hash
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
-from tests.support import REPO, wait_until
+from tests.support import run_replay, wait_until
 
 Spawn = Callable[..., MatcherProcess]
 DISK_BYTES = 4 * 1024 * 1024
@@ -227,22 +226,7 @@ def test_a_full_disk_refuses_orders_serves_reads_and_resumes_when_space_returns(
     acked.all_present(matcher)
     assert offline_hash(data_dir) == (final["seq"], final["state_hash"])
     assert matcher.stop() == 0
-    replay = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "matcher.replay",
-            "--data-dir",
-            str(data_dir),
-            "--symbol",
-            SYMBOL,
-            "--verify",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    replay = run_replay(SYMBOL, "--data-dir", data_dir, "--verify")
     assert replay.returncode == 0, replay.stderr
     assert f"seq: {final['seq']}" in replay.stdout
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from matcher.journal import (
     HEADER,
+    SEGMENT_BYTES,
     Journal,
     JournalCorrupt,
     list_segments,
@@ -40,7 +41,7 @@ def write_journal(
     count: int,
     *,
     size: int = 20,
-    segment_bytes: int = 64 * 1024 * 1024,
+    segment_bytes: int = SEGMENT_BYTES,
     fsync: str = "off",
 ) -> list[bytes]:
     journal = Journal(directory, fsync=fsync, segment_bytes=segment_bytes)

@@ -23,7 +23,7 @@ from matcher.journal import list_segments
 from matcher.service import journal_dir
 from tests.matcher.test_recovery import offline_hash
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
-from tests.support import REPO, free_ports, wait_until
+from tests.support import REPO, free_ports, run_replay, wait_until
 
 Spawn = Callable[..., MatcherProcess]
 
@@ -211,22 +211,7 @@ def test_replay_takes_no_lock_and_leaves_a_live_journal_alone(tmp_path: Path, sp
         handle.write(b"\x20\x00\x00\x00half a record")  # as if caught mid-write
     torn = segment.read_bytes()
     try:
-        replay = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "matcher.replay",
-                "--data-dir",
-                str(data_dir),
-                "--symbol",
-                SYMBOL,
-                "--verify",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=REPO,
-        )
+        replay = run_replay(SYMBOL, "--data-dir", data_dir, "--verify")
         assert replay.returncode == 0, replay.stderr
         assert "torn tail" in replay.stderr and "seq: 7" in replay.stdout
         assert segment.read_bytes() == torn

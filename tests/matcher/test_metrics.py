@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from matcher.metrics import steps
 from matcher.protocol import Code
 from tests.matcher.test_service import MatcherProcess, limit, spawner
 from tests.support import Child, free_port, wait_until
@@ -213,3 +214,9 @@ def test_background_snapshots_are_timed_and_counted(spawn: Any, tmp_path: Path) 
     assert value(samples, "matchwire_snapshot_seconds_count") >= 1
     assert value(samples, "matchwire_last_snapshot_seq") >= 3
     matcher.stop()
+
+
+def test_bucket_steps_are_the_exact_decimals() -> None:
+    # The bounds are the labels Prometheus shows: 0.00025, not 0.00025000000000000006.
+    assert steps("0.0001", "0.005") == (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005)
+    assert steps("0.5", "5") == (0.5, 1.0, 2.5, 5.0)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from matcher.service import journal_dir, new_engine, snapshot_dir
 from matcher.snapshot import list_snapshots, write_snapshot
 from matcher.units import CachedUnits
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
-from tests.support import REPO, wait_until
+from tests.support import run_replay, wait_until
 
 SOAK = os.environ.get("MATCHWIRE_SOAK") == "1"
 KILL_CYCLES = 50 if SOAK else 10
@@ -232,22 +230,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, spawn: Spa
         ]
     assert matcher.stop() == 0
     assert len(load.acked) > 1000
-    replay = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "matcher.replay",
-            "--data-dir",
-            str(data_dir),
-            "--symbol",
-            SYMBOL,
-            "--verify",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    replay = run_replay(SYMBOL, "--data-dir", data_dir, "--verify")
     assert replay.returncode == 0, replay.stderr
     print(
         f"\nkill -9 soak: {KILL_CYCLES} cycles, {len(load.acked)} acknowledged orders, all "
@@ -757,22 +740,7 @@ def test_an_unusable_snapshot_falls_back_to_an_older_one_then_to_the_whole_journ
     assert matcher.state() == before
     matcher.kill()  # no shutdown snapshot over the spoiled one
 
-    replay = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "matcher.replay",
-            "--data-dir",
-            str(data_dir),
-            "--symbol",
-            SYMBOL,
-            "--verify",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    replay = run_replay(SYMBOL, "--data-dir", data_dir, "--verify")
     assert replay.returncode == 0, replay.stderr
     assert str(newest) in replay.stderr and f"state_hash: {before[2]}" in replay.stdout
     assert "snapshot at seq 6" in replay.stdout

@@ -10,27 +10,21 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from matcher.journal import HEADER, list_segments
+from matcher.protocol import TRADE_FIELDS
 from matcher.service import journal_dir, snapshot_dir
 from matcher.snapshot import list_snapshots
 from tests.matcher.test_service import SYMBOL, MatcherProcess
-from tests.support import REPO
+from tests.support import run_replay
 
 
 def replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "matcher.replay", "--symbol", SYMBOL, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_replay(SYMBOL, *args)
 
 
 def figures(stdout: str) -> dict[str, str]:
@@ -135,18 +129,7 @@ def test_csv_has_every_trade(history: dict[str, Any], tmp_path: Path) -> None:
     assert figures(result.stdout)["state_hash"] == history["ping"]["state_hash"]
     with open(out, newline="") as handle:
         rows = list(csv.reader(handle))
-    header = [
-        "trade_id",
-        "symbol",
-        "price",
-        "quantity",
-        "aggressor_side",
-        "maker_order_id",
-        "taker_order_id",
-        "maker_fee",
-        "taker_fee",
-        "timestamp",
-    ]
+    header = list(TRADE_FIELDS)  # the header of GET /trades?format=csv
     assert rows[0] == header
     live = [[str(trade[name]) for name in header] for trade in reversed(history["trades"])]
     assert rows[1:] == live

@@ -19,6 +19,7 @@ from matcher import codec
 from matcher.protocol import Code, CommandError
 from matcher.units import parse_decimal
 from tests.matcher.test_service import MatcherProcess
+from tests.support import NOT_PLAIN_DECIMALS
 
 NEW_ORDER = [
     ("op", "new_order"),
@@ -26,28 +27,6 @@ NEW_ORDER = [
     ("side", "buy"),
     ("price", "100"),
     ("quantity", "1"),
-]
-NOT_PLAIN = [
-    " 100",
-    "100 ",
-    "\t100",
-    "100\n",
-    "1e2",
-    "1E2",
-    "+100",
-    ".5",
-    "5.",
-    "-1",
-    "0x10",
-    "1_000",
-    "NaN",
-    "Infinity",
-    "-Infinity",
-    "1,5",
-    "",
-    "\u0661\u0660\u0660",
-    "\uff11\uff10\uff10",
-    "1\u00a0",
 ]
 
 
@@ -165,7 +144,7 @@ DECIMAL_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("text", NOT_PLAIN, ids=repr)
+@pytest.mark.parametrize("text", NOT_PLAIN_DECIMALS, ids=repr)
 @pytest.mark.parametrize(
     ("op", "field", "code", "fields"),
     DECIMAL_FIELDS,
@@ -238,7 +217,7 @@ def test_a_repeat_inside_a_nested_map_cannot_change_a_request(
 # -- parse_decimal by itself -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", NOT_PLAIN, ids=repr)
+@pytest.mark.parametrize("text", NOT_PLAIN_DECIMALS, ids=repr)
 def test_parse_decimal_refuses_text_that_is_not_plain(text: str) -> None:
     with pytest.raises(CommandError) as refused:
         parse_decimal(text, "price", Code.INVALID_PRICE)
