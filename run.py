@@ -69,8 +69,8 @@ def add_system_flags(parser: argparse.ArgumentParser) -> None:
 
 FLAGS_OF = {  # which of the system flags each component takes
     "matcher": ("config", "data_dir", "host", "zmq_port", "fsync"),
-    "gateway": ("config", "data_dir", "host", "http_port", "ws_port", "zmq_port", "symbols"),
-    "feedhub": ("config", "data_dir", "host", "ws_port", "zmq_port", "symbols"),
+    "gateway": ("config", "host", "http_port", "ws_port", "zmq_port", "symbols"),
+    "feedhub": ("config", "host", "ws_port", "zmq_port", "symbols"),
 }
 
 

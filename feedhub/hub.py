@@ -50,7 +50,7 @@ from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from feedhub.replica import TRADES_LIMIT, Replica, dumps
 from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, Link, Stalled, text_frame
 from matcher.config import SymbolConfig
-from matcher.protocol import shown
+from matcher.quoting import shown
 
 log = logging.getLogger("matchwire.feedhub")
 

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway.errors import ApiError, invalid_field
-from matcher.protocol import Code, shown
+from matcher.protocol import Code
+from matcher.quoting import shown
 
 # Field kinds.
 DECIMAL = 0  # price, quantity, stop_price: a decimal string or a JSON number

@@ -55,8 +55,8 @@ from matcher.protocol import (
     EV_TRADE,
     Code,
     CommandError,
-    shown,
 )
+from matcher.quoting import shown
 from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
 from matcher.units import CachedUnits, Units
