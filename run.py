@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from matcher.config import SystemConfig, is_loopback, load_config
 from matcher.lifeline import exit_with_parent
+from matcher.system import SystemConfig, is_loopback, load_config
 
 COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench", "keys")
 REPO = Path(__file__).resolve().parent

@@ -49,9 +49,9 @@ from starlette.websockets import WebSocket
 from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
 from feedhub.wire import DRAIN_TIMEOUT, LINK, AsgiLink, Link, direct_path_refusal
-from matcher.config import SystemConfig, load_config
 from matcher.curve import exposure
 from matcher.quoting import shown
+from matcher.system import SystemConfig, load_config
 
 log = logging.getLogger("matchwire.feedhub")
 

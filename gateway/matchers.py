@@ -46,8 +46,9 @@ from gateway.correlation import Correlator, Future, LinkLost
 from gateway.errors import ApiError
 from gateway.zmq_link import PyzmqLink
 from matcher import codec
-from matcher.config import SymbolConfig, SystemConfig
+from matcher.config import SymbolConfig
 from matcher.protocol import MUTATING_OPS, Code
+from matcher.system import SystemConfig
 
 log = logging.getLogger("matchwire.gateway")
 

@@ -25,8 +25,8 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
-from matcher.config import SystemConfig, is_loopback, load_config
 from matcher.curve import exposure
+from matcher.system import SystemConfig, is_loopback, load_config
 
 log = logging.getLogger("matchwire.gateway")
 

@@ -30,7 +30,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from matcher.config import CurveConfig
+from matcher.system import CurveConfig
 
 ROLES = ("gateway", "feedhub")
 ZAP_DOMAIN = "matchwire"

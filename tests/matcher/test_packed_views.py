@@ -13,7 +13,6 @@ import msgpack
 import pytest
 
 from matcher import codec
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
@@ -26,6 +25,7 @@ from matcher.protocol import (
     EV_TRADE,
     CommandError,
 )
+from matcher.system import load_config
 from matcher.units import CachedUnits
 from matcher.views import Views
 from tests.matcher.reference import ReferenceMatcher
