@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
+from matcher.journal import FSYNC_POLICIES
 from matcher.lifeline import exit_with_parent
 from matcher.system import SystemConfig, is_loopback, load_config
 
@@ -64,7 +65,7 @@ def add_system_flags(parser: argparse.ArgumentParser) -> None:
         help="first ZeroMQ port: matcher i binds zmq-port+2i and +2i+1 (5555)",
     )
     parser.add_argument("--symbols", help="comma-separated symbols (default BTC-USDT,ETH-USDT)")
-    parser.add_argument("--fsync", choices=("always", "batch", "off"), help="journal policy")
+    parser.add_argument("--fsync", choices=FSYNC_POLICIES, help="journal policy")
 
 
 FLAGS_OF = {  # which of the system flags each component takes

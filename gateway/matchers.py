@@ -52,7 +52,7 @@ from matcher.system import SystemConfig
 
 log = logging.getLogger("matchwire.gateway")
 
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = SystemConfig.matcher_timeout  # one default: [server] matcher_timeout
 LINK_ENV = "MATCHWIRE_GATEWAY_LINK"
 LINKS = ("auto", "zmtp", "pyzmq")
 PING_TIMEOUT = 0.5

@@ -29,6 +29,7 @@ from matcher.config import (
     SymbolConfig,
     build_symbol,
 )
+from matcher.journal import FSYNC_POLICIES
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,6 @@ API_KEY_KEYS = ("account", "rate_limit", "burst")
 # Every [server] key is a SystemConfig field (one definition: a field added there is
 # accepted here with no second list to edit); these two are tables of their own.
 NOT_SERVER_KEYS = frozenset(("symbols", "api_keys", "curve"))
-FSYNC_POLICIES = ("always", "batch", "off")
 POSITIVE_SERVER_KEYS = frozenset(("snapshot_every", "segment_bytes", "ws_max_connections"))
 
 
