@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from matcher.config import SystemConfig, is_loopback, load_config
+from matcher.journal import FSYNC_POLICIES
 from matcher.lifeline import exit_with_parent
+from matcher.system import SystemConfig, is_loopback, load_config
 
 COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench", "keys")
 REPO = Path(__file__).resolve().parent
@@ -64,13 +65,13 @@ def add_system_flags(parser: argparse.ArgumentParser) -> None:
         help="first ZeroMQ port: matcher i binds zmq-port+2i and +2i+1 (5555)",
     )
     parser.add_argument("--symbols", help="comma-separated symbols (default BTC-USDT,ETH-USDT)")
-    parser.add_argument("--fsync", choices=("always", "batch", "off"), help="journal policy")
+    parser.add_argument("--fsync", choices=FSYNC_POLICIES, help="journal policy")
 
 
 FLAGS_OF = {  # which of the system flags each component takes
     "matcher": ("config", "data_dir", "host", "zmq_port", "fsync"),
-    "gateway": ("config", "data_dir", "host", "http_port", "ws_port", "zmq_port", "symbols"),
-    "feedhub": ("config", "data_dir", "host", "ws_port", "zmq_port", "symbols"),
+    "gateway": ("config", "host", "http_port", "ws_port", "zmq_port", "symbols"),
+    "feedhub": ("config", "host", "ws_port", "zmq_port", "symbols"),
 }
 
 

@@ -50,12 +50,13 @@ from clients.zmq_client import AsyncMatcherClient, MatcherError, MatcherTimeout
 from feedhub.replica import TRADES_LIMIT, Replica, dumps
 from feedhub.wire import CLOSE_TRY_AGAIN_LATER, DRAIN_TIMEOUT, Link, Stalled, text_frame
 from matcher.config import SymbolConfig
-from matcher.protocol import shown
+from matcher.quoting import shown
+from matcher.system import SystemConfig
 
 log = logging.getLogger("matchwire.feedhub")
 
 CLIENT_QUEUE = 1000
-MAX_CONNECTIONS = 10_000  # the default of SystemConfig.ws_max_connections
+MAX_CONNECTIONS = SystemConfig.ws_max_connections  # one default: [server] ws_max_connections
 CLOSE_TOO_SLOW = CLOSE_TRY_AGAIN_LATER  # the client fell too far behind the trade feed
 CLOSE_FULL = CLOSE_TRY_AGAIN_LATER  # the hub holds max_connections already
 CLOSE_NOT_KEPT = 4400  # a resume from a trade the matcher no longer keeps (a bad request)

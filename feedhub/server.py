@@ -49,9 +49,9 @@ from starlette.websockets import WebSocket
 from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
 from feedhub.wire import DRAIN_TIMEOUT, LINK, AsgiLink, Link, direct_path_refusal
-from matcher.config import SystemConfig, load_config
 from matcher.curve import exposure
-from matcher.protocol import shown
+from matcher.quoting import shown
+from matcher.system import SystemConfig, load_config
 
 log = logging.getLogger("matchwire.feedhub")
 
@@ -556,7 +556,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="interface to serve on; also the matchers' host")
     parser.add_argument("--ws-port", type=int)
     parser.add_argument("--zmq-port", type=int, help="first matcher's ROUTER port")
-    parser.add_argument("--data-dir", help="accepted for symmetry with run.py; unused")
     parser.add_argument("--symbols", help="comma-separated symbols (default: all configured)")
     parser.add_argument(
         "--queue-size",

@@ -63,8 +63,8 @@ from gateway.validation import (
     unknown_symbol,
 )
 from matcher import _build
-from matcher.config import SystemConfig
 from matcher.protocol import Code
+from matcher.system import SystemConfig
 
 log = logging.getLogger("matchwire.gateway")
 

@@ -18,8 +18,8 @@ import math
 import time
 
 from gateway.errors import ApiError
-from matcher.config import ApiKey
 from matcher.protocol import ANONYMOUS, Code
+from matcher.system import ApiKey
 
 
 class TokenBucket:

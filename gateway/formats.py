@@ -23,7 +23,8 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from gateway.errors import ApiError
-from matcher.protocol import TRADE_FIELDS, Code, shown
+from matcher.protocol import TRADE_FIELDS, Code
+from matcher.quoting import shown
 
 MAX_BODY_BYTES = 64 * 1024
 TRADE_CSV_FIELDS = TRADE_FIELDS  # the CSV header is the trade's own field list

@@ -46,12 +46,13 @@ from gateway.correlation import Correlator, Future, LinkLost
 from gateway.errors import ApiError
 from gateway.zmq_link import PyzmqLink
 from matcher import codec
-from matcher.config import SymbolConfig, SystemConfig
+from matcher.config import SymbolConfig
 from matcher.protocol import MUTATING_OPS, Code
+from matcher.system import SystemConfig
 
 log = logging.getLogger("matchwire.gateway")
 
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = SystemConfig.matcher_timeout  # one default: [server] matcher_timeout
 LINK_ENV = "MATCHWIRE_GATEWAY_LINK"
 LINKS = ("auto", "zmtp", "pyzmq")
 PING_TIMEOUT = 0.5

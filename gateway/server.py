@@ -20,14 +20,13 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
-from matcher.config import SystemConfig, is_loopback, load_config
 from matcher.curve import exposure
+from matcher.system import SystemConfig, is_loopback, load_config
 
 log = logging.getLogger("matchwire.gateway")
 
@@ -74,7 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
     parser.add_argument("--ws-port", type=int, help="the feed hub's port, for /health and /")
     parser.add_argument("--zmq-port", type=int, help="first matcher port (default 5555)")
-    parser.add_argument("--data-dir", type=Path, help="data folder (unused by the gateway)")
     parser.add_argument("--symbols", help="comma-separated symbols to route (default: all)")
     parser.add_argument(
         "--matcher-timeout",
@@ -100,7 +98,6 @@ def load(args: argparse.Namespace) -> SystemConfig:
         http_port=args.http_port,
         ws_port=args.ws_port,
         zmq_port=args.zmq_port,
-        data_dir=args.data_dir,
         symbols=symbols,
         matcher_timeout=args.matcher_timeout,
         gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,

@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl
 
 from gateway.errors import ApiError, invalid_field
 from matcher import validation
-from matcher.protocol import Code, shown
+from matcher.protocol import Code
+from matcher.quoting import shown
 
 # Field kinds.
 DECIMAL = 0  # price, quantity, stop_price: a decimal string or a JSON number

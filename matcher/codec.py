@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from matcher.protocol import shown
+from matcher.quoting import shown
 
 MAX_REQUEST_BYTES = 64 * 1024
 TOPIC_END = b"\x00"

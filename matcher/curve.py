@@ -32,7 +32,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 if TYPE_CHECKING:  # the clients load keys with this module, without the configuration
-    from matcher.config import CurveConfig
+    from matcher.system import CurveConfig
 
 ROLES = ("gateway", "feedhub")
 ZAP_DOMAIN = "matchwire"

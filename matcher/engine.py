@@ -81,8 +81,8 @@ from matcher.protocol import (
     TRIGGERED,
     Code,
     CommandError,
-    shown,
 )
+from matcher.quoting import shown
 
 FINISHED_WINDOW = 100_000  # finished orders kept for lookups and client_order_id reuse checks
 RECENT_TRADES = 1_000  # trades kept for GET /trades

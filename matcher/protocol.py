@@ -164,17 +164,6 @@ class CommandError(Exception):
         self.message = message
 
 
-def shown(value: Any, limit: int = 40) -> str:
-    """`value` as an error message quotes it: a string's first `limit` characters, a
-    number as it is, anything else by its type. Never the repr of a container: a deeply
-    nested one raises RecursionError, and a huge one costs time."""
-    if isinstance(value, str):
-        return repr(value[:limit])
-    if value is None or isinstance(value, (bool, int, float)):
-        return repr(value)
-    return type(value).__name__
-
-
 # -- public shapes (docs/api.md) -----------------------------------------------------
 # Each shape is defined here once, as (field, kind, nullable) in the order the API
 # sends the fields. The views and packed views build exactly these keys (a test checks

@@ -45,7 +45,7 @@ from typing import IO, Any
 
 from matcher import codec
 from matcher.candles import INTERVALS
-from matcher.config import DEFAULT_SYMBOLS, ConfigError, SymbolConfig, build_symbol, load_config
+from matcher.config import DEFAULT_SYMBOLS, ConfigError, SymbolConfig, build_symbol
 from matcher.engine import Engine
 from matcher.journal import Journal, JournalCorrupt, list_segments, verify
 from matcher.protocol import CANDLE_FIELDS, CMD_RULES, EV_TRADE, TRADE_FIELDS, CommandError
@@ -62,6 +62,7 @@ from matcher.service import (
 from matcher.snapshot import HEADER as SNAPSHOT_HEADER
 from matcher.snapshot import MAGIC as SNAPSHOT_MAGIC
 from matcher.snapshot import list_snapshots
+from matcher.system import load_config
 from matcher.units import CachedUnits
 from matcher.views import Views, iso_timestamp
 

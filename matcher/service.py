@@ -32,7 +32,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from matcher import codec
 from matcher.book import Order
-from matcher.config import SymbolConfig, load_config
+from matcher.config import SymbolConfig
 from matcher.curve import (
     Peer,
     ServerCurve,
@@ -55,10 +55,11 @@ from matcher.protocol import (
     EV_TRADE,
     Code,
     CommandError,
-    shown,
 )
+from matcher.quoting import shown
 from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
+from matcher.system import load_config
 from matcher.units import CachedUnits, Units
 from matcher.validation import (
     Validator,

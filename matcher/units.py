@@ -15,7 +15,8 @@ from typing import Any
 
 from matcher.caches import remember
 from matcher.config import SymbolConfig
-from matcher.protocol import FEE_RATE_SCALE, Code, CommandError, shown
+from matcher.protocol import FEE_RATE_SCALE, Code, CommandError
+from matcher.quoting import shown
 
 # Longer inputs than this are refused before Decimal parses them (cheap DoS guard).
 MAX_NUMBER_CHARS = 40

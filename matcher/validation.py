@@ -33,8 +33,8 @@ from matcher.protocol import (
     TIF_NAMES,
     Code,
     CommandError,
-    shown,
 )
+from matcher.quoting import shown
 from matcher.units import Units
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -13,7 +13,6 @@ from typing import Any
 from matcher.book import Order
 from matcher.caches import remember
 from matcher.protocol import (
-    BUY,
     ORDER_TYPE_NAMES,
     SIDE_NAMES,
     STATUS_NAMES,
@@ -170,14 +169,6 @@ class Views:
             "ask_price": price(ask) if ask is not None else None,
             "ask_quantity": quantity(ask_total) if ask is not None else None,
         }
-
-    def change(self, side: int, price: int, total: int) -> list[str]:
-        """One l2 change; a removed level's quantity is "0" (docs/feeds.md)."""
-        return [
-            "buy" if side == BUY else "sell",
-            self._prices.get(price) or self._price(price),
-            (self._quantities.get(total) or self._quantity(total)) if total else "0",
-        ]
 
     def candle(self, candle: tuple) -> dict[str, Any]:
         """One candle (matcher/candles.py) in CANDLE_SHAPE: exact decimals."""

@@ -20,6 +20,9 @@ from tests.support import REPO
 LAYER = {"matcher": 0, "clients": 1, "feedhub": 2, "gateway": 2, "run": 3}
 CLIENTS_MAY_USE = {"matcher.codec", "matcher.protocol", "matcher.replay", "matcher.curve"}
 CORE = ("matcher/book.py", "matcher/engine.py")
+# The system's TOML file (matcher/system.py: topology and keys) is read by the process
+# entry points; the rest of the matcher knows only its symbol rules (matcher/config.py).
+READS_THE_SYSTEM_FILE = {"matcher/service.py", "matcher/replay.py", "matcher/curve.py"}
 IMPURE = {
     "os",
     "time",
@@ -91,6 +94,18 @@ def test_the_matching_core_is_pure() -> None:
             if name.split(".")[0] in IMPURE:
                 wrong.append(f"{relative} imports {name}")
     assert not wrong, "the core must do no I/O and read no clock:\n" + "\n".join(wrong)
+
+
+def test_the_matcher_knows_its_rules_not_the_system() -> None:
+    wrong = []
+    for path in sorted((REPO / "matcher").rglob("*.py")):
+        relative = str(path.relative_to(REPO))
+        names = imported_modules(path)
+        if relative == "matcher/config.py":
+            wrong += [f"{relative} imports {n}" for n in names if n.startswith("matcher.")]
+        elif relative != "matcher/system.py" and relative not in READS_THE_SYSTEM_FILE:
+            wrong += [f"{relative} imports {n}" for n in names if n == "matcher.system"]
+    assert not wrong, "the system file read outside the entry points:\n" + "\n".join(wrong)
 
 
 def test_the_checks_see_a_violation(tmp_path: Path) -> None:

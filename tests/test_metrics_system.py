@@ -192,7 +192,8 @@ def _scraped(url: str) -> Samples | None:
 
 
 def test_config_refuses_a_metrics_port_past_the_last_port(tmp_path: Path) -> None:
-    from matcher.config import ConfigError, load_config
+    from matcher.config import ConfigError
+    from matcher.system import load_config
 
     config = tmp_path / "bad.toml"
     config.write_text("[server]\nmetrics_port = 65535\n")  # the second symbol: 65536

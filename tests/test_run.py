@@ -129,7 +129,7 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path, leftovers: 
 SNAPSHOT_CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from matcher.config import load_config
+    from matcher.system import load_config
     from matcher.service import MatcherService
 
     config = load_config(symbols=["BTC-USDT"], data_dir=sys.argv[1])

@@ -9,7 +9,6 @@ from typing import get_type_hints
 
 from clients import rest
 from gateway.formats import TRADE_CSV_FIELDS
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.protocol import (
     BBO_FIELDS,
@@ -25,6 +24,7 @@ from matcher.protocol import (
     TRADE_FIELDS,
 )
 from matcher.replay import CSV_HEADER
+from matcher.system import load_config
 from matcher.units import Units
 from matcher.views import Views
 from tests.support import REPO

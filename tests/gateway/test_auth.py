@@ -15,7 +15,7 @@ import pytest
 from clients.rest import RestClient, RestError
 from gateway.auth import Accounts, TokenBucket
 from gateway.errors import ApiError
-from matcher.config import ApiKey
+from matcher.system import ApiKey
 from tests.gateway.conftest import BTC, GatewaySystem
 
 KEYS: dict[str, dict[str, Any]] = {

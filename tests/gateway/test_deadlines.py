@@ -25,7 +25,7 @@ import pytest
 from clients.zmq_client import MatcherClient
 from gateway.errors import ApiError
 from gateway.matchers import Matchers
-from matcher.config import load_config
+from matcher.system import load_config
 from tests.gateway.conftest import BTC, GatewaySystem
 from tests.support import Child, wait_until
 

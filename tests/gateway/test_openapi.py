@@ -27,8 +27,8 @@ from starlette.routing import Mount, Route
 from gateway import openapi
 from gateway.app import create_app
 from gateway.validation import AMEND_FIELDS, CANCEL_FIELDS, NEW_ORDER_FIELDS, NEW_STOP_FIELDS
-from matcher.config import load_config
 from matcher.protocol import ORDER_FIELDS, SHAPES, TRADE_FIELDS
+from matcher.system import load_config
 from tests.gateway.conftest import BTC, ETH, GatewaySystem
 from tests.support import write_config
 

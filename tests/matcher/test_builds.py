@@ -304,7 +304,7 @@ def test_require_compiled_without_any_build_is_an_import_error(tmp_path: Path) -
 
 GATEWAY_INFO = (
     "import json; from gateway.app import Gateway; "
-    "from matcher.config import load_config; "
+    "from matcher.system import load_config; "
     "print(json.loads(Gateway(load_config(None)).info)['build'])"
 )
 

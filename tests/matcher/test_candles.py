@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from matcher import codec
 from matcher.candles import DAY_MINUTES, INTERVALS, KEPT, Candles
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.protocol import BUY, CMD_NEW_ORDER, GTC, LIMIT, MARKET, SELL
 from matcher.rules import rules_command, rules_of
+from matcher.system import load_config
 from matcher.units import CachedUnits
 from matcher.views import Views, iso_timestamp, percent
 

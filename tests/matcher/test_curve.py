@@ -15,8 +15,8 @@ import zmq.auth
 
 from clients.curve import CurveKeys, client_keys
 from clients.zmq_client import MatcherClient, MatcherTimeout
-from matcher.config import load_config
 from matcher.curve import beyond_loopback, exposure
+from matcher.system import load_config
 from tests.support import (
     REPO,
     Child,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from clients.zmq_client import AsyncMatcherClient, MatcherClient, MatcherTimeout, deadline_after
-from matcher.config import load_config
 from matcher.protocol import MUTATING_OPS
 from matcher.service import MatcherService, journal_dir
+from matcher.system import load_config
 from tests.matcher.test_service import MatcherProcess, limit, spawner
 from tests.support import free_port
 

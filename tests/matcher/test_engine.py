@@ -11,7 +11,6 @@ import random
 import msgpack
 import pytest
 
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.protocol import (
     BUY,
@@ -42,6 +41,7 @@ from matcher.protocol import (
     Code,
     CommandError,
 )
+from matcher.system import load_config
 from matcher.units import Units
 from tests.matcher.reference import amend, cancel, new_order, new_stop
 

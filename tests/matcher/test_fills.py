@@ -8,7 +8,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matcher.config import build_symbol, load_config
+from matcher.config import build_symbol
+from matcher.system import load_config
 from matcher.units import Units
 from matcher.views import Views
 

@@ -13,10 +13,10 @@ import msgpack
 import pytest
 
 from matcher import codec
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.packed_views import PackedViews
 from matcher.protocol import (
+    BUY,
     CMD_CANCEL_ALL,
     CMD_NEW_ORDER,
     CMD_NEW_STOP,
@@ -25,6 +25,7 @@ from matcher.protocol import (
     EV_TRADE,
     CommandError,
 )
+from matcher.system import load_config
 from matcher.units import CachedUnits
 from matcher.views import Views
 from tests.matcher.reference import ReferenceMatcher
@@ -33,13 +34,24 @@ from tests.matcher.test_differential import build_command, random_recipe
 EPOCH = 1_764_000_000_123_456
 
 
+def change_view(views: Views, side: int, price: int, total: int) -> list[str]:
+    """One l2 change; a removed level's quantity is "0" (docs/feeds.md)."""
+    return [
+        "buy" if side == BUY else "sell",
+        views.price(price),
+        views.quantity(total) if total else "0",
+    ]
+
+
 def book_update_view(views: Views, engine: Engine, changes: dict, ts: int) -> dict:
     """The book.<SYMBOL> body as the service built it before it was pre-packed."""
     return {
         "symbol": views.symbol,
         "epoch": EPOCH,
         "book_seq": engine.book_seq,
-        "changes": [views.change(side, price, total) for (side, price), total in changes.items()],
+        "changes": [
+            change_view(views, side, price, total) for (side, price), total in changes.items()
+        ],
         "bbo": views.bbo(engine.bbo(), engine.book_seq),
         "timestamp": views.timestamp(ts),
     }

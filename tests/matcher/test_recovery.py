@@ -19,11 +19,11 @@ import pytest
 import zmq
 
 from matcher import codec
-from matcher.config import load_config
 from matcher.journal import HEADER, Journal, list_segments
 from matcher.protocol import EV_TRADE
 from matcher.service import journal_dir, new_engine, snapshot_dir
 from matcher.snapshot import list_snapshots, write_snapshot
+from matcher.system import load_config
 from matcher.units import CachedUnits
 from tests.matcher.test_service import SYMBOL, MatcherProcess, spawner
 from tests.support import run_replay, wait_until

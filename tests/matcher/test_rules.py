@@ -19,12 +19,12 @@ import pytest
 
 from clients.zmq_client import MatcherClient
 from matcher import codec
-from matcher.config import load_config
 from matcher.engine import Engine
 from matcher.journal import Journal
 from matcher.protocol import BUY, CMD_NEW_ORDER, CMD_RULES, GTC, LIMIT, SELL, STP_CANCEL_NEWEST
 from matcher.rules import rules_command, rules_of
 from matcher.service import journal_dir, snapshot_dir
+from matcher.system import load_config
 from tests.matcher.test_service import MatcherProcess, spawner
 from tests.support import REPO, System, free_ports
 

@@ -880,9 +880,9 @@ def test_unicode_digits_are_invalid_fields(matcher: MatcherProcess) -> None:
 def test_an_internal_error_inside_the_engine_rebuilds_it_from_the_journal(tmp_path: Path) -> None:
     """Fault injection (no sockets needed): a core bug that raises half-way through a
     command must not leave a half-changed book serving the next request."""
-    from matcher.config import load_config
     from matcher.protocol import CMD_NEW_ORDER
     from matcher.service import MatcherService
+    from matcher.system import load_config
 
     config = load_config(symbols=["BTC-USDT"])
     service = MatcherService(config.symbols["BTC-USDT"], tmp_path, fsync="off")
@@ -914,8 +914,8 @@ def test_an_internal_error_inside_the_engine_rebuilds_it_from_the_journal(tmp_pa
 def _service_with_one_order(tmp_path: Path) -> tuple[Any, Callable[[dict[str, Any]], bytes]]:
     """An in-process MatcherService (no sockets) on a real journal, one order committed;
     and a `handle` that leaves what it appends uncommitted, like a batch cut short."""
-    from matcher.config import load_config
     from matcher.service import MatcherService
+    from matcher.system import load_config
 
     config = load_config(symbols=["BTC-USDT"])
     service = MatcherService(config.symbols["BTC-USDT"], tmp_path, fsync="batch")
@@ -1015,8 +1015,8 @@ def test_serving_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
     made while serving would never be collected: there must be none, for any request."""
     import gc
 
-    from matcher.config import load_config
     from matcher.service import MatcherService
+    from matcher.system import load_config
 
     service = MatcherService(load_config(None).symbols[SYMBOL], tmp_path, fsync="off")
     service.journal.open()

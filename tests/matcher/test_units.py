@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matcher.config import build_symbol, load_config
+from matcher.config import build_symbol
 from matcher.protocol import Code, CommandError
+from matcher.system import load_config
 from matcher.units import Units
 
 BTC = Units(load_config().symbols["BTC-USDT"])  # tick 0.01, lot 0.0001, max 1e7 / 1e5
