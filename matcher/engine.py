@@ -84,7 +84,6 @@ from matcher.protocol import (
     STOP_TYPES,
     STP_CANCEL_BOTH,
     STP_CANCEL_OLDEST,
-    TAKE_PROFIT,
     TIF_FOK,
     TIF_IOC,
     TRIGGERED,
