@@ -6,6 +6,17 @@
 cimport cython
 
 
+# The `kind` encoder, decoders and the stop direction (book.py): C functions in the
+# compiled build (gcc inlines them in book; engine calls them through a C pointer).
+cpdef int pack_kind(int order_type, int tif, int stp, bint post_only)
+cpdef int kind_side(int kind)
+cpdef int kind_order_type(int kind)
+cpdef int kind_tif(int kind)
+cpdef int kind_stp(int kind)
+cpdef bint kind_post_only(int kind)
+cpdef bint stop_rises(int side, int order_type)
+
+
 # No cycle can pass through an order or a level (they hold ints, strings, tuples of
 # ints and orders), so the collector need not track them: a fifth of the compiled
 # flow's time was the collector walking them.

@@ -4,7 +4,9 @@
 
 cimport cython
 
-from matcher.book cimport Book, Level, Order
+from matcher.book cimport (
+    Book, Level, Order, kind_post_only, kind_stp, kind_tif, pack_kind, stop_rises,
+)
 
 
 cdef class Engine:

@@ -46,7 +46,16 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from matcher import rules as symbol_rules
-from matcher.book import Book, Level, Order, pack_kind
+from matcher.book import (
+    Book,
+    Level,
+    Order,
+    kind_post_only,
+    kind_stp,
+    kind_tif,
+    pack_kind,
+    stop_rises,
+)
 from matcher.candles import Candles
 from matcher.protocol import (
     ANONYMOUS,
@@ -75,7 +84,6 @@ from matcher.protocol import (
     STOP_TYPES,
     STP_CANCEL_BOTH,
     STP_CANCEL_OLDEST,
-    TAKE_PROFIT,
     TIF_FOK,
     TIF_IOC,
     TRIGGERED,
@@ -236,7 +244,7 @@ class Engine:
             price,
             quantity,
             NEW,
-            order_type | (tif << 3) | (stp << 5) | (128 if post_only else 0),
+            pack_kind(order_type, tif, stp, post_only),
             ts,
             client_order_id,
         )
@@ -289,7 +297,7 @@ class Engine:
         self._check_client_id(account, client_order_id)
         if order_type not in STOP_TYPES:
             raise CommandError(Code.INVALID_FIELD, "order_type must be a stop type")
-        rising = (order_type != TAKE_PROFIT) == (side == BUY)
+        rising = stop_rises(side, order_type)
         last = self.last_price
         if last is not None and (last >= stop_price if rising else last <= stop_price):
             raise CommandError(
@@ -339,7 +347,7 @@ class Engine:
         """Cancel one live order or pending stop at the user's request."""
         if order.status == PENDING:
             del self.stops[order.order_id]
-            rising = (order.order_type != TAKE_PROFIT) == (order.side == BUY)
+            rising = stop_rises(order.side, order.order_type)
             (self.rising_stops if rising else self.falling_stops).remove(
                 (order.stop_price, order.order_id)
             )
@@ -448,7 +456,7 @@ class Engine:
     def _enter(self, order: Order, events: list[Event], ts: int) -> None:
         """Match a new (or re-queued) order, then rest, cancel or reject its remainder."""
         kind = order.kind
-        if kind & 128 and self._crosses(order.side, order.price):
+        if kind_post_only(kind) and self._crosses(order.side, order.price):
             order.status = REJECTED
             order.reason = Code.POST_ONLY_WOULD_TAKE
             self._finish(order)
@@ -463,7 +471,7 @@ class Engine:
                 )
             )
             return
-        tif = (kind >> 3) & 3
+        tif = kind_tif(kind)
         if tif == TIF_FOK and self._fillable(order) < order.leaves:
             order.status = CANCELLED
             order.reason = Code.FOK_NOT_FILLABLE
@@ -523,7 +531,7 @@ class Engine:
         taker_id = taker.order_id
         account = taker.account
         stp_account = account if account != ANONYMOUS else None
-        stp = (taker.kind >> 5) & 3
+        stp = kind_stp(taker.kind)
         maker_rate = self.maker_rate
         taker_rate = self.taker_rate
         trade_id = self.trade_id
@@ -648,7 +656,7 @@ class Engine:
         limit = taker.price
         need = taker.leaves
         stp_account = taker.account if taker.account != ANONYMOUS else None
-        stp = (taker.kind >> 5) & 3
+        stp = kind_stp(taker.kind)
         total = 0
         for price in book_side.prices if is_buy else reversed(book_side.prices):
             if limit is not None and (price > limit if is_buy else price < limit):
@@ -931,7 +939,7 @@ class Engine:
         for row in state["stops"]:
             order = rebuild(row)
             engine.stops[order.order_id] = order
-            rising = (order.order_type != TAKE_PROFIT) == (order.side == BUY)
+            rising = stop_rises(order.side, order.order_type)
             (engine.rising_stops if rising else engine.falling_stops).add(
                 (order.stop_price, order.order_id)
             )

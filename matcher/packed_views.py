@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matcher.book import Order
+from matcher.book import Order, kind_order_type, kind_post_only, kind_side, kind_tif
 from matcher.caches import remember
 from matcher.codec import array_header, map_header, pack
 from matcher.protocol import ORDER_TYPE_NAMES, SIDE_NAMES, STATUS_NAMES, TIF_NAMES
@@ -139,10 +139,10 @@ class PackedViews:
                 self._k_account,
                 self._accounts.get(account) or self._account(account),
                 self._symbol,
-                self._sides[(kind >> 8) & 1],
-                self._order_types[kind & 7],
-                self._tifs[(kind >> 3) & 3],
-                self._post_only[(kind >> 7) & 1],
+                self._sides[kind_side(kind)],
+                self._order_types[kind_order_type(kind)],
+                self._tifs[kind_tif(kind)],
+                self._post_only[kind_post_only(kind)],
                 self._k_price,
                 _NONE if price is None else prices.get(price) or self.price(price),
                 self._k_stop_price,

@@ -10,7 +10,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from matcher.book import Order
+from matcher.book import Order, kind_order_type, kind_post_only, kind_side, kind_tif
 from matcher.caches import remember
 from matcher.protocol import (
     ORDER_TYPE_NAMES,
@@ -109,10 +109,10 @@ class Views:
             "client_order_id": order.client_order_id,
             "account": order.account,
             "symbol": self.symbol,
-            "side": SIDE_NAMES[(kind >> 8) & 1],
-            "order_type": ORDER_TYPE_NAMES[kind & 7],
-            "time_in_force": TIF_NAMES[(kind >> 3) & 3],
-            "post_only": bool(kind & 128),
+            "side": SIDE_NAMES[kind_side(kind)],
+            "order_type": ORDER_TYPE_NAMES[kind_order_type(kind)],
+            "time_in_force": TIF_NAMES[kind_tif(kind)],
+            "post_only": kind_post_only(kind),
             "price": None if price is None else prices.get(price) or self._price(price),
             "stop_price": (
                 None if stop_price is None else prices.get(stop_price) or self._price(stop_price)
