@@ -1703,6 +1703,51 @@
     }
   }
 
+  /** "Cancel all": the first click asks, the second (Yes) sends one POST /cancel_all. */
+  function askCancelAll() {
+    const count = state.openOrders.length;
+    $("cancel-all-question").textContent =
+      `Cancel ${count ? `all ${count}` : "all"} of ${account() || "your"} orders on ${state.symbol}?`;
+    $("cancel-all").hidden = true;
+    $("cancel-all-confirm").hidden = false;
+    $("cancel-all-yes").focus();
+  }
+
+  function closeCancelAll() {
+    $("cancel-all-confirm").hidden = true;
+    $("cancel-all").hidden = false;
+  }
+
+  async function cancelAll() {
+    const yes = $("cancel-all-yes");
+    yes.disabled = true;
+    const body = withAccount({ symbol: state.symbol });
+    const notice = $("open-orders-notice");
+    try {
+      const data = await api("POST", "/cancel_all", body);
+      const cancelled = data.cancelled || [];
+      for (const order of cancelled) addResult({ action: "cancel_all", symbol: body.symbol, order });
+      const ids = new Set(cancelled.map((o) => String(o.order_id)));
+      state.openOrders = state.openOrders.filter((o) => !ids.has(String(o.order_id)));
+      if (state.amend && ids.has(state.amend.orderId)) state.amend = null;
+      renderOpenOrders();
+      setOpenOrdersError(null);
+      notice.textContent = cancelled.length
+        ? `Cancelled ${cancelled.length} order${cancelled.length === 1 ? "" : "s"} on ${body.symbol}: `
+          + cancelled.map((o) => `#${o.order_id}`).join(", ")
+        : `Nothing to cancel on ${body.symbol}.`;
+      notice.hidden = false;
+    } catch (err) {
+      notice.hidden = true;
+      setOpenOrdersError(err);
+      addResult({ action: "cancel_all", symbol: body.symbol, error: { code: err.code, message: err.message } });
+    } finally {
+      yes.disabled = false;
+      closeCancelAll();
+      refreshOpenOrders();
+    }
+  }
+
   // ---- theme ----------------------------------------------------------------------------
 
   function applyTheme(theme) {
@@ -1734,6 +1779,8 @@
     if (!state.info || !state.info.symbols[symbol]) return;
     state.generation += 1;
     state.symbol = symbol;
+    closeCancelAll();
+    $("open-orders-notice").hidden = true;
     state.rules = rulesFor(symbol);
     state.book = newBook();
     state.trades = [];
@@ -1863,6 +1910,10 @@
       target.focus();
       updateHint();
     });
+
+    $("cancel-all").addEventListener("click", askCancelAll);
+    $("cancel-all-no").addEventListener("click", closeCancelAll);
+    $("cancel-all-yes").addEventListener("click", () => { if (!$("cancel-all-yes").disabled) cancelAll(); });
 
     const orders = $("open-orders");
     orders.addEventListener("click", (event) => {

@@ -1229,3 +1229,76 @@ def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
     page.press("#amend-quantity", "Escape")
     expect(page.locator("tr.amend-row")).to_have_count(0)
     cancel_all(base_url, "ETH-USDT", "amender")
+
+
+def open_ids(base_url: str, symbol: str, account: str) -> set[str]:
+    orders = httpx.get(f"{base_url}/orders/{symbol}?status=open&account={account}").json()
+    return {str(o["order_id"]) for o in orders["orders"]}
+
+
+def test_cancel_all_asks_then_cancels_the_accounts_orders_and_only_those(
+    page: Page, base_url: str
+) -> None:
+    mine = [
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="limit",
+            side="buy",
+            price=price,
+            quantity="1.000",
+            account="mass",
+        )
+        for price in ("1401.00", "1402.00")
+    ]
+    other = rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1403.00",
+        quantity="1.000",
+        account="bystander",
+    )
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "mass")
+    for order in mine:
+        expect(
+            page.locator(f'#open-orders tr[data-order-id="{order["order_id"]}"]')
+        ).to_be_visible()
+
+    # The first click only asks; "No" sends nothing.
+    page.click("#cancel-all")
+    expect(page.locator("#cancel-all-confirm")).to_be_visible()
+    expect(page.locator("#cancel-all-question")).to_contain_text("ETH-USDT")
+    page.click("#cancel-all-no")
+    expect(page.locator("#cancel-all-confirm")).to_be_hidden()
+    assert {str(o["order_id"]) for o in mine} <= open_ids(base_url, "ETH-USDT", "mass")
+
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    notice = page.locator("#open-orders-notice")
+    expect(notice).to_contain_text("Cancelled 2 orders on ETH-USDT")
+    expect(page.locator("#open-orders-body tr")).to_have_count(0)
+    assert open_ids(base_url, "ETH-USDT", "mass") == set()
+    # Another account's order on the same symbol is untouched.
+    assert str(other["order_id"]) in open_ids(base_url, "ETH-USDT", "bystander")
+
+    # Nothing left: said so, not an error.
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    expect(notice).to_contain_text("Nothing to cancel on ETH-USDT")
+    expect(page.locator("#open-orders-error")).to_be_hidden()
+    cancel_all(base_url, "ETH-USDT", "bystander")
+
+
+def test_cancel_all_shows_the_error_when_the_request_is_refused(page: Page) -> None:
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "mass")
+    # An account name the gateway refuses: the error is shown, not swallowed.
+    page.fill("#account", "x" * 300)
+    page.press("#account", "Tab")
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    expect(page.locator("#open-orders-error")).to_be_visible()
+    expect(page.locator("#open-orders-error code")).not_to_be_empty()
