@@ -655,20 +655,43 @@
 
   // ---- CSV ------------------------------------------------------------------------------
 
-  // The columns of the server's CSV (GET /trades/{symbol}?format=csv), in its order.
-  const CSV_COLUMNS = [
-    "trade_id", "symbol", "price", "quantity", "aggressor_side",
-    "maker_order_id", "taker_order_id", "maker_fee", "taker_fee", "timestamp",
-  ];
+  // The columns are the server's: the header row of GET /trades/{symbol}?format=csv, which
+  // the server takes from the one definition of a trade (matcher/protocol.py TRADE_FIELDS).
+  // Nothing here lists them, so a field added there is exported here too.
+  let csvColumns = null;
+
+  async function loadCsvColumns() {
+    if (csvColumns) return csvColumns;
+    const symbol = state.symbol;
+    let response;
+    try {
+      response = await fetch(`/trades/${encodeURIComponent(symbol)}?format=csv&limit=1`, { cache: "no-store" });
+    } catch (err) {
+      throw new ApiError("network_error", `the gateway did not answer (${err.message})`, 0);
+    }
+    const text = await response.text();
+    if (!response.ok) throw new ApiError(`http_${response.status}`, text.slice(0, 300), response.status);
+    const header = text.split(/\r?\n/, 1)[0];
+    csvColumns = header.split(",").map((c) => c.trim()).filter(Boolean);
+    return csvColumns;
+  }
 
   function csvField(value) {
     const text = String(value ?? "");
     return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   }
 
-  function exportCsv() {
-    const lines = [CSV_COLUMNS.join(",")];
-    for (const trade of tapeTrades()) lines.push(CSV_COLUMNS.map((c) => csvField(trade[c])).join(","));
+  async function exportCsv() {
+    let columns;
+    try {
+      columns = await loadCsvColumns();
+    } catch (err) {
+      $("export-csv").title = `CSV columns unavailable: ${err.code} ${err.message}`;
+      console.warn("CSV columns", err);
+      return;
+    }
+    const lines = [columns.join(",")];
+    for (const trade of tapeTrades()) lines.push(columns.map((c) => csvField(trade[c])).join(","));
     const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
     const url = URL.createObjectURL(blob);
     const link = document.createElement("a");
@@ -2170,6 +2193,7 @@
       return;
     }
     switchSymbol(initial);
+    loadCsvColumns().catch((err) => console.warn("CSV columns", err));  // ready before a click
   }
 
   // Read-only handle for debugging from the console.

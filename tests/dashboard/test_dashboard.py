@@ -1399,3 +1399,23 @@ def test_candles_draw_in_dark_and_light_mode(page: Page, base_url: str) -> None:
     light = coloured_pixels(page)
     assert light["up"] + light["down"] > 0, light
     page.click("#theme-toggle")
+
+
+def test_csv_export_takes_its_columns_from_the_server(page: Page, base_url: str) -> None:
+    """The export lists no columns of its own: it uses the server CSV's header (whose
+    source is matcher/protocol.py). A server with other columns gets other columns."""
+    make_trade(base_url, "ETH-USDT", "1601.00", "0.010", "csvcols")
+    page.route(
+        "**/trades/ETH-USDT?format=csv&limit=1",
+        lambda route: route.fulfill(
+            status=200, content_type="text/csv", body="price,trade_id\r\n1601.00,1\r\n"
+        ),
+    )
+    open_dashboard(page, "ETH-USDT")
+    expect(page.locator("#tape-body tr").first).to_be_visible()
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0] == ["price", "trade_id"]
+    trades = httpx.get(f"{base_url}/trades/ETH-USDT?limit=1000").json()["trades"]
+    assert rows[1] == [str(trades[0]["price"]), str(trades[0]["trade_id"])]
