@@ -190,7 +190,10 @@
     feeds: { market: null, trades: null },
     dirty: { book: true, ladder: true, trades: true, depth: true, price: true },
     hover: { depth: null, price: null },
-    charts: { depth: null, price: null },  // what the charts drew last: ranges, label boxes
+    chartMode: "line",  // the price panel: "line" (trades) or "candles" (GET /candles)
+    candles: null,
+    candleError: null,
+    charts: { depth: null, price: null, candles: null },  // what the charts drew last: ranges, label boxes
     auth: null,             // GET / says whether the gateway wants API keys (null: unknown)
     amend: null,            // {orderId} while the inline amend editor is open
     everLive: false,
@@ -521,6 +524,7 @@
       tradeRefillTimer = setTimeout(loadTradeHistory, 300);
     }
     insertTrade(msg);
+    applyTradeToCandles(msg);
     markDirty("trades");
     maybeRefreshOrdersAfterTrade(msg);
   }
@@ -651,20 +655,43 @@
 
   // ---- CSV ------------------------------------------------------------------------------
 
-  // The columns of the server's CSV (GET /trades/{symbol}?format=csv), in its order.
-  const CSV_COLUMNS = [
-    "trade_id", "symbol", "price", "quantity", "aggressor_side",
-    "maker_order_id", "taker_order_id", "maker_fee", "taker_fee", "timestamp",
-  ];
+  // The columns are the server's: the header row of GET /trades/{symbol}?format=csv, which
+  // the server takes from the one definition of a trade (matcher/protocol.py TRADE_FIELDS).
+  // Nothing here lists them, so a field added there is exported here too.
+  let csvColumns = null;
+
+  async function loadCsvColumns() {
+    if (csvColumns) return csvColumns;
+    const symbol = state.symbol;
+    let response;
+    try {
+      response = await fetch(`/trades/${encodeURIComponent(symbol)}?format=csv&limit=1`, { cache: "no-store" });
+    } catch (err) {
+      throw new ApiError("network_error", `the gateway did not answer (${err.message})`, 0);
+    }
+    const text = await response.text();
+    if (!response.ok) throw new ApiError(`http_${response.status}`, text.slice(0, 300), response.status);
+    const header = text.split(/\r?\n/, 1)[0];
+    csvColumns = header.split(",").map((c) => c.trim()).filter(Boolean);
+    return csvColumns;
+  }
 
   function csvField(value) {
     const text = String(value ?? "");
     return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   }
 
-  function exportCsv() {
-    const lines = [CSV_COLUMNS.join(",")];
-    for (const trade of tapeTrades()) lines.push(CSV_COLUMNS.map((c) => csvField(trade[c])).join(","));
+  async function exportCsv() {
+    let columns;
+    try {
+      columns = await loadCsvColumns();
+    } catch (err) {
+      $("export-csv").title = `CSV columns unavailable: ${err.code} ${err.message}`;
+      console.warn("CSV columns", err);
+      return;
+    }
+    const lines = [columns.join(",")];
+    for (const trade of tapeTrades()) lines.push(columns.map((c) => csvField(trade[c])).join(","));
     const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
     const url = URL.createObjectURL(blob);
     const link = document.createElement("a");
@@ -1052,6 +1079,192 @@
     }
   }
 
+  // ---- candles: GET /candles/{symbol}, then each trade from the feed ------------------------
+
+  const INTERVAL_MS = {
+    "1s": 1000, "1m": 60000, "5m": 300000, "15m": 900000, "1h": 3600000, "4h": 14400000, "1d": 86400000,
+  };
+  const CANDLES_LIMIT = 300;
+  let candleLoads = 0;
+
+  function candleRecord(c) {
+    return {
+      ms: parseTime(c.open_time), open: Number(c.open), high: Number(c.high), low: Number(c.low),
+      close: Number(c.close), volume: Number(c.volume), trades: c.trade_count,
+    };
+  }
+
+  async function loadCandles() {
+    if (!state.symbol || state.chartMode !== "candles") return;
+    const generation = state.generation;
+    const interval = $("candle-interval").value;
+    const load = ++candleLoads;
+    state.candles = null;
+    state.candleError = null;
+    markDirty("price");
+    const params = new URLSearchParams({ interval, limit: String(CANDLES_LIMIT) });
+    try {
+      const data = await api("GET", `/candles/${encodeURIComponent(state.symbol)}?${params}`);
+      if (generation !== state.generation || load !== candleLoads) return;
+      const list = (data.candles || []).map(candleRecord);
+      state.candles = { interval, ms: INTERVAL_MS[interval], list, fetches: load };
+      // Trades that arrived while the request was out: the candle answer may predate them.
+      for (const trade of state.trades) if (trade.ms >= (list.length ? list[list.length - 1].ms : 0)) {
+        applyTradeToCandles(trade, true);
+      }
+    } catch (err) {
+      if (generation !== state.generation || load !== candleLoads) return;
+      state.candleError = err;
+    }
+    markDirty("price");
+  }
+
+  /** A trade updates the open candle, or opens the next one. */
+  function applyTradeToCandles(trade, replaying) {
+    const series = state.candles;
+    if (!series) return;
+    const ms = trade.ms !== undefined ? trade.ms : parseTime(trade.timestamp);
+    const px = Number(trade.price);
+    const qty = Number(trade.quantity);
+    if (!Number.isFinite(ms) || !Number.isFinite(px)) return;
+    if (!series.seen) series.seen = new Set();
+    if (series.seen.has(trade.trade_id)) return;
+    const open = Math.floor(ms / series.ms) * series.ms;
+    const list = series.list;
+    const last = list[list.length - 1];
+    if (last && last.ms === open) {
+      // The fetched candle may already hold this trade (it was in the answer): only trades
+      // newer than the fetch change it, which the feed's order guarantees after the load.
+      if (replaying) return;
+      last.high = Math.max(last.high, px);
+      last.low = Math.min(last.low, px);
+      last.close = px;
+      last.volume += qty;
+      last.trades += 1;
+    } else if (!last || open > last.ms) {
+      list.push({ ms: open, open: px, high: px, low: px, close: px, volume: qty, trades: 1 });
+      if (list.length > 1000) list.shift();
+    } else {
+      return;
+    }
+    series.seen.add(trade.trade_id);
+    series.updates = (series.updates || 0) + 1;
+  }
+
+  function drawCandles() {
+    const canvas = $("price-chart");
+    const { ctx, width, height } = prepareCanvas(canvas);
+    const p = state.palette;
+    const series = state.candles;
+    if (!series || !series.list.length) {
+      const text = state.candleError
+        ? `Candles: ${state.candleError.code}`
+        : series ? "No candles yet" : "Loading candles…";
+      drawMessage(ctx, width, height, text);
+      state.charts.candles = series ? { count: 0, interval: series.interval, fetches: series.fetches } : null;
+      state.charts.price = null;
+      return;
+    }
+    const left = 8;
+    const top = 10;
+    const bottom = 20;
+    const slot = 9;
+    let pMin = Infinity;
+    let pMax = -Infinity;
+    const textProbe = ctx.measureText(String(series.list[series.list.length - 1].close)).width;
+    const right = Math.max(64, Math.ceil(textProbe) + 16);
+    const plotWidth = Math.max(10, width - left - right);
+    const fit = Math.max(1, Math.floor(plotWidth / slot));
+    const shown = series.list.slice(-fit);
+    let vMax = 0;
+    for (const c of shown) {
+      if (c.low < pMin) pMin = c.low;
+      if (c.high > pMax) pMax = c.high;
+      if (c.volume > vMax) vMax = c.volume;
+    }
+    const tick = state.rules ? Number(state.rules.tick_size) : 0.01;
+    const pad = Math.max((pMax - pMin) * 0.08, tick * 5, pMax * 0.0005);
+    pMin -= pad;
+    pMax += pad;
+    const plotHeight = Math.max(20, height - top - bottom);
+    const volHeight = Math.round(plotHeight * 0.22);
+    const priceHeight = plotHeight - volHeight - 4;
+    const y = (price) => top + priceHeight - ((price - pMin) / (pMax - pMin)) * priceHeight;
+    const xOf = (i) => left + plotWidth - (shown.length - i) * slot + slot / 2;
+
+    const priceTicks = niceTicks(pMin, pMax, 4);
+    const decimals = tickDecimals(priceTicks);
+    ctx.strokeStyle = p.grid;
+    ctx.lineWidth = 1;
+    ctx.fillStyle = p.muted;
+    ctx.textAlign = "left";
+    for (const t of priceTicks) {
+      const yy = Math.round(y(t)) + 0.5;
+      if (yy < top || yy > top + priceHeight) continue;
+      ctx.beginPath();
+      ctx.moveTo(left, yy);
+      ctx.lineTo(left + plotWidth, yy);
+      ctx.stroke();
+      ctx.fillText(t.toFixed(decimals), left + plotWidth + 6, yy);
+    }
+    const volTop = top + priceHeight + 4;
+    const body = Math.max(1, slot - 3);
+    shown.forEach((c, i) => {
+      const up = c.close >= c.open;
+      const colour = up ? p.buy : p.sell;
+      const cx = Math.round(xOf(i)) + 0.5;
+      ctx.strokeStyle = colour;
+      ctx.fillStyle = colour;
+      ctx.beginPath();
+      ctx.moveTo(cx, y(c.high));
+      ctx.lineTo(cx, y(c.low));
+      ctx.stroke();
+      const y0 = y(Math.max(c.open, c.close));
+      const y1 = y(Math.min(c.open, c.close));
+      ctx.fillRect(cx - body / 2, y0, body, Math.max(1, y1 - y0));
+      const vh = vMax > 0 ? (c.volume / vMax) * volHeight : 0;
+      ctx.globalAlpha = 0.45;
+      ctx.fillRect(cx - body / 2, volTop + volHeight - vh, body, Math.max(1, vh));
+      ctx.globalAlpha = 1;
+    });
+    // Time labels: the first and last shown candle's open time.
+    ctx.fillStyle = p.muted;
+    ctx.textBaseline = "middle";
+    const withSeconds = series.ms < 60000;
+    const firstLabel = clockTime(shown[0].ms, false);
+    const lastLabel = clockTime(shown[shown.length - 1].ms, false);
+    ctx.textAlign = "left";
+    ctx.fillText(withSeconds ? firstLabel : firstLabel.slice(0, 5), Math.max(left, xOf(0) - slot / 2), height - 8);
+    ctx.textAlign = "right";
+    if (shown.length > 1) ctx.fillText(withSeconds ? lastLabel : lastLabel.slice(0, 5), left + plotWidth, height - 8);
+    // The last close as a tag on the axis.
+    const lastCandle = shown[shown.length - 1];
+    const ty = Math.max(top + 7, Math.min(top + priceHeight - 7, y(lastCandle.close)));
+    ctx.fillStyle = lastCandle.close >= lastCandle.open ? p.buy : p.sell;
+    ctx.fillRect(left + plotWidth + 2, ty - 8, right - 4, 16);
+    ctx.fillStyle = p.panel;
+    ctx.textAlign = "left";
+    ctx.fillText(lastCandle.close.toFixed(state.rules ? state.rules.priceDecimals : decimals), left + plotWidth + 6, ty);
+    state.charts.price = null;
+    state.charts.candles = {
+      count: series.list.length, shown: shown.length, interval: series.interval, fetches: series.fetches,
+      updates: series.updates || 0, width, height,
+      last: { ...lastCandle }, first: { ...series.list[0] },
+      background: getComputedStyle($("price-chart").closest(".panel")).backgroundColor,
+      colours: { up: p.buy, down: p.sell },
+    };
+  }
+
+  function setChartMode(mode) {
+    state.chartMode = mode;
+    $("candle-interval").disabled = mode !== "candles";
+    $("price-title").textContent = mode === "candles" ? "Candles" : "Last price";
+    $("price-legend").textContent = mode === "candles" ? "OHLC and volume from /candles" : "trades over time";
+    state.candles = null;
+    if (mode === "candles") loadCandles();
+    markDirty("price");
+  }
+
   function drawPrice() {
     const canvas = $("price-chart");
     const { ctx, width, height } = prepareCanvas(canvas);
@@ -1260,7 +1473,10 @@
       renderLast();
     }
     if (dirty.depth) drawDepth();
-    if (dirty.price) drawPrice();
+    if (dirty.price) {
+      if (state.chartMode === "candles") drawCandles();
+      else drawPrice();
+    }
   }
 
   // ---- order entry ----------------------------------------------------------------------
@@ -1703,6 +1919,51 @@
     }
   }
 
+  /** "Cancel all": the first click asks, the second (Yes) sends one POST /cancel_all. */
+  function askCancelAll() {
+    const count = state.openOrders.length;
+    $("cancel-all-question").textContent =
+      `Cancel ${count ? `all ${count}` : "all"} of ${account() || "your"} orders on ${state.symbol}?`;
+    $("cancel-all").hidden = true;
+    $("cancel-all-confirm").hidden = false;
+    $("cancel-all-yes").focus();
+  }
+
+  function closeCancelAll() {
+    $("cancel-all-confirm").hidden = true;
+    $("cancel-all").hidden = false;
+  }
+
+  async function cancelAll() {
+    const yes = $("cancel-all-yes");
+    yes.disabled = true;
+    const body = withAccount({ symbol: state.symbol });
+    const notice = $("open-orders-notice");
+    try {
+      const data = await api("POST", "/cancel_all", body);
+      const cancelled = data.cancelled || [];
+      for (const order of cancelled) addResult({ action: "cancel_all", symbol: body.symbol, order });
+      const ids = new Set(cancelled.map((o) => String(o.order_id)));
+      state.openOrders = state.openOrders.filter((o) => !ids.has(String(o.order_id)));
+      if (state.amend && ids.has(state.amend.orderId)) state.amend = null;
+      renderOpenOrders();
+      setOpenOrdersError(null);
+      notice.textContent = cancelled.length
+        ? `Cancelled ${cancelled.length} order${cancelled.length === 1 ? "" : "s"} on ${body.symbol}: `
+          + cancelled.map((o) => `#${o.order_id}`).join(", ")
+        : `Nothing to cancel on ${body.symbol}.`;
+      notice.hidden = false;
+    } catch (err) {
+      notice.hidden = true;
+      setOpenOrdersError(err);
+      addResult({ action: "cancel_all", symbol: body.symbol, error: { code: err.code, message: err.message } });
+    } finally {
+      yes.disabled = false;
+      closeCancelAll();
+      refreshOpenOrders();
+    }
+  }
+
   // ---- theme ----------------------------------------------------------------------------
 
   function applyTheme(theme) {
@@ -1734,6 +1995,10 @@
     if (!state.info || !state.info.symbols[symbol]) return;
     state.generation += 1;
     state.symbol = symbol;
+    closeCancelAll();
+    $("open-orders-notice").hidden = true;
+    state.candles = null;
+    if (state.chartMode === "candles") setTimeout(loadCandles, 0);
     state.rules = rulesFor(symbol);
     state.book = newBook();
     state.trades = [];
@@ -1864,6 +2129,12 @@
       updateHint();
     });
 
+    $("chart-mode").addEventListener("change", () => setChartMode($("chart-mode").value));
+    $("candle-interval").addEventListener("change", () => loadCandles());
+    $("cancel-all").addEventListener("click", askCancelAll);
+    $("cancel-all-no").addEventListener("click", closeCancelAll);
+    $("cancel-all-yes").addEventListener("click", () => { if (!$("cancel-all-yes").disabled) cancelAll(); });
+
     const orders = $("open-orders");
     orders.addEventListener("click", (event) => {
       const cancel = event.target.closest("button[data-cancel]");
@@ -1922,6 +2193,7 @@
       return;
     }
     switchSymbol(initial);
+    loadCsvColumns().catch((err) => console.warn("CSV columns", err));  // ready before a click
   }
 
   // Read-only handle for debugging from the console.

@@ -1219,3 +1219,193 @@ def test_amend_an_open_order_from_the_list(page: Page, base_url: str) -> None:
     page.press("#amend-quantity", "Escape")
     expect(page.locator("tr.amend-row")).to_have_count(0)
     cancel_all(base_url, "ETH-USDT", "amender")
+
+
+def open_ids(base_url: str, symbol: str, account: str) -> set[str]:
+    orders = httpx.get(f"{base_url}/orders/{symbol}?status=open&account={account}").json()
+    return {str(o["order_id"]) for o in orders["orders"]}
+
+
+def test_cancel_all_asks_then_cancels_the_accounts_orders_and_only_those(
+    page: Page, base_url: str
+) -> None:
+    mine = [
+        rest_order(
+            base_url,
+            symbol="ETH-USDT",
+            order_type="limit",
+            side="buy",
+            price=price,
+            quantity="1.000",
+            account="mass",
+        )
+        for price in ("1401.00", "1402.00")
+    ]
+    other = rest_order(
+        base_url,
+        symbol="ETH-USDT",
+        order_type="limit",
+        side="buy",
+        price="1403.00",
+        quantity="1.000",
+        account="bystander",
+    )
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "mass")
+    for order in mine:
+        expect(
+            page.locator(f'#open-orders tr[data-order-id="{order["order_id"]}"]')
+        ).to_be_visible()
+
+    # The first click only asks; "No" sends nothing.
+    page.click("#cancel-all")
+    expect(page.locator("#cancel-all-confirm")).to_be_visible()
+    expect(page.locator("#cancel-all-question")).to_contain_text("ETH-USDT")
+    page.click("#cancel-all-no")
+    expect(page.locator("#cancel-all-confirm")).to_be_hidden()
+    assert {str(o["order_id"]) for o in mine} <= open_ids(base_url, "ETH-USDT", "mass")
+
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    notice = page.locator("#open-orders-notice")
+    expect(notice).to_contain_text("Cancelled 2 orders on ETH-USDT")
+    expect(page.locator("#open-orders-body tr")).to_have_count(0)
+    assert open_ids(base_url, "ETH-USDT", "mass") == set()
+    # Another account's order on the same symbol is untouched.
+    assert str(other["order_id"]) in open_ids(base_url, "ETH-USDT", "bystander")
+
+    # Nothing left: said so, not an error.
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    expect(notice).to_contain_text("Nothing to cancel on ETH-USDT")
+    expect(page.locator("#open-orders-error")).to_be_hidden()
+    cancel_all(base_url, "ETH-USDT", "bystander")
+
+
+def test_cancel_all_shows_the_error_when_the_request_is_refused(page: Page) -> None:
+    open_dashboard(page, "ETH-USDT")
+    set_account(page, "mass")
+    # An account name the gateway refuses: the error is shown, not swallowed.
+    page.fill("#account", "x" * 300)
+    page.press("#account", "Tab")
+    page.click("#cancel-all")
+    page.click("#cancel-all-yes")
+    expect(page.locator("#open-orders-error")).to_be_visible()
+    expect(page.locator("#open-orders-error code")).not_to_be_empty()
+
+
+def candles_state(page: Page) -> dict[str, Any]:
+    return dict(page.evaluate("window.matchwire.state.charts.candles || {}"))
+
+
+def coloured_pixels(page: Page) -> dict[str, int]:
+    """How many pixels of the price canvas are the up and the down candle colour."""
+    return dict(
+        page.evaluate(
+            """() => {
+            const canvas = document.getElementById("price-chart");
+            const colours = window.matchwire.state.charts.candles.colours;
+            const probe = document.createElement("canvas").getContext("2d");
+            const rgb = (c) => { probe.fillStyle = c; probe.fillRect(0, 0, 1, 1);
+                                 return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3)); };
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            const out = {};
+            for (const [name, c] of Object.entries(colours)) {
+                const [r, g, b] = rgb(c);
+                let n = 0;
+                for (let i = 0; i < data.length; i += 4) {
+                    if (Math.abs(data[i] - r) < 3 && Math.abs(data[i + 1] - g) < 3
+                        && Math.abs(data[i + 2] - b) < 3 && data[i + 3] > 250) n += 1;
+                }
+                out[name] = n;
+            }
+            return out;
+        }"""
+        )
+    )
+
+
+def test_candles_from_rest_updated_live_and_refetched_on_an_interval_switch(
+    page: Page, base_url: str
+) -> None:
+    make_trade(base_url, "ETH-USDT", "1600.00", "0.500", "candle1")
+    open_dashboard(page, "ETH-USDT")
+    page.select_option("#chart-mode", "candles")
+    rest = httpx.get(f"{base_url}/candles/ETH-USDT?interval=1m&limit=300").json()["candles"]
+    page.wait_for_function(
+        "n => { const c = window.matchwire.state.charts.candles; return c && c.count >= n; }",
+        arg=len(rest),
+    )
+    drawn = candles_state(page)
+    assert drawn["interval"] == "1m"
+    assert drawn["last"]["close"] == float(rest[-1]["close"])
+    assert drawn["first"]["open"] == float(rest[0]["open"])
+    fetches = drawn["fetches"]
+
+    # A trade from the feed changes the open candle (or opens the next), without a refetch.
+    make_trade(base_url, "ETH-USDT", "1612.00", "0.250", "candle2")
+    page.wait_for_function(
+        "() => { const c = window.matchwire.state.charts.candles; "
+        "return c && c.last.close === 1612 && c.updates >= 1; }"
+    )
+    live = candles_state(page)
+    assert live["fetches"] == fetches
+    assert live["last"]["high"] >= 1612
+    after = httpx.get(f"{base_url}/candles/ETH-USDT?interval=1m&limit=300").json()["candles"]
+    assert live["last"]["close"] == float(after[-1]["close"])
+    assert abs(live["last"]["volume"] - float(after[-1]["volume"])) < 1e-9
+
+    # Another interval: fetched again, and matches the server's.
+    page.select_option("#candle-interval", "1h")
+    page.wait_for_function(
+        "f => { const c = window.matchwire.state.charts.candles; "
+        "return c && c.interval === '1h' && c.fetches > f && c.count > 0; }",
+        arg=fetches,
+    )
+    hourly = httpx.get(f"{base_url}/candles/ETH-USDT?interval=1h&limit=300").json()["candles"]
+    drawn = candles_state(page)
+    assert drawn["count"] == len(hourly)
+    assert drawn["last"]["close"] == float(hourly[-1]["close"])
+    assert abs(drawn["last"]["volume"] - float(hourly[-1]["volume"])) < 1e-9
+
+
+def test_candles_draw_in_dark_and_light_mode(page: Page, base_url: str) -> None:
+    make_trade(base_url, "ETH-USDT", "1605.00", "0.100", "candle3")
+    open_dashboard(page, "ETH-USDT")
+    expect(page.locator("body")).to_have_attribute("data-theme", "dark")
+    page.select_option("#chart-mode", "candles")
+    page.wait_for_function(
+        "() => { const c = window.matchwire.state.charts.candles; return c && c.count > 0; }"
+    )
+    dark = coloured_pixels(page)
+    assert dark["up"] + dark["down"] > 0, dark
+    dark_background = candles_state(page)["background"]
+    page.click("#theme-toggle")
+    expect(page.locator("body")).to_have_attribute("data-theme", "light")
+    page.wait_for_function(
+        "bg => { const c = window.matchwire.state.charts.candles; return c && c.background !== bg; }",
+        arg=dark_background,
+    )
+    light = coloured_pixels(page)
+    assert light["up"] + light["down"] > 0, light
+    page.click("#theme-toggle")
+
+
+def test_csv_export_takes_its_columns_from_the_server(page: Page, base_url: str) -> None:
+    """The export lists no columns of its own: it uses the server CSV's header (whose
+    source is matcher/protocol.py). A server with other columns gets other columns."""
+    make_trade(base_url, "ETH-USDT", "1601.00", "0.010", "csvcols")
+    page.route(
+        "**/trades/ETH-USDT?format=csv&limit=1",
+        lambda route: route.fulfill(
+            status=200, content_type="text/csv", body="price,trade_id\r\n1601.00,1\r\n"
+        ),
+    )
+    open_dashboard(page, "ETH-USDT")
+    expect(page.locator("#tape-body tr").first).to_be_visible()
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0] == ["price", "trade_id"]
+    trades = httpx.get(f"{base_url}/trades/ETH-USDT?limit=1000").json()["trades"]
+    assert rows[1] == [str(trades[0]["price"]), str(trades[0]["trade_id"])]
