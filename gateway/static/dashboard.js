@@ -1168,12 +1168,13 @@
     const left = 8;
     const top = 10;
     const bottom = 20;
-    const slot = 9;
     let pMin = Infinity;
     let pMax = -Infinity;
     const textProbe = ctx.measureText(String(series.list[series.list.length - 1].close)).width;
     const right = Math.max(64, Math.ceil(textProbe) + 16);
     const plotWidth = Math.max(10, width - left - right);
+    // Wide candles while there are few, down to 6 px when the history fills the panel.
+    const slot = Math.max(6, Math.min(18, Math.floor(plotWidth / series.list.length)));
     const fit = Math.max(1, Math.floor(plotWidth / slot));
     const shown = series.list.slice(-fit);
     let vMax = 0;
@@ -1233,10 +1234,21 @@
     const withSeconds = series.ms < 60000;
     const firstLabel = clockTime(shown[0].ms, false);
     const lastLabel = clockTime(shown[shown.length - 1].ms, false);
-    ctx.textAlign = "left";
-    ctx.fillText(withSeconds ? firstLabel : firstLabel.slice(0, 5), Math.max(left, xOf(0) - slot / 2), height - 8);
+    const firstText = withSeconds ? firstLabel : firstLabel.slice(0, 5);
+    const lastText = withSeconds ? lastLabel : lastLabel.slice(0, 5);
+    const firstX = Math.max(left, xOf(0) - slot / 2);
+    const lastWidth = ctx.measureText(lastText).width;
+    const xLabels = [];
+    // The first label only where it clears the last one.
+    const firstWidth = ctx.measureText(firstText).width;
+    if (shown.length > 1 && firstX + firstWidth + 12 < left + plotWidth - lastWidth) {
+      ctx.textAlign = "left";
+      ctx.fillText(firstText, firstX, height - 8);
+      xLabels.push({ text: firstText, x0: firstX, x1: firstX + firstWidth });
+    }
     ctx.textAlign = "right";
-    if (shown.length > 1) ctx.fillText(withSeconds ? lastLabel : lastLabel.slice(0, 5), left + plotWidth, height - 8);
+    ctx.fillText(lastText, left + plotWidth, height - 8);
+    xLabels.push({ text: lastText, x0: left + plotWidth - lastWidth, x1: left + plotWidth });
     // The last close as a tag on the axis.
     const lastCandle = shown[shown.length - 1];
     const ty = Math.max(top + 7, Math.min(top + priceHeight - 7, y(lastCandle.close)));
@@ -1248,7 +1260,7 @@
     state.charts.price = null;
     state.charts.candles = {
       count: series.list.length, shown: shown.length, interval: series.interval, fetches: series.fetches,
-      updates: series.updates || 0, width, height,
+      updates: series.updates || 0, width, height, slot, xLabels,
       last: { ...lastCandle }, first: { ...series.list[0] },
       background: getComputedStyle($("price-chart").closest(".panel")).backgroundColor,
       colours: { up: p.buy, down: p.sell },

@@ -632,6 +632,15 @@ def test_screenshot_with_a_live_book(page: Page, base_url: str, tmp_path: Path) 
     assert page.evaluate("window.matchwire.state.resyncs") == 0
     assert page.evaluate("window.matchwire.state.book.checksumDisabled") is False
 
+    # The price panel as candles (1s: the trades above span a few seconds).
+    page.select_option("#chart-mode", "candles")
+    page.select_option("#candle-interval", "1s")
+    page.wait_for_function(
+        "() => { const c = window.matchwire.state.charts.candles; "
+        "return c && c.interval === '1s' && c.count > 1; }"
+    )
+    candles = candles_state(page)
+    assert_labels_fit(candles["xLabels"], candles["width"])  # a few candles: no overlap
     page.mouse.move(0, 0)
     page.wait_for_timeout(700)  # let the flash animations settle
     shot = tmp_path / "dashboard.png"
