@@ -51,7 +51,7 @@ from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
 from feedhub.wire import DRAIN_TIMEOUT, LINK, AsgiLink, Link, direct_path_refusal
 from matcher.curve import exposure
 from matcher.quoting import shown
-from matcher.system import SystemConfig, load_config
+from matcher.system import SystemConfig, bad_configuration, load_for
 
 log = logging.getLogger("matchwire.feedhub")
 
@@ -591,26 +591,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    try:
-        config = load_config(
-            args.config,
-            host=args.host,
-            ws_port=args.ws_port,
-            zmq_port=args.zmq_port,
-            symbols=symbols,
-            ws_max_connections=args.max_connections,
-        )
-    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
-        print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
+    config = load_for(
+        "feedhub",
+        args,
+        ("host", "ws_port", "zmq_port"),
+        ws_max_connections=args.max_connections,
+    )
+    if config is None:
         return 2
     if not config.symbols:
         parser.error("no symbols to serve")
     try:  # the matchers' sockets beyond loopback only with CURVE (docs/operations.md)
         curve = feedhub_curve(config)
     except ValueError as exc:
-        print(f"feedhub: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return bad_configuration("feedhub", exc)
     endpoints = [
         endpoint
         for rules in config.symbols.values()

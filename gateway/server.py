@@ -26,7 +26,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
 from matcher.curve import exposure
-from matcher.system import SystemConfig, is_loopback, load_config
+from matcher.system import bad_configuration, is_loopback, load_for
 
 log = logging.getLogger("matchwire.gateway")
 
@@ -90,27 +90,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> SystemConfig:
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    return load_config(
-        args.config,
-        host=args.host,
-        http_port=args.http_port,
-        ws_port=args.ws_port,
-        zmq_port=args.zmq_port,
-        symbols=symbols,
-        matcher_timeout=args.matcher_timeout,
-        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        config = load(args)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+    config = load_for(
+        "gateway",
+        args,
+        ("host", "http_port", "ws_port", "zmq_port", "matcher_timeout"),
+        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
+    )
+    if config is None:
         return 2
     if not config.auth_enabled and not is_loopback(config.host):
         print(
@@ -123,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         curve = gateway_curve(config)
         link = choose_link(config.gateway_link, curve=bool(curve))
     except ValueError as exc:
-        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return bad_configuration("gateway", exc)
     refusal = exposure(
         "gateway", [rules.order_endpoint for rules in config.symbols.values()], bool(curve)
     )
