@@ -65,6 +65,10 @@ class CurveConfig:
     clients: tuple[CurveClient, ...] = ()
 
 
+# The trusted roles of a [curve] client key: may name any account (matcher/curve.py).
+CURVE_ROLES = ("gateway", "feedhub")
+
+
 def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
     """`[curve]` -> CurveConfig; ValueError naming what is wrong."""
     known = {"matcher_public", "matcher_secret", "gateway_secret", "feedhub_secret", "clients"}
@@ -84,8 +88,8 @@ def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
         account, role = entry.get("account"), entry.get("role")
         if (account is None) == (role is None):
             raise ValueError(f"[curve] clients[{i}]: exactly one of account or role")
-        if role is not None and role not in ("gateway", "feedhub"):
-            raise ValueError(f"[curve] clients[{i}]: role {role!r}: gateway or feedhub")
+        if role is not None and role not in CURVE_ROLES:
+            raise ValueError(f"[curve] clients[{i}]: role {role!r}: {' or '.join(CURVE_ROLES)}")
         if account is not None and (not isinstance(account, str) or not account):
             raise ValueError(f"[curve] clients[{i}]: account must be a non-empty string")
         clients.append(CurveClient(path(entry["public_key"]), account, role))
