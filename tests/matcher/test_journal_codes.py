@@ -3,7 +3,7 @@
 The codes of matcher/protocol.py are held to the table of docs/journal.md both ways, and
 to the layouts of the protocol module's docstring, so a code renumbered, added or
 reshaped in one place and not the others fails here. A record of a code this matcher does
-not know (a journal written by a newer one) is refused, by the recovery of a starting
+not know (a journal written by a newer one) is refused, by the engine, by a starting
 matcher and by `replay`, never misread.
 """
 
@@ -18,9 +18,9 @@ import pytest
 import matcher.protocol as protocol
 from matcher import codec
 from matcher.journal import Journal
-from matcher.protocol import BUY, CMD_NEW_ORDER, GTC, LIMIT, STP_CANCEL_NEWEST
+from matcher.protocol import BUY, CMD_NEW_ORDER, GTC, LIMIT, STP_CANCEL_NEWEST, Code, CommandError
 from matcher.rules import rules_command, rules_of
-from matcher.service import RecoveryError, journal_dir, new_engine, replay_into
+from matcher.service import journal_dir, new_engine
 from matcher.system import load_config
 from matcher.units import CachedUnits
 from tests.matcher.test_service import SYMBOL, MatcherProcess
@@ -114,16 +114,16 @@ def write_journal_with_unknown_record(data_dir: Path) -> int:
     return 3
 
 
-def test_a_record_of_an_unknown_code_is_refused_by_recovery(tmp_path: Path) -> None:
+def test_the_engine_refuses_a_record_of_an_unknown_code(tmp_path: Path) -> None:
     seq = write_journal_with_unknown_record(tmp_path)
-    units = CachedUnits(load_config(None, symbols=[SYMBOL]).symbols[SYMBOL])
-    engine = new_engine(units)
-    with pytest.raises(
-        RecoveryError, match=f"record {seq} was refused on replay: unknown_op"
-    ) as refused:
-        replay_into(engine, Journal(journal_dir(tmp_path, SYMBOL)))
-    assert f"unknown command type {unknown_code()}" in str(refused.value.__cause__)
-    assert engine.seq == seq - 1, "the records before it were applied, it was not"
+    engine = new_engine(CachedUnits(load_config(None, symbols=[SYMBOL]).symbols[SYMBOL]))
+    *known, unknown = map(codec.decode_command, Journal(journal_dir(tmp_path, SYMBOL)).records())
+    for command in known:
+        engine.apply(command)
+    with pytest.raises(CommandError, match=f"unknown command type {unknown_code()}") as refused:
+        engine.apply(unknown)
+    assert refused.value.code == Code.UNKNOWN_OP
+    assert engine.seq == seq - 1, "a refused record changes nothing"
 
 
 def test_a_record_of_an_unknown_code_is_refused_by_replay(tmp_path: Path) -> None:
