@@ -5,9 +5,10 @@
 Lifecycle, top to bottom: parse flags; load the configuration (the TOML file or the
 embedded default, then the flags); refuse to start on a non-loopback host without API
 keys (exit code 2); bind the HTTP port (in use: exit code 2, naming it); serve with
-uvicorn (uvloop + httptools, no access log: docs/benchmarks.md); on SIGINT/SIGTERM uvicorn
-stops accepting, finishes the requests in flight, the app's lifespan closes the matcher
-sockets, and the process exits with 0. A second SIGINT forces the exit.
+uvicorn (its loop and HTTP parser `auto`: uvloop and httptools where installed; no access
+log: docs/benchmarks.md); on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests
+in flight, the app's lifespan closes the matcher sockets, and the process exits with 0. A
+second SIGINT forces the exit.
 """
 
 from __future__ import annotations

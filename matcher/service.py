@@ -1132,7 +1132,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="delete journal segments older than the kept snapshots",
     )
-    parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
+    parser.add_argument(
+        "--segment-bytes", type=int, help=f"journal segment size ({SEGMENT_BYTES >> 20} MiB)"
+    )
     parser.add_argument(
         "--apply-rules",
         action="store_true",
