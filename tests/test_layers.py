@@ -13,6 +13,7 @@ Every import counts, also one inside a function.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.support import REPO
@@ -138,3 +139,12 @@ def test_the_architecture_doc_names_every_module() -> None:
             if f"`{path.name}`" not in body and f"{package}/{path.name}" not in body:
                 missing.append(f"{package}/{path.name}")
     assert not missing, f"docs/architecture.md does not describe: {missing}"
+
+
+def test_each_package_docstring_states_its_layer_and_names_real_modules() -> None:
+    for package in ("matcher", "clients", "feedhub", "gateway"):
+        text = ast.get_docstring(ast.parse((REPO / package / "__init__.py").read_text()))
+        assert text and "Layer:" in text, f"{package}/__init__.py states no layer"
+        named = set(re.findall(r"(?<![\w/.])(\w+\.py)\b", text))
+        gone = sorted(name for name in named if not (REPO / package / name).exists())
+        assert not gone, f"{package}/__init__.py names modules it does not have: {gone}"
