@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 
@@ -27,11 +26,10 @@ import uvicorn
 from gateway.app import create_app
 from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
 from matcher.curve import exposure
+from matcher.listening import cannot_listen, listening_socket
 from matcher.system import bad_configuration, is_loopback, load_for
 
 log = logging.getLogger("matchwire.gateway")
-
-LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 class Server(uvicorn.Server):
@@ -50,21 +48,6 @@ class Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The server socket, bound and listening: OSError (port in use, no such address) is
-    raised here, before anything is announced."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,14 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listening_socket(config.host, config.http_port)
     except OSError as exc:
-        # Bound here rather than by uvicorn, which would log the failure and exit 1: a
-        # busy port is a refusal to start (exit 2), not a crash to retry.
-        print(
-            f"gateway: cannot listen on {config.host}:{config.http_port} "
-            f"(--http-port): {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
+        return cannot_listen("gateway", config.host, config.http_port, "--http-port", exc)
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(
         uvicorn.Config(
