@@ -35,7 +35,7 @@ from typing import IO, cast
 
 from matcher.journal import FSYNC_POLICIES
 from matcher.lifeline import exit_with_parent
-from matcher.system import SystemConfig, is_loopback, load_config
+from matcher.system import is_loopback, load_for
 
 COMPONENTS = ("matcher", "gateway", "feedhub", "replay", "bench", "keys")
 REPO = Path(__file__).resolve().parent
@@ -83,20 +83,6 @@ def system_flags(args: argparse.Namespace, component: str) -> list[str]:
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
     return flags
-
-
-def config_from(args: argparse.Namespace) -> SystemConfig:
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    return load_config(
-        args.config,
-        host=args.host,
-        http_port=args.http_port,
-        ws_port=args.ws_port,
-        zmq_port=args.zmq_port,
-        data_dir=args.data_dir,
-        fsync=args.fsync,
-        symbols=symbols,
-    )
 
 
 def probe_address(endpoint: str) -> tuple[str, int] | None:
@@ -401,10 +387,10 @@ def run_system(argv: list[str]) -> int:
         help="matchers journal configured rules that differ from the journal's",
     )
     args = parser.parse_args(argv)
-    try:
-        config = config_from(args)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"run.py: bad configuration: {exc}", file=sys.stderr)
+    config = load_for(
+        "run.py", args, ("host", "http_port", "ws_port", "zmq_port", "data_dir", "fsync")
+    )
+    if config is None:
         return 2
     if not is_loopback(config.host) and not config.auth_enabled:
         print(

@@ -23,7 +23,6 @@ import math
 import os
 import resource
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -50,8 +49,9 @@ from clients.curve import CurveKeys, client_keys
 from feedhub.hub import CLIENT_QUEUE, CLOSE_FULL, Feed, Hub, close_quietly
 from feedhub.wire import DRAIN_TIMEOUT, LINK, AsgiLink, Link, direct_path_refusal
 from matcher.curve import exposure
+from matcher.listening import cannot_listen, listening_socket
 from matcher.quoting import shown
-from matcher.system import SystemConfig, load_config
+from matcher.system import SystemConfig, bad_configuration, load_for
 
 log = logging.getLogger("matchwire.feedhub")
 
@@ -65,7 +65,6 @@ WS_MAX_SIZE = 64 * 1024  # clients only send small control messages
 # ~13,000 updates a stuck client could sit behind before its queue even starts to fill.
 CLIENT_SNDBUF = 256 * 1024
 DESCRIPTORS_BESIDES_CLIENTS = 256  # ZeroMQ sockets, HTTP requests, logs, the loop's own
-LISTEN_BACKLOG = 2048  # uvicorn's default
 # Label values exported at 0 from the start (rate() needs a first sample): the hub's
 # drop actions and refusal reasons (feedhub/hub.py), the replica's resync reasons
 # (feedhub/replica.py, OutOfSync). A reason not listed still shows once it happens.
@@ -488,31 +487,6 @@ def uvicorn_config(app: Any, host: str, port: int, ws_path: str = "direct") -> u
     )
 
 
-def listening_socket(
-    host: str, port: int, client_sndbuf: int = CLIENT_SNDBUF, user_timeout: float = 0
-) -> socket.socket:
-    """The server socket, bound and listening; accepted client sockets inherit its
-    SO_SNDBUF (0: autotuning) and TCP_USER_TIMEOUT (`user_timeout` seconds, 0: none).
-    OSError (port in use, no such address) is raised here, before uvicorn starts: uvicorn
-    would log it and exit 1, a crash to retry."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if client_sndbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, client_sndbuf)
-        if user_timeout:
-            sock.setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(user_timeout * 1000))
-            )
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _fit_descriptor_limit(max_connections: int) -> None:
     """Raise the soft RLIMIT_NOFILE towards the hard one so the connection cap, not the
     descriptor limit, is what refuses clients; warn when the hard limit is too low."""
@@ -591,26 +565,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    try:
-        config = load_config(
-            args.config,
-            host=args.host,
-            ws_port=args.ws_port,
-            zmq_port=args.zmq_port,
-            symbols=symbols,
-            ws_max_connections=args.max_connections,
-        )
-    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
-        print(f"feedhub: bad configuration: {exc}", file=sys.stderr, flush=True)
+    config = load_for(
+        "feedhub",
+        args,
+        ("host", "ws_port", "zmq_port"),
+        ws_max_connections=args.max_connections,
+    )
+    if config is None:
         return 2
     if not config.symbols:
         parser.error("no symbols to serve")
     try:  # the matchers' sockets beyond loopback only with CURVE (docs/operations.md)
         curve = feedhub_curve(config)
     except ValueError as exc:
-        print(f"feedhub: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return bad_configuration("feedhub", exc)
     endpoints = [
         endpoint
         for rules in config.symbols.values()
@@ -633,13 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     user_timeout = 2 * args.drain_timeout if ws_path == "asgi" else 0
     try:
         sock = listening_socket(config.host, config.ws_port, args.client_sndbuf, user_timeout)
-    except OSError as exc:  # a refusal to start (exit 2), not a crash to retry
-        print(
-            f"feedhub: cannot listen on {config.host}:{config.ws_port} (--ws-port): "
-            f"{exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
+    except OSError as exc:
+        return cannot_listen("feedhub", config.host, config.ws_port, "--ws-port", exc)
     app = create_app(config, queue_size=args.queue_size, drain_timeout=args.drain_timeout)
     server = uvicorn.Server(uvicorn_config(app, config.host, config.ws_port, ws_path))
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers

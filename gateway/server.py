@@ -5,9 +5,10 @@
 Lifecycle, top to bottom: parse flags; load the configuration (the TOML file or the
 embedded default, then the flags); refuse to start on a non-loopback host without API
 keys (exit code 2); bind the HTTP port (in use: exit code 2, naming it); serve with
-uvicorn (uvloop + httptools, no access log: docs/benchmarks.md); on SIGINT/SIGTERM uvicorn
-stops accepting, finishes the requests in flight, the app's lifespan closes the matcher
-sockets, and the process exits with 0. A second SIGINT forces the exit.
+uvicorn (its loop and HTTP parser `auto`: uvloop and httptools where installed; no access
+log: docs/benchmarks.md); on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests
+in flight, the app's lifespan closes the matcher sockets, and the process exits with 0. A
+second SIGINT forces the exit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 
@@ -26,11 +26,10 @@ import uvicorn
 from gateway.app import create_app
 from gateway.matchers import DEFAULT_TIMEOUT, LINK_ENV, LINKS, choose_link, gateway_curve
 from matcher.curve import exposure
-from matcher.system import SystemConfig, is_loopback, load_config
+from matcher.listening import cannot_listen, listening_socket
+from matcher.system import bad_configuration, is_loopback, load_for
 
 log = logging.getLogger("matchwire.gateway")
-
-LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
 class Server(uvicorn.Server):
@@ -49,21 +48,6 @@ class Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The server socket, bound and listening: OSError (port in use, no such address) is
-    raised here, before anything is announced."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,27 +74,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> SystemConfig:
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    return load_config(
-        args.config,
-        host=args.host,
-        http_port=args.http_port,
-        ws_port=args.ws_port,
-        zmq_port=args.zmq_port,
-        symbols=symbols,
-        matcher_timeout=args.matcher_timeout,
-        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        config = load(args)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
+    config = load_for(
+        "gateway",
+        args,
+        ("host", "http_port", "ws_port", "zmq_port", "matcher_timeout"),
+        gateway_link=args.gateway_link or os.environ.get(LINK_ENV) or None,
+    )
+    if config is None:
         return 2
     if not config.auth_enabled and not is_loopback(config.host):
         print(
@@ -123,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         curve = gateway_curve(config)
         link = choose_link(config.gateway_link, curve=bool(curve))
     except ValueError as exc:
-        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        return bad_configuration("gateway", exc)
     refusal = exposure(
         "gateway", [rules.order_endpoint for rules in config.symbols.values()], bool(curve)
     )
@@ -134,14 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listening_socket(config.host, config.http_port)
     except OSError as exc:
-        # Bound here rather than by uvicorn, which would log the failure and exit 1: a
-        # busy port is a refusal to start (exit 2), not a crash to retry.
-        print(
-            f"gateway: cannot listen on {config.host}:{config.http_port} "
-            f"(--http-port): {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
+        return cannot_listen("gateway", config.host, config.http_port, "--http-port", exc)
     app = create_app(config, matcher_timeout=config.matcher_timeout)
     server = Server(
         uvicorn.Config(

@@ -28,9 +28,9 @@ SIGNATURE_START = 0xFF
 SIGNATURE_END = 0x7F
 GREETING_SIZE = 64
 GREETING = (
-    b"\xff"
+    bytes((SIGNATURE_START,))
     + b"\x00" * 8
-    + b"\x7f"  # signature
+    + bytes((SIGNATURE_END,))  # signature
     + b"\x03\x01"  # version 3.1 (heartbeats)
     + b"NULL".ljust(20, b"\x00")  # mechanism
     + b"\x00"  # as-server: no

@@ -34,7 +34,6 @@ from zmq.auth.thread import ThreadAuthenticator
 if TYPE_CHECKING:  # the clients load keys with this module, without the configuration
     from matcher.system import CurveConfig
 
-ROLES = ("gateway", "feedhub")
 ZAP_DOMAIN = "matchwire"
 REFUSAL_LOG_SECONDS = 60.0
 

@@ -2,8 +2,9 @@
 
 Everything the core takes and returns is a plain tuple of ints, strings and None,
 so it is cheap to build, cheap to pack (one msgpack array) and replays exactly.
-Type codes are stable: they are written to the journal, so never renumber them;
-add new codes at the end and bump PROTOCOL_VERSION when a layout changes.
+Type codes are stable: they are written to the journal, so never renumber them and
+never change a layout in place; a new command or layout gets a new code at the end. The
+codes are the journal's only version (docs/journal.md, "No format version").
 
 Commands (input of `Engine.apply`; `seq` is the journal sequence number and also the
 order id of an order the command creates; `ts` is microseconds since the Unix epoch):
@@ -39,8 +40,6 @@ currency: fee = price * quantity * rate, with rate an integer over FEE_RATE_SCAL
 from __future__ import annotations
 
 from typing import Any
-
-PROTOCOL_VERSION = 1
 
 # Fee rates are integers over this scale: 0.0001 -> 10_000.
 FEE_RATE_SCALE = 100_000_000

@@ -59,7 +59,7 @@ from matcher.protocol import (
 from matcher.quoting import shown
 from matcher.rules import differences, rules_command, rules_of
 from matcher.snapshot import list_snapshots, valid_snapshots, write_snapshot
-from matcher.system import load_config
+from matcher.system import load_for
 from matcher.units import CachedUnits, Units
 from matcher.validation import (
     Validator,
@@ -1132,7 +1132,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="delete journal segments older than the kept snapshots",
     )
-    parser.add_argument("--segment-bytes", type=int, help="journal segment size (64 MiB)")
+    parser.add_argument(
+        "--segment-bytes", type=int, help=f"journal segment size ({SEGMENT_BYTES >> 20} MiB)"
+    )
     parser.add_argument(
         "--apply-rules",
         action="store_true",
@@ -1146,20 +1148,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
-    try:
-        config = load_config(
-            args.config,
-            host=args.host,
-            zmq_port=args.zmq_port,
-            data_dir=args.data_dir,
-            fsync=args.fsync,
-            snapshot_every=args.snapshot_every,
-            prune_segments=args.prune_segments,
-            segment_bytes=args.segment_bytes,
-            symbols=[args.symbol],
-        )
-    except (OSError, ValueError, KeyError) as exc:  # ConfigError names file, section and key
-        print(f"matcher: bad configuration: {exc}", file=sys.stderr, flush=True)
+    flags = "host zmq_port data_dir fsync snapshot_every prune_segments segment_bytes"
+    config = load_for("matcher", args, flags.split(), symbols=[args.symbol])
+    if config is None:
         return 2
     symbol = config.symbols[args.symbol]
     # Before anything is bound or opened: beyond loopback only with CurveZMQ.

@@ -13,11 +13,14 @@ knows no HTTP, WebSocket or client. Each owner interprets its own part: the gate
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import math
+import sys
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
@@ -62,6 +65,10 @@ class CurveConfig:
     clients: tuple[CurveClient, ...] = ()
 
 
+# The trusted roles of a [curve] client key: may name any account (matcher/curve.py).
+CURVE_ROLES = ("gateway", "feedhub")
+
+
 def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
     """`[curve]` -> CurveConfig; ValueError naming what is wrong."""
     known = {"matcher_public", "matcher_secret", "gateway_secret", "feedhub_secret", "clients"}
@@ -81,8 +88,8 @@ def parse_curve(raw: dict[str, Any], base: Path) -> CurveConfig:
         account, role = entry.get("account"), entry.get("role")
         if (account is None) == (role is None):
             raise ValueError(f"[curve] clients[{i}]: exactly one of account or role")
-        if role is not None and role not in ("gateway", "feedhub"):
-            raise ValueError(f"[curve] clients[{i}]: role {role!r}: gateway or feedhub")
+        if role is not None and role not in CURVE_ROLES:
+            raise ValueError(f"[curve] clients[{i}]: role {role!r}: {' or '.join(CURVE_ROLES)}")
         if account is not None and (not isinstance(account, str) or not account):
             raise ValueError(f"[curve] clients[{i}]: account must be a non-empty string")
         clients.append(CurveClient(path(entry["public_key"]), account, role))
@@ -324,3 +331,40 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfi
     except ValueError as exc:
         raise ConfigError(f"{where}{exc}") from None
     return SystemConfig(**server, symbols=symbols, api_keys=api_keys, curve=curve)
+
+
+# What reading a configuration can raise: ConfigError (a ValueError) and what is not one.
+CONFIG_ERRORS = (OSError, ValueError, KeyError)
+
+
+def symbols_flag(text: str | None) -> list[str] | None:
+    """`--symbols A,B` -> ["A", "B"]; not given (or only commas) -> None: all configured."""
+    names = [name.strip() for name in text.split(",") if name.strip()] if text else []
+    return names or None
+
+
+def bad_configuration(process: str, error: BaseException) -> int:
+    """Say why `process` cannot start on its configuration, on stderr; its exit code, 2."""
+    print(f"{process}: bad configuration: {error}", file=sys.stderr, flush=True)
+    return 2
+
+
+def load_for(
+    process: str, args: argparse.Namespace, flags: Iterable[str], **overrides: Any
+) -> SystemConfig | None:
+    """The configuration a process's `main` starts from, read the same way by each.
+
+    The file of `args.config` (None: the embedded default), with the command-line values of
+    `flags` (names of attributes of `args`; None: not given) and `overrides` on top, and
+    the symbols of `args.symbols` (a `--symbols` text) unless `overrides` names them. A bad
+    configuration (a ConfigError names the file, section and key) is said on stderr as
+    `PROCESS: bad configuration: WHY` and gives None: the process then exits 2.
+    """
+    values = {name: getattr(args, name) for name in flags}
+    values.setdefault("symbols", symbols_flag(getattr(args, "symbols", None)))
+    values.update(overrides)
+    try:
+        return load_config(args.config, **values)
+    except CONFIG_ERRORS as exc:
+        bad_configuration(process, exc)
+        return None

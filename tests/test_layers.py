@@ -13,6 +13,7 @@ Every import counts, also one inside a function.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.support import REPO
@@ -113,3 +114,37 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    import time\n    from gateway import app\n")
     assert {"time", "gateway", "gateway.app"} <= imported_modules(sample)
+
+
+# Each package's modules and the section of docs/architecture.md that must name them all.
+DOCUMENTED_IN = {
+    "matcher": "The matcher (`matcher/`)",
+    "clients": "The clients (`clients/`)",
+    "gateway": "The front ends (`gateway/`, `feedhub/`)",
+    "feedhub": "The front ends (`gateway/`, `feedhub/`)",
+    "tests/bench": "The benchmarks (`tests/bench/`)",
+}
+
+
+def test_the_architecture_doc_names_every_module() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    sections = {part.split("\n", 1)[0].strip(): part for part in text.split("\n## ")[1:]}
+    missing = []
+    for package, title in DOCUMENTED_IN.items():
+        assert title in sections, f"docs/architecture.md has no section '## {title}'"
+        body = sections[title]
+        for path in sorted((REPO / package).glob("*.py")):
+            if path.name == "__init__.py":
+                continue
+            if f"`{path.name}`" not in body and f"{package}/{path.name}" not in body:
+                missing.append(f"{package}/{path.name}")
+    assert not missing, f"docs/architecture.md does not describe: {missing}"
+
+
+def test_each_package_docstring_states_its_layer_and_names_real_modules() -> None:
+    for package in ("matcher", "clients", "feedhub", "gateway"):
+        text = ast.get_docstring(ast.parse((REPO / package / "__init__.py").read_text()))
+        assert text and "Layer:" in text, f"{package}/__init__.py states no layer"
+        named = set(re.findall(r"(?<![\w/.])(\w+\.py)\b", text))
+        gone = sorted(name for name in named if not (REPO / package / name).exists())
+        assert not gone, f"{package}/__init__.py names modules it does not have: {gone}"

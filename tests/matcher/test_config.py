@@ -6,6 +6,7 @@ process that reads a configuration says so and exits 2.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from dataclasses import fields
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from matcher.config import ConfigError
-from matcher.system import SystemConfig, load_config
+from matcher.system import SystemConfig, load_config, load_for
 from tests.support import REPO, free_port
 
 BAD = [  # (TOML text, what the message must name)
@@ -134,6 +135,42 @@ def test_every_process_exits_2_with_the_message(tmp_path: Path, command: list[st
     result = run(*command, "--config", str(path), *data)
     assert result.returncode == 2, result.stderr
     assert "unknown key 'rate_limt' in [server]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_main_reads_its_flags_the_same_way(capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(config=None, host=None, ws_port=9100, symbols=" ETH-USDT, ,")
+    config = load_for("feedhub", args, ("host", "ws_port"))
+    assert config is not None
+    assert (config.host, config.ws_port, list(config.symbols)) == ("127.0.0.1", 9100, ["ETH-USDT"])
+    assert capsys.readouterr().err == ""
+    # A symbols override (the matcher's one --symbol) wins over --symbols.
+    config = load_for("matcher", args, ("ws_port",), symbols=["BTC-USDT"])
+    assert config is not None and list(config.symbols) == ["BTC-USDT"]
+    args.ws_port = 0
+    assert load_for("feedhub", args, ("ws_port",)) is None
+    assert capsys.readouterr().err == (
+        "feedhub: bad configuration: --ws_port must be a port in 1..65535, not 0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "process"),
+    [
+        (["run.py"], "run.py"),
+        (["run.py", "gateway"], "gateway"),
+        (["run.py", "feedhub"], "feedhub"),
+    ],
+    ids=["system", "gateway", "feedhub"],
+)
+def test_every_symbols_flag_is_split_the_same_way(
+    tmp_path: Path, command: list[str], process: str
+) -> None:
+    data = ["--data-dir", str(tmp_path / "data")] if process == "run.py" else []
+    result = run(*command, "--symbols", "ETH-USDT, ,SOL-USDT ", *data)
+    assert result.returncode == 2, result.stderr
+    assert f"{process}: bad configuration: symbol 'SOL-USDT' is not configured" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()
 
